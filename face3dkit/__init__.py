@@ -1,1 +1,26 @@
-"""TODO"""
+"""face3dkit: differentiable 3D face reconstruction in PyTorch.
+
+Quick start::
+
+    import face3dkit
+    model = face3dkit.load_model("default")          # or a BFM_model_front.mat / .npz path
+    c = model.sample(4)                              # Coefficients (id, exp, tex, angles, gamma, trans)
+    out = model(c, camera=face3dkit.PerspectiveCamera())
+    out.verts_world, out.color, out.landmarks2d      # (4, N, 3), (4, N, 3), (4, 68, 2)
+"""
+
+from face3dkit.geometry import PerspectiveCamera, WeakPerspectiveCamera
+from face3dkit.model import Coefficients, CoefficientLayout, FaceOutput, MorphableModel, load_model
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Coefficients",
+    "CoefficientLayout",
+    "FaceOutput",
+    "MorphableModel",
+    "PerspectiveCamera",
+    "WeakPerspectiveCamera",
+    "load_model",
+    "__version__",
+]

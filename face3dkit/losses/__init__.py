@@ -1,1 +1,63 @@
-"""TODO"""
+"""Losses of Deng et al. 2019 ("Accurate 3D Face Reconstruction with Weakly-Supervised Learning")
+and the skin-colour model behind their photometric attention.
+
+One small pure function per term (plus a thin ``nn.Module`` where state is useful):
+
+* :func:`photometric_loss` - skin-attention-weighted RGB distance inside the face mask.
+* :func:`landmark_loss` - 68-point weighted squared distance (nose / inner mouth x20).
+* :func:`perceptual_loss`, :class:`PerceptualLoss` - 1 - cosine of identity embeddings.
+* :func:`coefficient_regularization`, :func:`gamma_regularization` - 3DMM / lighting priors.
+* :func:`reflectance_loss` - albedo variance over the skin region.
+* :class:`LossWeights` - the paper's weights; :meth:`LossWeights.combine` sums weighted terms.
+* :func:`skin_probability`, :func:`skin_attention`, :func:`fit_skin_gmm`,
+  :class:`GaussianMixtureModel`, :class:`SkinColorModel` - naive-Bayes skin colour model.
+
+Images are ``(B, H, W, 3)`` RGB in ``[0, 1]`` (``docs/conventions.md``).
+"""
+
+from .landmark import DENG_HIGH_WEIGHT_INDICES, LandmarkLoss, landmark_loss, landmark_weights
+from .perceptual import PerceptualLoss, identity_features, perceptual_loss, warp_affine_crop
+from .photometric import PhotometricLoss, photometric_loss
+from .regularization import (
+    ReflectanceLoss,
+    coefficient_regularization,
+    gamma_regularization,
+    reflectance_loss,
+)
+from .skin import (
+    SKIN_MODELS,
+    GaussianMixtureModel,
+    SkinColorModel,
+    fit_skin_gmm,
+    load_skin_model,
+    rgb_to_ycbcr_bt601,
+    skin_attention,
+    skin_probability,
+)
+from .weights import LossWeights
+
+__all__ = [
+    "LossWeights",
+    "photometric_loss",
+    "PhotometricLoss",
+    "DENG_HIGH_WEIGHT_INDICES",
+    "landmark_weights",
+    "landmark_loss",
+    "LandmarkLoss",
+    "warp_affine_crop",
+    "identity_features",
+    "perceptual_loss",
+    "PerceptualLoss",
+    "coefficient_regularization",
+    "gamma_regularization",
+    "reflectance_loss",
+    "ReflectanceLoss",
+    "GaussianMixtureModel",
+    "SkinColorModel",
+    "SKIN_MODELS",
+    "load_skin_model",
+    "rgb_to_ycbcr_bt601",
+    "skin_probability",
+    "skin_attention",
+    "fit_skin_gmm",
+]

@@ -1,1 +1,83 @@
-"""TODO"""
+"""Plain-torch networks whose ``state_dict`` keys match published checkpoints.
+
+* :mod:`.iresnet` - ArcFace iResNet-18/34/50/100 (insightface ``arcface_torch`` ``backbone.pth``),
+  identity features for the perceptual loss; :func:`load_iresnet`.
+* :mod:`.resnet` - torchvision ResNet-18/34/50/101 (logits or pooled features);
+  :func:`load_torchvision_weights`.
+* :mod:`.vgg` - torchvision VGG16 / VGG16-BN with named intermediate feature maps.
+* :mod:`.deform_conv` - deformable convolution v1/v2 (torchvision / mmcv layouts).
+
+Networks take ``(B, C, H, W)`` tensors as ``torch.nn`` does (see ``docs/conventions.md``).
+No weights are downloaded: loaders read files the user already has.
+"""
+
+from ._checkpoint import (
+    CheckpointMismatchError,
+    load_checked_state_dict,
+    read_state_dict,
+    state_dict_mismatch,
+)
+from .deform_conv import DeformConv2d, DeformConv2dPack, ModulatedDeformConv2dPack, deform_conv2d
+from .iresnet import (
+    IRESNET_LAYERS,
+    IBasicBlock,
+    IResNet,
+    build_iresnet,
+    detect_iresnet_arch,
+    iresnet18,
+    iresnet34,
+    iresnet50,
+    iresnet100,
+    load_iresnet,
+)
+from .resnet import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    BasicBlock,
+    Bottleneck,
+    ResNet,
+    imagenet_normalize,
+    load_torchvision_weights,
+    resnet18,
+    resnet34,
+    resnet50,
+    resnet101,
+)
+from .vgg import VGG, VGG16_CFG, vgg16, vgg16_bn, vgg_layer_names
+
+__all__ = [
+    "CheckpointMismatchError",
+    "read_state_dict",
+    "state_dict_mismatch",
+    "load_checked_state_dict",
+    "IBasicBlock",
+    "IResNet",
+    "IRESNET_LAYERS",
+    "build_iresnet",
+    "detect_iresnet_arch",
+    "iresnet18",
+    "iresnet34",
+    "iresnet50",
+    "iresnet100",
+    "load_iresnet",
+    "BasicBlock",
+    "Bottleneck",
+    "ResNet",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnet101",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "imagenet_normalize",
+    "load_torchvision_weights",
+    "VGG",
+    "VGG16_CFG",
+    "vgg16",
+    "vgg16_bn",
+    "vgg_layer_names",
+    "deform_conv2d",
+    "DeformConv2d",
+    "DeformConv2dPack",
+    "ModulatedDeformConv2dPack",
+]

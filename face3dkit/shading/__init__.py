@@ -1,1 +1,5 @@
-"""TODO"""
+"""Shading: spherical-harmonics Lambertian lighting (Deng et al. 2019)."""
+
+from face3dkit.shading.sh import AMBIENT_INIT, SH_CONSTANTS, SHShader, sh_basis, sh_shade
+
+__all__ = ["AMBIENT_INIT", "SH_CONSTANTS", "SHShader", "sh_basis", "sh_shade"]
