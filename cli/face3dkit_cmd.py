@@ -1,8 +1,15 @@
-"""The ``face3dkit`` command."""
+"""The ``face3dkit`` command: model inspection, sampling and conversion (reconstruction follows)."""
 
 from __future__ import annotations
 
+import json
+import math
+import sys
+from pathlib import Path
+
 import click
+
+from face3dkit._cli.common import fail_cleanly
 
 
 @click.group()
@@ -11,5 +18,130 @@ def main() -> None:
     """face3dkit: differentiable 3D face reconstruction."""
 
 
+@main.group()
+def model() -> None:
+    """Inspect, sample and convert morphable models."""
+
+
+def _load(name_or_path: str):
+    from face3dkit.model import load_model
+
+    return load_model(name_or_path)
+
+
+@model.command("info")
+@click.argument("name_or_path", default="default")
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+@fail_cleanly
+def model_info(name_or_path: str, as_json: bool) -> None:
+    """Sizes, coefficient layout, component names and provenance of a model (default: 'default')."""
+    m = _load(name_or_path)
+    layout = m.layout
+    info = {
+        "model": name_or_path,
+        "name": m.meta.get("name"),
+        "vertices": m.n_verts,
+        "triangles": m.n_faces,
+        "front_triangles": int(m.front_faces.shape[0]),
+        "skin_vertices": int(m.skin_mask.sum()),
+        "landmarks": int(m.landmark_idx.numel()),
+        "uv": m.has_uv,
+        "coefficients": layout.total,
+        "layout": {k: [s.start, s.stop] for k, s in layout.slices().items()},
+        "expression_names": m.exp_names,
+        "licence": m.meta.get("licence"),
+        "provenance": m.meta.get("provenance") or m.meta.get("source"),
+        "units": m.meta.get("units"),
+    }
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    click.echo(f"model        {name_or_path}  ({info['name']})")
+    click.echo(f"mesh         {m.n_verts} vertices, {m.n_faces} triangles "
+               f"({info['front_triangles']} front), UVs: {'yes' if m.has_uv else 'no'}")
+    click.echo(f"landmarks    {info['landmarks']} (iBUG 68), skin vertices {info['skin_vertices']}")
+    click.echo(f"coefficients {layout.total}:")
+    for k, s in layout.slices().items():
+        click.echo(f"  {k:<7} [{s.start:>3}:{s.stop:<3}]  {s.stop - s.start}")
+    if m.exp_names:
+        click.echo("expression units: " + ", ".join(m.exp_names))
+    for key in ("units", "licence", "provenance", "source"):
+        if m.meta.get(key):
+            click.echo(f"{key:<12} {m.meta[key]}")
+
+
+def _parse_exp(values: tuple[str, ...]) -> dict[str, float]:
+    out = {}
+    for v in values:
+        name, sep, w = v.partition("=")
+        try:
+            if not sep:
+                raise ValueError
+            out[name.strip()] = float(w)
+        except ValueError:
+            raise click.BadParameter(f"{v!r} is not NAME=WEIGHT (e.g. mouth-open=0.8)", param_hint="--exp") from None
+    return out
+
+
+@model.command("sample")
+@click.option("--model", "model_name", default="default", show_default=True, help="Model name or path.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed for identity and albedo.")
+@click.option("--mean/--random", default=False, help="Mean face instead of a random identity.")
+@click.option("--exp", "exps", multiple=True, metavar="NAME=W", help="Drive a named expression unit (repeatable).")
+@click.option("--yaw", type=float, default=20.0, show_default=True, help="Preview yaw, degrees.")
+@click.option("--out", "out", type=click.Path(dir_okay=False), required=True, help="Output mesh (.obj/.ply/.glb).")
+@click.option("--preview/--no-preview", default=True, show_default=True, help="Also write <out>.png.")
+@click.option("--texture-size", type=int, default=1024, show_default=True)
+@fail_cleanly
+def model_sample(model_name: str, seed: int, mean: bool, exps: tuple[str, ...], yaw: float, out: str,
+                 preview: bool, texture_size: int) -> None:
+    """Write a random (or mean, or expression-driven) face as a mesh, plus a PNG preview."""
+    import torch
+
+    from face3dkit.model.export import export_mesh
+
+    weights = _parse_exp(exps)
+    m = _load(model_name)
+    g = torch.Generator().manual_seed(seed)
+    c = m.sample(1, generator=g)
+    if mean:
+        c.id.zero_()
+        c.tex.zero_()
+    if weights:
+        try:
+            c.exp = m.expression_vector(weights)
+        except (KeyError, ValueError) as e:
+            raise click.BadParameter(str(e).strip("'\""), param_hint="--exp") from None
+    with torch.no_grad():
+        verts = m.shape(c.id, c.exp)[0]
+        albedo = m.albedo(c.tex)[0].clamp(0, 1)
+    out_path = Path(out)
+    files = export_mesh(out_path, verts, m.faces, albedo, m.uv, m.face_uv, texture_size=texture_size)
+    if preview:
+        from face3dkit.viz import render_faces, save_png
+
+        c.angles[:, 1] = math.radians(yaw)
+        png = out_path.with_suffix(".png")
+        save_png(render_faces(m, c, size=512)[0], png)
+        files.append(png)
+    for f in files:
+        click.echo(f"wrote {f}")
+
+
+@model.command("convert-bfm")
+@click.argument("morphable_model_mat", type=click.Path(dir_okay=False))
+@click.argument("exp_pca_bin", type=click.Path(dir_okay=False))
+@click.option("--aux", "aux_dir", type=click.Path(file_okay=False), required=True,
+              help="Folder with BFM_front_idx.mat, BFM_exp_idx.mat, facemodel_info.mat, std_exp.txt.")
+@click.option("-o", "--out", "out", type=click.Path(dir_okay=False), default="BFM_model_front.mat", show_default=True)
+@fail_cleanly
+def model_convert_bfm(morphable_model_mat: str, exp_pca_bin: str, aux_dir: str, out: str) -> None:
+    """Convert the raw BFM 2009 + expression basis to Deng et al.'s BFM_model_front.mat."""
+    from face3dkit.model.bfm import convert_bfm2009
+
+    path = convert_bfm2009(morphable_model_mat, exp_pca_bin, aux_dir, out)
+    click.echo(f"wrote {path}")
+
+
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    sys.exit(main())

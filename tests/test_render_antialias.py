@@ -148,7 +148,7 @@ def test_fit_translation_with_antialias():
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     err = (offset.detach() - torch.tensor([2.6, -1.7], dtype=torch.float64)).norm()
     assert float(err) < 0.25, offset
     assert losses[-1] < 0.1 * losses[0]

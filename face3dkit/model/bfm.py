@@ -142,7 +142,8 @@ def bfm2009_to_front(morphable_model_mat: str | os.PathLike, exp_pca_bin: str | 
                                 f"{also}")
     for k in (n_id, n_exp, n_tex):
         if int(k) <= 0:
-            raise ValueError(f"n_id, n_exp and n_tex must be positive, got {n_id}, {n_exp}, {n_tex}")
+            raise ValueError(f"n_id, n_exp and n_tex must be positive, got {n_id}, {n_exp}, "
+                             f"{n_tex}")
 
     # --- BFM 2009
     bfm = read_mat(bfm_path, BFM_KEYS, "not the BFM 2009 01_MorphableModel.mat?")

@@ -238,8 +238,9 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
-    except zipfile.BadZipFile:
-        raise _fail(path, "truncated or not a zip archive") from None
+    except zipfile.BadZipFile as e:
+        detail = "" if "not a zip file" in str(e) else f" ({_one_line(e, 100)})"
+        raise _fail(path, f"truncated or not a zip archive{detail}") from None
     except ValueError as e:
         if "pickle" in str(e):
             raise _fail(path, "contains object arrays (pickled data is not allowed in a model "

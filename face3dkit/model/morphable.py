@@ -166,6 +166,11 @@ class MorphableModel(nn.Module):
         self.register_buffer("mean_albedo", f32(mean_albedo))
         self.register_buffer("albedo_basis", f32(albedo_basis))
         self.register_buffer("faces", i64(faces))
+        self.meta = dict(meta or {})
+        fa = self.faces
+        if fa.ndim != 2 or fa.shape[-1] != 3 or (fa.numel() and (int(fa.min()) < 0 or int(fa.max()) >= n)):
+            raise ValueError(f"{self.meta.get('source', 'model')}: faces must be (F, 3) and index vertices "
+                             f"in [0, {n}); got shape {tuple(fa.shape)}")
         vf = build_vertex_faces(self.faces.numpy(), n) if vertex_faces is None else vertex_faces
         self.register_buffer("vertex_faces", i64(vf))
         self.register_buffer("landmark_idx", i64(landmark_idx))
@@ -182,7 +187,6 @@ class MorphableModel(nn.Module):
         self.exp_names = list(exp_names) if exp_names is not None else None
         self.id_names = list(id_names) if id_names is not None else None
         self.tex_names = list(tex_names) if tex_names is not None else None
-        self.meta = dict(meta or {})
         self._check()
 
     # ------------------------------------------------------------------------------------------

@@ -53,6 +53,18 @@ def _edges(X: Tensor, Y: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     return xe[0:3], ye[0:3], xe[1:4], ye[1:4]
 
 
+def _scatter_rows(src: Tensor, index: Tensor, shape: torch.Size) -> Tensor:
+    """``out[index[k, n], c] += src[c, k, n]`` for src (C, 3, N), index (3, N); out (R, C)."""
+    C = src.shape[0]
+    idx = index.reshape(-1)
+    if C > 8:  # wide attributes: one 2-D scatter
+        return src.new_zeros(shape).index_add_(0, idx, src.reshape(C, -1).t())
+    out = src.new_zeros((C, shape[0]))  # per-channel 1-D scatters are faster for small C
+    for c in range(C):
+        out[c].index_add_(0, idx, src[c].reshape(-1))
+    return out.t()
+
+
 class _InterpolateFn(torch.autograd.Function):
     """Fused perspective-correct interpolation at covered pixels (first-order backward)."""
 
@@ -95,8 +107,7 @@ class _InterpolateFn(torch.autograd.Function):
         grad_v = grad_a = None
         g = gout.index_select(0, idx).t()  # (C, N)
         if need_a:
-            ga = (b.to(g.dtype)[:, :, None] * g.t()[None]).reshape(-1, ashape[1])  # (3N, C)
-            grad_a = gout.new_zeros(ashape).index_add_(0, aid.reshape(-1), ga)
+            grad_a = _scatter_rows(b.to(g.dtype)[None] * g[:, None], aid, ashape)  # (C, 3, N)
         if need_v:
             X, Y, D = G.unbind(0)
             Gb = (A * g[:, None]).sum(0).to(b.dtype)  # dL/db_k, (3, N)
@@ -111,8 +122,7 @@ class _InterpolateFn(torch.autograd.Function):
             # Edge k touches corner k+1 (as a) and corner k+2 (as b).
             gX = gax.roll(1, 0) + gbx.roll(2, 0)
             gY = gay.roll(1, 0) + gby.roll(2, 0)
-            gv = torch.stack([gX, gY, gD], 2).reshape(-1, 3)  # (3 corners * N, 3)
-            grad_v = gv.new_zeros(vshape).index_add_(0, vid.reshape(-1), gv)
+            grad_v = _scatter_rows(torch.stack([gX, gY, gD]), vid, vshape)
         return grad_v, grad_a, None, None, None, None, None, None
 
 

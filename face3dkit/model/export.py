@@ -1,0 +1,149 @@
+"""Mesh export: OBJ with UVs and a baked albedo texture (Blender shows it), or vertex colours.
+
+Blender ignores OBJ vertex colours, so models with UVs are exported with a texture baked by
+rasterizing the mesh in UV space; models without UVs get per-vertex colours (trimesh).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+__all__ = ["bake_uv_texture", "export_mesh", "uv_vertex_map"]
+
+
+def uv_vertex_map(faces: Tensor, face_uv: Tensor, n_uv: int) -> Tensor:
+    """(T,) long: for each UV vertex, the mesh vertex it belongs to (seams split vertices)."""
+    out = torch.full((n_uv,), -1, dtype=torch.long, device=faces.device)
+    out[face_uv.reshape(-1)] = faces.reshape(-1)
+    return out
+
+
+def _fill_background(img: np.ndarray, covered: np.ndarray, iters: int = 8) -> np.ndarray:
+    """Dilate covered texels into the background (avoids dark seams under mip-mapping)."""
+    img, covered = img.copy(), covered.copy()
+    for _ in range(iters):
+        acc = np.zeros_like(img)
+        cnt = np.zeros(covered.shape, dtype=np.float64)
+        for dy, dx in ((0, 1), (0, -1), (1, 0), (-1, 0)):
+            shifted_c = np.roll(covered, (dy, dx), (0, 1))
+            acc += np.roll(img, (dy, dx), (0, 1)) * shifted_c[..., None]
+            cnt += shifted_c
+        grow = (~covered) & (cnt > 0)
+        img[grow] = acc[grow] / cnt[grow][:, None]
+        covered = covered | grow
+    return img
+
+
+def _atomic_bytes(path: Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary file in the same folder + ``os.replace``."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def bake_uv_texture(colors: Tensor, faces: Tensor, uv: Tensor, face_uv: Tensor, size: int = 1024) -> np.ndarray:
+    """Bake per-vertex colours into a UV texture by rasterizing the mesh in UV space.
+
+    Args:
+        colors: (N, 3) per-vertex colours in [0, 1].
+        faces: (F, 3) vertex indices.
+        uv: (T, 2) texture coordinates, origin bottom-left (OBJ convention).
+        face_uv: (F, 3) UV indices per face corner.
+        size: texture side in pixels.
+
+    Returns:
+        (size, size, 3) uint8 image (row 0 = top = v of 1).
+    """
+    from face3dkit.render import interpolate, rasterize
+
+    dev = colors.device
+    uvf = uv.to(dev, torch.float32)
+    screen = torch.stack([uvf[:, 0] * size, (1 - uvf[:, 1]) * size, torch.ones_like(uvf[:, 0])], -1)[None]
+    fuv = face_uv.to(dev)
+    owner = uv_vertex_map(faces.to(dev), fuv, uv.shape[0])
+    attr = colors.to(torch.float32)[owner.clamp_min(0)][None]
+    with torch.no_grad():
+        frags = rasterize(screen, fuv, size)
+        tex = interpolate(attr, frags, fuv)[0]
+    covered = (frags.pix_to_face[0] >= 0).cpu().numpy()
+    img = _fill_background(tex.clamp(0, 1).cpu().numpy().astype(np.float64), covered)
+    return (img * 255).round().astype(np.uint8)
+
+
+def export_mesh(
+    path: str | os.PathLike,
+    verts: Tensor,
+    faces: Tensor,
+    colors: Tensor,
+    uv: Tensor | None = None,
+    face_uv: Tensor | None = None,
+    texture_size: int = 1024,
+) -> list[Path]:
+    """Write one mesh as OBJ (+ MTL + texture PNG when UVs are given), atomically per file.
+
+    Args:
+        path: output ``.obj`` path (``.ply`` / ``.glb`` also work through trimesh).
+        verts: (N, 3) vertices.
+        faces: (F, 3) long.
+        colors: (N, 3) colours in [0, 1] (albedo or shaded).
+        uv, face_uv: optional (T, 2) UVs and (F, 3) UV indices; with them the colours are baked
+            into ``<stem>_texture.png`` referenced by ``<stem>.mtl``.
+        texture_size: baked texture side, pixels.
+
+    Returns:
+        The files written.
+    """
+    import trimesh
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    v = verts.detach().cpu().double().numpy()
+    f = faces.detach().cpu().numpy()
+    if uv is not None and face_uv is not None and path.suffix.lower() == ".obj":
+        tex = bake_uv_texture(colors.detach().cpu(), faces.cpu(), uv.cpu(), face_uv.cpu(), texture_size)
+        owner = uv_vertex_map(faces.cpu(), face_uv.cpu(), uv.shape[0]).numpy()
+        image = Image.fromarray(tex)
+        visual = trimesh.visual.TextureVisuals(uv=uv.cpu().numpy(), image=image)
+        mesh = trimesh.Trimesh(v[owner], face_uv.cpu().numpy(), visual=visual, process=False)
+        stem = path.stem
+        obj_text, assets = trimesh.exchange.obj.export_obj(
+            mesh, include_texture=True, return_texture=True, write_texture=False, mtl_name=f"{stem}.mtl"
+        )
+        # Give the texture a predictable name and point the MTL at it.
+        renames = {name: (f"{stem}_texture.png" if name.lower().endswith(".png") else name) for name in assets}
+        written = []
+        for name, data in assets.items():
+            if name.lower().endswith(".mtl"):
+                text = data.decode()
+                for old, new_name in renames.items():
+                    text = text.replace(old, new_name)
+                data = text.encode()
+            written.append(_atomic_bytes(path.parent / renames[name], data))
+        _atomic_bytes(path, obj_text.encode())
+        return [path, *written]
+    col = (colors.detach().cpu().clamp(0, 1).numpy() * 255).round().astype(np.uint8)
+    mesh = trimesh.Trimesh(v, f, vertex_colors=col, process=False)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, suffix=path.suffix)
+    os.close(fd)
+    try:
+        mesh.export(tmp_name, file_type=path.suffix.lstrip(".").lower())
+        os.chmod(tmp_name, 0o644)
+        os.replace(tmp_name, path)
+    finally:
+        if os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+    return [path]
