@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import click
-
 from face3dkit._cli.common import fail_cleanly
 
 
@@ -134,12 +133,16 @@ def model_sample(model_name: str, seed: int, mean: bool, exps: tuple[str, ...], 
 @click.option("--aux", "aux_dir", type=click.Path(file_okay=False), required=True,
               help="Folder with BFM_front_idx.mat, BFM_exp_idx.mat, facemodel_info.mat, std_exp.txt.")
 @click.option("-o", "--out", "out", type=click.Path(dir_okay=False), default="BFM_model_front.mat", show_default=True)
+@click.option("--n-id", type=int, default=80, show_default=True, help="Identity components kept.")
+@click.option("--n-exp", type=int, default=64, show_default=True, help="Expression components kept.")
+@click.option("--n-tex", type=int, default=80, show_default=True, help="Albedo components kept.")
 @fail_cleanly
-def model_convert_bfm(morphable_model_mat: str, exp_pca_bin: str, aux_dir: str, out: str) -> None:
+def model_convert_bfm(morphable_model_mat: str, exp_pca_bin: str, aux_dir: str, out: str, n_id: int, n_exp: int,
+                      n_tex: int) -> None:
     """Convert the raw BFM 2009 + expression basis to Deng et al.'s BFM_model_front.mat."""
     from face3dkit.model.bfm import convert_bfm2009
 
-    path = convert_bfm2009(morphable_model_mat, exp_pca_bin, aux_dir, out)
+    path = convert_bfm2009(morphable_model_mat, exp_pca_bin, aux_dir, out, n_id=n_id, n_exp=n_exp, n_tex=n_tex)
     click.echo(f"wrote {path}")
 
 

@@ -10,7 +10,7 @@ Quick start::
 """
 
 from face3dkit.geometry import PerspectiveCamera, WeakPerspectiveCamera
-from face3dkit.model import Coefficients, CoefficientLayout, FaceOutput, MorphableModel, load_model
+from face3dkit.model import CoefficientLayout, Coefficients, FaceOutput, MorphableModel, load_model
 
 __version__ = "0.1.0"
 
@@ -18,9 +18,11 @@ __all__ = [
     "Coefficients",
     "CoefficientLayout",
     "FaceOutput",
+    "ModelFileError",
     "MorphableModel",
     "PerspectiveCamera",
     "WeakPerspectiveCamera",
     "load_model",
+    "save_model",
     "__version__",
 ]

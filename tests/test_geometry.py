@@ -28,7 +28,7 @@ def test_rotation_matches_numpy_and_is_orthonormal():
     rng = np.random.default_rng(0)
     ang = rng.uniform(-math.pi, math.pi, size=(16, 3))
     r = euler_to_rotation(torch.tensor(ang, dtype=torch.float64)).numpy()
-    for a, m in zip(ang, r):
+    for a, m in zip(ang, r, strict=True):
         np.testing.assert_allclose(m, np_rotation(*a), atol=1e-12)
         np.testing.assert_allclose(m @ m.T, np.eye(3), atol=1e-12)
         assert abs(np.linalg.det(m) - 1) < 1e-12

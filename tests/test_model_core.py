@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from face3dkit.model import CoefficientLayout, Coefficients, MorphableModel, build_vertex_faces, vertex_normals
+from face3dkit.model import (
+    CoefficientLayout,
+    Coefficients,
+    MorphableModel,
+    build_vertex_faces,
+    vertex_normals,
+)
 
 OCTA_V = np.array([[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]], dtype=float)
 # Counter-clockwise seen from outside.

@@ -10,7 +10,8 @@ from face3dkit.shading import sh_basis, sh_shade
 
 def np_basis(n: np.ndarray) -> np.ndarray:
     a0, a1, a2 = math.pi, 2 * math.pi / math.sqrt(3), 2 * math.pi / math.sqrt(8)
-    c0, c1, c2 = 1 / math.sqrt(4 * math.pi), math.sqrt(3) / math.sqrt(4 * math.pi), 3 * math.sqrt(5) / math.sqrt(12 * math.pi)
+    c0, c1 = 1 / math.sqrt(4 * math.pi), math.sqrt(3) / math.sqrt(4 * math.pi)
+    c2 = 3 * math.sqrt(5) / math.sqrt(12 * math.pi)
     x, y, z = n
     return np.array([
         a0 * c0, -a1 * c1 * y, a1 * c1 * z, -a1 * c1 * x, a2 * c2 * x * y, -a2 * c2 * y * z,

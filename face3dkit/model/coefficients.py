@@ -46,7 +46,7 @@ class CoefficientLayout:
     def slices(self) -> dict[str, slice]:
         """Slice of each block in the flat vector, e.g. ``{'id': slice(0, 80), ...}``."""
         out, start = {}, 0
-        for name, size in zip(("id", "exp", "tex", "angles", "gamma", "trans"), self.sizes):
+        for name, size in zip(("id", "exp", "tex", "angles", "gamma", "trans"), self.sizes, strict=True):
             out[name] = slice(start, start + size)
             start += size
         return out

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from face3dkit.geometry.rotation import euler_to_rotation, rotate
-from face3dkit.model.coefficients import Coefficients, CoefficientLayout
+from face3dkit.model.coefficients import CoefficientLayout, Coefficients
 from face3dkit.shading.sh import AMBIENT_INIT, sh_shade
 
 __all__ = ["MorphableModel", "FaceOutput", "vertex_normals", "face_normals", "build_vertex_faces"]
