@@ -10,7 +10,15 @@ Quick start::
 """
 
 from face3dkit.geometry import PerspectiveCamera, WeakPerspectiveCamera
-from face3dkit.model import CoefficientLayout, Coefficients, FaceOutput, MorphableModel, load_model
+from face3dkit.model import (
+    CoefficientLayout,
+    Coefficients,
+    FaceOutput,
+    ModelFileError,
+    MorphableModel,
+    load_model,
+    save_model,
+)
 
 __version__ = "0.1.0"
 

@@ -75,6 +75,9 @@ def test_region_masks_faces_and_vertices():
     torch.testing.assert_close(by_vert.region_mask, by_face.region_mask)
     boolmask = MeshRenderer(cam, faces, region_faces=torch.tensor([False, True]))(v[None], col)
     torch.testing.assert_close(boolmask.region_mask, by_face.region_mask)
+    # A sub-mesh as vertex triples (Deng et al.'s front_face_buf), corners in another order.
+    triples = MeshRenderer(cam, faces, region_faces=faces[1:].roll(1, -1))(v[None], col)
+    torch.testing.assert_close(triples.region_mask, by_face.region_mask)
     with pytest.raises(ValueError):
         MeshRenderer(cam, faces, region_faces=torch.tensor([1]), region_vertices=torch.tensor([0]))
 
