@@ -40,7 +40,9 @@ def test_edge_topology_matches_brute_force():
     for f, k in itertools.product(range(F), range(3)):
         e = {int(faces[f, (k + 1) % 3]), int(faces[f, (k + 2) % 3])}
         others = [
-            (g, m) for g in range(F) for m in range(3)
+            (g, m)
+            for g in range(F)
+            for m in range(3)
             if g != f and {int(faces[g, (m + 1) % 3]), int(faces[g, (m + 2) % 3])} == e
         ]
         if len(others) == 1:
@@ -87,9 +89,7 @@ def test_silhouette_gradient_matches_area_gradient(shift):
 def test_interior_edges_are_not_blended():
     """Two faces sharing an edge (both front-facing): only pixels next to the outer silhouette
     change; pixels along the shared diagonal keep their colour."""
-    v = torch.tensor(
-        [[[8.2, 8.1, 2.0], [8.3, 40.6, 2.0], [40.4, 40.2, 2.0], [40.7, 8.4, 2.0]]], dtype=torch.float64
-    )
+    v = torch.tensor([[[8.2, 8.1, 2.0], [8.3, 40.6, 2.0], [40.4, 40.2, 2.0], [40.7, 8.4, 2.0]]], dtype=torch.float64)
     faces = torch.tensor([[0, 1, 2], [0, 2, 3]])
     col = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [0.3, 0.3], [0.9, 0.9]]], dtype=torch.float64)
     frags = rasterize(v, faces, 48)
@@ -119,9 +119,7 @@ def test_folded_back_face_does_not_hide_the_silhouette():
 
 
 def test_gradcheck_antialias():
-    v = torch.tensor(
-        [[[2.3, 2.2, 2.0], [3.1, 10.6, 2.5], [11.4, 6.3, 3.0], [12.2, 12.5, 1.0]]], dtype=torch.float64
-    )
+    v = torch.tensor([[[2.3, 2.2, 2.0], [3.1, 10.6, 2.5], [11.4, 6.3, 3.0], [12.2, 12.5, 1.0]]], dtype=torch.float64)
     faces = torch.tensor([[0, 1, 2], [2, 1, 3]])
     frags = rasterize(v, faces, 14)
     col = torch.rand(1, 4, 2, dtype=torch.float64)

@@ -85,9 +85,7 @@ def test_gradcheck_interpolate_positions_and_attributes():
     shared = torch.rand(4, 3, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda x, a: interpolate(a, frags, faces, verts=x), (v, shared))
     assert torch.autograd.gradcheck(lambda a: interpolate(a, frags, faces), (attrs,))
-    assert torch.autograd.gradcheck(
-        lambda x: barycentrics(x, faces, frags, return_depth=True), (v,)
-    )
+    assert torch.autograd.gradcheck(lambda x: barycentrics(x, faces, frags, return_depth=True), (v,))
     assert torch.autograd.gradgradcheck(lambda x: barycentrics(x, faces, frags), (v,))
 
 
@@ -95,7 +93,9 @@ def test_fused_backward_matches_autograd_reference():
     """The hand-written backward equals autograd through barycentrics() on a bigger scene."""
     gen = torch.Generator().manual_seed(0)
     B, V, F = 2, 30, 40
-    screen = torch.rand(B, V, 3, generator=gen, dtype=torch.float64) * torch.tensor([32.0, 32.0, 2.0], dtype=torch.float64)
+    screen = torch.rand(B, V, 3, generator=gen, dtype=torch.float64) * torch.tensor(
+        [32.0, 32.0, 2.0], dtype=torch.float64
+    )
     screen[..., 2] += 1.0
     faces = torch.randint(0, V, (F, 3), generator=gen)
     attrs = torch.rand(B, V, 3, generator=gen, dtype=torch.float64)

@@ -35,9 +35,7 @@ def ref_rasterize(verts, faces, hw, cull_backfaces=False, near=1e-3):
             P = [[Fraction(c) for c in p] for p in pts]
             if any(p[2] < near_q for p in P):
                 continue
-            area = (P[1][0] - P[0][0]) * (P[2][1] - P[0][1]) - (P[1][1] - P[0][1]) * (
-                P[2][0] - P[0][0]
-            )
+            area = (P[1][0] - P[0][0]) * (P[2][1] - P[0][1]) - (P[1][1] - P[0][1]) * (P[2][0] - P[0][0])
             if area == 0 or (cull_backfaces and area > 0):
                 continue
             s = 1 if area > 0 else -1
@@ -365,9 +363,9 @@ def test_shared_edge_through_pixel_centre_inexact_coordinates(dtype):
     v = torch.cat([torch.stack([A, Bp, C, Dp], 1), z], -1).to(dtype)  # (n, 4, 3)
     faces = torch.tensor([[0, 1, 2], [1, 0, 3]])  # consistent winding across the shared edge
     frags = rasterize(v, faces, 17)
-    single = rasterize(
-        v.repeat_interleave(2, 0), faces.repeat(n, 1).view(2 * n, 1, 3), 17
-    ).pix_to_face.view(n, 2, 17, 17)
+    single = rasterize(v.repeat_interleave(2, 0), faces.repeat(n, 1).view(2 * n, 1, 3), 17).pix_to_face.view(
+        n, 2, 17, 17
+    )
     count = (single >= 0).sum(1)[:, 8, 8]
     assert torch.all(count == 1), int((count != 1).sum())
     assert torch.all(frags.pix_to_face[:, 8, 8] >= 0)

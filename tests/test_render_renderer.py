@@ -129,7 +129,9 @@ def test_fit_world_translation_with_antialias():
     t = torch.zeros(3, dtype=torch.float64, requires_grad=True)
     opt = torch.optim.Adam([t], lr=0.03)
     for _ in range(40):
-        loss = (r((v + t * torch.tensor([1.0, 1.0, 0.0], dtype=torch.float64))[None], col).image - target).square().sum()
+        loss = (
+            (r((v + t * torch.tensor([1.0, 1.0, 0.0], dtype=torch.float64))[None], col).image - target).square().sum()
+        )
         opt.zero_grad()
         loss.backward()
         opt.step()

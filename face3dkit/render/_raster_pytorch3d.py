@@ -55,9 +55,7 @@ def rasterize_pytorch3d(
     # Cull exactly as the torch backend does, by replacing faces with a degenerate one.
     tri = torch.gather(v, 1, f.reshape(B, -1, 1).expand(-1, -1, 3)).view(B, F, 3, 3)
     x, y, d = tri.unbind(-1)
-    area2 = (x[..., 1] - x[..., 0]) * (y[..., 2] - y[..., 0]) - (y[..., 1] - y[..., 0]) * (
-        x[..., 2] - x[..., 0]
-    )
+    area2 = (x[..., 1] - x[..., 0]) * (y[..., 2] - y[..., 0]) - (y[..., 1] - y[..., 0]) * (x[..., 2] - x[..., 0])
     keep = torch.isfinite(tri).all(-1).all(-1) & (d >= near).all(-1) & (area2 != 0)
     if cull_backfaces:
         keep &= area2 < 0

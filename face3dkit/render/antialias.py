@@ -61,9 +61,7 @@ def edge_topology(faces: Tensor) -> EdgeTopology:
     """
     if faces.ndim == 3:
         parts = [edge_topology(f) for f in faces]  # loop over the (small) batch only
-        return EdgeTopology(
-            torch.stack([p.opposite for p in parts]), torch.stack([p.same_direction for p in parts])
-        )
+        return EdgeTopology(torch.stack([p.opposite for p in parts]), torch.stack([p.same_direction for p in parts]))
     f = faces.long()
     F = f.shape[0]
     dev = f.device
@@ -101,6 +99,28 @@ def _packed_topology(topo: EdgeTopology, B: int, F: int) -> tuple[Tensor, Tensor
         same = same.unsqueeze(0).expand(B, -1, -1)
     offs = torch.arange(B, device=opp.device)[:, None, None] * F
     return torch.where(opp >= 0, opp + offs, opp).reshape(-1, 3), same.reshape(-1, 3)
+
+
+def _edge_values(
+    verts: Tensor, corners: Tensor, sg: Tensor, px: Tensor, py: Tensor, sx: Tensor, sy: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Orientation-normalised edge functions of faces at p and at q = p + (sx, sy).
+
+    Args:
+        verts: (B, V, 3) screen vertices; corners: (M, 3) packed vertex ids; sg: (M, 1) face
+            orientation signs; px, py, sx, sy: (M,).
+
+    Returns:
+        e(p) (M, 3) (>= 0 inside), e(q) (M, 3), and the edge vectors du, dv (M, 3); edge k runs
+        from corner k+1 to corner k+2.
+    """
+    tri = verts.reshape(-1, 3)[corners]  # (M, 3, 3)
+    x, y = tri[..., 0], tri[..., 1]
+    ax, ay = x.roll(-1, 1), y.roll(-1, 1)
+    ex, ey = x.roll(-2, 1) - ax, y.roll(-2, 1) - ay
+    ep = sg * (ex * (py[:, None] - ay) - ey * (px[:, None] - ax))
+    eq = ep + sg * (ex * sy[:, None] - ey * sx[:, None])
+    return ep, eq, ex, ey
 
 
 def antialias(
@@ -141,25 +161,33 @@ def antialias(
         x, y = tri[..., 0], tri[..., 1]
         area2 = (x[:, 1] - x[:, 0]) * (y[:, 2] - y[:, 0]) - (y[:, 1] - y[:, 0]) * (x[:, 2] - x[:, 0])
         sg = torch.sign(area2)
-        sg_n = torch.where(opp >= 0, sg[opp.clamp(min=0)], torch.zeros_like(sg)[:, None])
-        rel = sg[:, None] * sg_n * torch.where(same, -1.0, 1.0).to(sg.dtype)
+        sg_n = sg[opp.clamp(min=0)] * (opp >= 0)
+        rel = sg[:, None] * sg_n * (1.0 - 2.0 * same.to(sg.dtype))
         silhouette = (opp < 0) | (rel <= 0)  # (BF, 3)
+        # Only pixels showing a face with a silhouette edge can be the front pixel of a pair.
+        has_sil = torch.cat([silhouette.any(1), silhouette.new_zeros(1)])  # index -1: background
+        hs = has_sil[p2f]  # (B, H, W)
 
-        z = torch.where(p2f >= 0, fragments.zbuf, torch.full_like(fragments.zbuf, torch.inf))
-        pflat = torch.arange(B * H * W, device=p2f.device).view(B, H, W)
-        zf, pf = z.reshape(-1), p2f.reshape(-1)
+        z = fragments.zbuf.masked_fill(p2f < 0, torch.inf).reshape(-1)
+        pf = p2f.reshape(-1)
         fronts, others, axes = [], [], []
-        for axis, (pa, pb) in enumerate(
-            [(pflat[:, :, :-1], pflat[:, :, 1:]), (pflat[:, :-1, :], pflat[:, 1:, :])]
-        ):
-            pa, pb = pa.reshape(-1), pb.reshape(-1)
-            m = (pf[pa] != pf[pb]).nonzero().squeeze(1)
-            pa, pb = pa[m], pb[m]
-            a_front = zf[pa] <= zf[pb]
-            fronts.append(torch.where(a_front, pa, pb))
-            others.append(torch.where(a_front, pb, pa))
-            axes.append(torch.full_like(pa, axis))
+        for axis in (0, 1):  # pairs (b, i, j)-(b, i, j + 1), then (b, i, j)-(b, i + 1, j)
+            lo = (slice(None), slice(None), slice(0, -1)) if axis == 0 else (slice(None), slice(0, -1))
+            hi = (slice(None), slice(None), slice(1, None)) if axis == 0 else (slice(None), slice(1, None))
+            step = 1 if axis == 0 else W
+            cand = (p2f[lo] != p2f[hi]) & (hs[lo] | hs[hi])
+            pos = cand.nonzero()  # (M, 3): b, i, j of the first pixel of the pair
+            pa = (pos[:, 0] * H + pos[:, 1]) * W + pos[:, 2]
+            pb = pa + step
+            a_front = z[pa] <= z[pb]
+            pfr = torch.where(a_front, pa, pb)
+            keep = has_sil[pf[pfr]].nonzero().squeeze(1)
+            fronts.append(pfr[keep])
+            others.append(torch.where(a_front, pb, pa)[keep])
+            axes.append(torch.full_like(keep, axis))
         pfront, pother, axis = torch.cat(fronts), torch.cat(others), torch.cat(axes)
+        if pfront.numel() == 0:
+            return image
         T = pf[pfront]
         sgT = sg[T][:, None]
         # Pixel centres of front and other pixel, and the unit step between them.
@@ -169,33 +197,27 @@ def antialias(
         px = colf.to(verts.dtype) + 0.5
         py = rowf.to(verts.dtype) + 0.5
         step = (pother - pfront).to(verts.dtype)  # +-1 (horizontal) or +-W (vertical)
-        sx = torch.where(axis == 0, step, torch.zeros_like(step))
-        sy = torch.where(axis == 1, step / W, torch.zeros_like(step))
+        sx = step * (axis == 0)
+        sy = step / W * (axis == 1)
 
-    # Differentiable part: edge functions of T at both pixel centres.
-    tri = verts.reshape(-1, 3)[fp[T]]  # (M, 3, 3)
-    xT, yT = tri[..., 0], tri[..., 1]
-    ax, ay = xT.roll(-1, 1), yT.roll(-1, 1)
-    ex, ey = xT.roll(-2, 1) - ax, yT.roll(-2, 1) - ay  # edge vectors b - a
-    ep = sgT * (ex * (py[:, None] - ay) - ey * (px[:, None] - ax))  # >= 0 inside T
-    eq = ep + sgT * (ex * sy[:, None] - ey * sx[:, None])
-    with torch.no_grad():
+        # Edge functions of T at both pixel centres; pick the edge through which the segment
+        # leaves T (smallest crossing parameter), keep it if it is a silhouette edge oriented
+        # for this pair direction.
+        ep, eq, ex, ey = _edge_values(vd, fp[T], sgT, px, py, sx, sy)
         crosses = (eq < 0) & (eq < ep)
         tk = torch.where(crosses, ep / (ep - eq), torch.full_like(ep, torch.inf))
-        k = tk.argmin(1)
-        edx = ex.detach().gather(1, k[:, None]).squeeze(1).abs()
-        edy = ey.detach().gather(1, k[:, None]).squeeze(1).abs()
-        ok = (
-            crosses.gather(1, k[:, None]).squeeze(1)
-            & silhouette[T].gather(1, k[:, None]).squeeze(1)
-            & torch.where(axis == 0, edy >= edx, edx > edy)
-        )
+        k = tk.argmin(1, keepdim=True)
+        edx, edy = ex.gather(1, k).squeeze(1).abs(), ey.gather(1, k).squeeze(1).abs()
+        ok = crosses.gather(1, k).squeeze(1) & silhouette[T].gather(1, k).squeeze(1)
+        ok &= torch.where(axis == 0, edy >= edx, edx > edy)
         sel = ok.nonzero().squeeze(1)
     if sel.numel() == 0:
         return image
-    ks = k[sel, None]
-    eps, eqs = ep[sel].gather(1, ks).squeeze(1), eq[sel].gather(1, ks).squeeze(1)
-    r = eps / (eps - eqs) - 0.5  # edge crossing relative to the midpoint, in (-1/2, 1/2]
+    # Differentiable part, for the selected pairs and edges only.
+    ks = k[sel]
+    ep, eq, _, _ = _edge_values(verts, fp[T[sel]], sgT[sel], px[sel], py[sel], sx[sel], sy[sel])
+    eps, eqs = ep.gather(1, ks).squeeze(1), eq.gather(1, ks).squeeze(1)
+    r = eps / (eps - eqs) - 0.5  # edge crossing relative to the midpoint, in [-1/2, 1/2)
     pfront, pother = pfront[sel], pother[sel]
     flat = image.reshape(-1, C)
     delta = flat[pfront] - flat[pother]  # (n, C)

@@ -186,17 +186,13 @@ def _interpolate_with_depth(
     attrs = vertex_attributes
     shared = attrs.ndim == 2
     if (attrs.shape[0] if shared else attrs.shape[1]) != V or (not shared and attrs.shape[0] != B):
-        raise ValueError(
-            f"vertex_attributes {tuple(attrs.shape)} do not match verts {tuple(verts.shape)}"
-        )
+        raise ValueError(f"vertex_attributes {tuple(attrs.shape)} do not match verts {tuple(verts.shape)}")
     C = attrs.shape[-1]
     idx, fid = _covered(fragments)
     vid = _corner_ids(faces, fid, B, V)
     aid = vid % V if shared else vid
     px, py = _pixel_xy(idx, (H, W), verts.dtype)
-    out, depth = _InterpolateFn.apply(
-        verts.reshape(-1, 3), attrs.reshape(-1, C), vid, aid, idx, px, py, B * H * W
-    )
+    out, depth = _InterpolateFn.apply(verts.reshape(-1, 3), attrs.reshape(-1, C), vid, aid, idx, px, py, B * H * W)
     return out.view(B, H, W, C), depth.view(B, H, W)
 
 

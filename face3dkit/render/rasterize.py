@@ -78,6 +78,4 @@ def rasterize(
         p2f = torch.full((B, *hw), -1, dtype=torch.long, device=verts.device)
         neg = torch.full((B, *hw), -1.0, dtype=verts.dtype, device=verts.device)
         return Fragments(p2f, neg[..., None].expand(-1, -1, -1, 3).clone(), neg, F)
-    return rasterize_torch(
-        verts, fp, F, hw, cull_backfaces=cull_backfaces, near=near, max_candidates=max_candidates
-    )
+    return rasterize_torch(verts, fp, F, hw, cull_backfaces=cull_backfaces, near=near, max_candidates=max_candidates)

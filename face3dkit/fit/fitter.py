@@ -1,0 +1,272 @@
+"""Analysis-by-synthesis fitting of a morphable model to aligned face crops (Deng et al.'s losses).
+
+Stages (batched over faces, CPU or CUDA, deterministic for a seed):
+
+1. **Initialisation** — POS similarity of the 68 detected landmarks to the model's mean-shape
+   landmarks gives rotation, scale and 2D position, turned into Deng et al.'s perspective camera
+   pose (depth from the scale: ``d = f / s``).
+2. **Landmarks and pose** (coarse) — Adam on pose, identity and expression with the landmark loss
+   and the coefficient prior; only the 68 landmark vertices are evaluated, so this stage is cheap.
+3. **Photometric** (fine) — all coefficients (adding albedo and SH lighting) with the
+   skin-attention-weighted photometric loss through the differentiable rasterizer, plus the
+   landmark, coefficient, lighting, reflectance and (when an identity network is given)
+   perceptual terms, weighted as in the paper (:class:`face3dkit.losses.LossWeights`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from face3dkit.geometry import PerspectiveCamera, euler_to_rotation, pos_similarity, rotate, rotation_to_euler
+from face3dkit.losses import (
+    LossWeights,
+    PerceptualLoss,
+    coefficient_regularization,
+    gamma_regularization,
+    landmark_loss,
+    landmark_weights,
+    photometric_loss,
+    reflectance_loss,
+    skin_attention,
+)
+from face3dkit.model.coefficients import Coefficients
+from face3dkit.model.morphable import MorphableModel
+
+__all__ = [
+    "FitConfig",
+    "FitResult",
+    "arcface_matrix",
+    "fit",
+    "init_pose_from_landmarks",
+    "render_coefficients",
+    "yaw_pitch_roll_degrees",
+]
+
+
+@dataclass
+class FitConfig:
+    """Settings of :func:`fit`.
+
+    Attributes:
+        landmark_iters: Adam steps of the landmark/pose stage.
+        photo_iters: Adam steps of the photometric stage (0 = landmarks and pose only).
+        lr_landmark, lr_photo: Adam learning rates of the two stages.
+        weights: loss weights (paper defaults).
+        skin_model: skin colour model name for the photometric attention (``'jones_rehg'`` or
+            ``'deng2019'``), or None for no attention.
+        fit_identity_in_landmark_stage: also fit identity and expression in stage 2.
+        antialias: analytic silhouette antialiasing in the photometric render (edge gradients).
+        seed: seed of everything random in the fit.
+    """
+
+    landmark_iters: int = 150
+    photo_iters: int = 50
+    lr_landmark: float = 0.05
+    lr_photo: float = 0.01
+    weights: LossWeights = field(default_factory=LossWeights)
+    skin_model: str | None = "jones_rehg"
+    fit_identity_in_landmark_stage: bool = True
+    antialias: bool = False
+    seed: int = 0
+
+
+@dataclass
+class FitResult:
+    """Output of :func:`fit` for B faces.
+
+    Attributes:
+        coeffs: fitted :class:`Coefficients` (detached).
+        landmarks2d: (B, 68, 2) model landmarks projected into the crop, pixels.
+        render: (B, H, W, 3) final render in [0, 1] (None when ``photo_iters == 0``).
+        mask: (B, H, W, 1) coverage of the front-face region in the final render.
+        losses: per-stage list of total-loss values (for plots/tests).
+        landmark_error: (B,) mean landmark distance in crop pixels.
+    """
+
+    coeffs: Coefficients
+    landmarks2d: Tensor
+    render: Tensor | None
+    mask: Tensor | None
+    losses: dict[str, list[float]]
+    landmark_error: Tensor
+
+
+def init_pose_from_landmarks(model: MorphableModel, lm2d: Tensor, camera: PerspectiveCamera) -> tuple[Tensor, Tensor]:
+    """Pose that puts the mean face's landmarks on ``lm2d`` (POS + depth from scale).
+
+    Args:
+        model: the morphable model.
+        lm2d: (B, 68, 2) landmarks in pixels of the camera's image.
+        camera: the perspective camera.
+
+    Returns:
+        angles (B, 3) radians and trans (B, 3) model units.
+    """
+    dtype = lm2d.dtype
+    mean_lm = model.mean_shape[model.landmark_idx].to(dtype)  # (68, 3)
+    # To a y-up frame centred on the principal point.
+    xy = torch.stack([lm2d[..., 0] - camera.cx, camera.cy - lm2d[..., 1]], -1)
+    res = pos_similarity(xy, mean_lm)
+    angles = rotation_to_euler(res.rotation)
+    depth = camera.focal / res.scale  # s = f / d for a weak-perspective view at depth d
+    tz = camera.camera_distance - depth
+    # POS translation is of the model origin; after rotation that origin projects to
+    # f * t_xy / d, so t_xy = trans2d * d / f.
+    txy = res.trans * (depth / camera.focal)[:, None]
+    return angles, torch.cat([txy, tz[:, None]], -1)
+
+
+def _landmarks_only(model: MorphableModel, c: Coefficients, camera: PerspectiveCamera) -> Tensor:
+    """(B, 68, 2) projected landmarks evaluating only the landmark rows of the bases."""
+    idx = model.landmark_idx
+    mean = model.mean_shape[idx]
+    pts = mean + torch.einsum("nck,bk->bnc", model.id_basis[idx], c.id) + torch.einsum(
+        "nck,bk->bnc", model.exp_basis[idx], c.exp)
+    world = rotate(pts, euler_to_rotation(c.angles)) + c.trans[:, None]
+    return camera.project(world)
+
+
+def render_coefficients(model: MorphableModel, c: Coefficients, camera: PerspectiveCamera,
+                        antialias: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Differentiable render of faces.
+
+    Returns:
+        image (B, H, W, 3), front-face mask (B, H, W, 1), coverage (B, H, W, 1), landmarks (B, 68, 2).
+    """
+    from face3dkit.render import antialias as aa
+    from face3dkit.render import interpolate, rasterize
+
+    out = model(c, camera=camera)
+    screen = camera.to_screen(out.verts_world)
+    h, w = camera.height_width
+    frags = rasterize(screen.detach(), model.faces, (h, w))
+    img = interpolate(out.color, frags, model.faces, verts=screen)
+    covered = (frags.pix_to_face >= 0)
+    if antialias:
+        img = aa(img, frags, screen, model.faces)
+    f = model.faces.shape[0]
+    front_face = model.front_mask[model.faces].all(-1)
+    face_id = frags.pix_to_face.clamp_min(0) % f
+    mask = (covered & front_face[face_id])[..., None].to(img.dtype)
+    return img, mask, covered[..., None].to(img.dtype), out.landmarks2d
+
+
+def fit(
+    model: MorphableModel,
+    images: Tensor,
+    lm2d: Tensor,
+    config: FitConfig | None = None,
+    camera: PerspectiveCamera | None = None,
+    perceptual: PerceptualLoss | None = None,
+    init: Coefficients | None = None,
+) -> FitResult:
+    """Fit coefficients to aligned crops.
+
+    Args:
+        model: morphable model (on the device to use).
+        images: (B, H, W, 3) aligned crops in [0, 1] (224 x 224 for Deng et al.'s camera).
+        lm2d: (B, 68, 2) landmarks in crop pixels (x right, y down).
+        config: :class:`FitConfig`.
+        camera: defaults to Deng et al.'s camera for the crop size.
+        perceptual: optional identity-feature loss (:class:`face3dkit.losses.PerceptualLoss`).
+        init: optional starting coefficients (else POS initialisation).
+
+    Returns:
+        :class:`FitResult`.
+    """
+    cfg = config or FitConfig()
+    dev, dtype = model.mean_shape.device, model.mean_shape.dtype
+    images = images.to(dev, dtype)
+    lm2d = lm2d.to(dev, dtype)
+    b, h, w, _ = images.shape
+    if lm2d.shape != (b, 68, 2):
+        raise ValueError(f"lm2d must be (B, 68, 2) with B = {b}, got {tuple(lm2d.shape)}")
+    cam = camera or PerspectiveCamera.for_image_size(h)
+    torch.manual_seed(cfg.seed)  # nothing in the fit draws random numbers today; keep it that way for a seed
+    wts = cfg.weights
+    lw = landmark_weights(device=dev, dtype=dtype)
+    if init is None:
+        c = Coefficients.zeros(model.layout, b, device=dev, dtype=dtype)
+        c.angles, c.trans = init_pose_from_landmarks(model, lm2d, cam)
+    else:
+        c = Coefficients(**{k: v.detach().clone().to(dev, dtype) for k, v in init.as_dict().items()})
+    params = c.as_dict()
+    for v in params.values():
+        v.requires_grad_(True)
+    losses: dict[str, list[float]] = {"landmark": [], "photometric": []}
+
+    # Stage 2: landmarks and pose.
+    stage2 = [params["angles"], params["trans"]]
+    if cfg.fit_identity_in_landmark_stage:
+        stage2 += [params["id"], params["exp"]]
+    opt = torch.optim.Adam(stage2, lr=cfg.lr_landmark)
+    for _ in range(cfg.landmark_iters):
+        opt.zero_grad(set_to_none=True)
+        pred = _landmarks_only(model, c, cam)
+        loss = wts.landmark * landmark_loss(pred, lm2d, lw) + wts.coefficient * coefficient_regularization(
+            c.id, c.exp, c.tex, wts.coef_id, wts.coef_exp, wts.coef_tex)
+        loss.backward()
+        opt.step()
+        losses["landmark"].append(float(loss.detach()))
+
+    render = mask = None
+    if cfg.photo_iters > 0:
+        with torch.no_grad():
+            att = (skin_attention(images, cfg.skin_model)[..., None] if cfg.skin_model
+                   else torch.ones_like(images[..., :1]))
+            crop_m = arcface_matrix(lm2d) if perceptual is not None and perceptual.enabled else None
+        opt = torch.optim.Adam(list(params.values()), lr=cfg.lr_photo)
+        skin = model.skin_mask
+        for _ in range(cfg.photo_iters):
+            opt.zero_grad(set_to_none=True)
+            img, mask, _, pred = render_coefficients(model, c, cam, cfg.antialias)
+            loss = wts.photometric * photometric_loss(images, img, mask, att)
+            loss = loss + wts.landmark * landmark_loss(pred, lm2d, lw)
+            loss = loss + wts.coefficient * coefficient_regularization(
+                c.id, c.exp, c.tex, wts.coef_id, wts.coef_exp, wts.coef_tex)
+            loss = loss + wts.gamma * gamma_regularization(c.gamma)
+            loss = loss + wts.reflectance * reflectance_loss(model.albedo(c.tex), skin)
+            if crop_m is not None:
+                composite = img * mask + images * (1 - mask)
+                loss = loss + wts.perceptual * perceptual(images, composite, crop_m)
+            loss.backward()
+            opt.step()
+            losses["photometric"].append(float(loss.detach()))
+        with torch.no_grad():
+            render, mask, _, _ = render_coefficients(model, c, cam, False)
+    with torch.no_grad():
+        final = c.detach()
+        lm_fit = _landmarks_only(model, final, cam)
+        err = (lm_fit - lm2d).norm(dim=-1).mean(-1)
+    return FitResult(final, lm_fit, render, mask, losses, err)
+
+
+#: insightface's 5-point template of a 112 x 112 ArcFace crop (eyes, nose tip, mouth corners).
+ARCFACE_TEMPLATE = (
+    (38.2946, 51.6963), (73.5318, 51.5014), (56.0252, 71.7366), (41.5493, 92.3655), (70.7299, 92.2041),
+)
+
+
+def arcface_matrix(lm68: Tensor) -> Tensor:
+    """(B, 68, 2) landmarks → (B, 2, 3) similarity to the 112 x 112 ArcFace crop (least squares)."""
+    five = torch.stack([lm68[:, 36:42].mean(1), lm68[:, 42:48].mean(1), lm68[:, 30], lm68[:, 48], lm68[:, 54]], 1)
+    dst = torch.tensor(ARCFACE_TEMPLATE, dtype=lm68.dtype, device=lm68.device).expand_as(five)
+    # Similarity [a -b tx; b a ty]: linear least squares in (a, b, tx, ty).
+    x, y = five[..., 0], five[..., 1]
+    one, zero = torch.ones_like(x), torch.zeros_like(x)
+    rows_u = torch.stack([x, -y, one, zero], -1)
+    rows_v = torch.stack([y, x, zero, one], -1)
+    a = torch.cat([rows_u, rows_v], 1)
+    rhs = torch.cat([dst[..., 0], dst[..., 1]], 1)[..., None]
+    sol = torch.linalg.lstsq(a, rhs).solution[..., 0]
+    aa, bb, tx, ty = sol.unbind(-1)
+    return torch.stack([torch.stack([aa, -bb, tx], -1), torch.stack([bb, aa, ty], -1)], 1)
+
+
+def yaw_pitch_roll_degrees(angles: Tensor) -> Tensor:
+    """(B, 3) (pitch, yaw, roll) radians → (B, 3) (yaw, pitch, roll) degrees for reports."""
+    return torch.stack([angles[:, 1], angles[:, 0], angles[:, 2]], -1) * (180.0 / math.pi)

@@ -1,0 +1,10 @@
+"""Input/output of photos: robust image reading and listing of image inputs.
+
+- :func:`load_image` — any image file -> (H, W, 3) uint8 RGB (EXIF orientation applied, alpha
+  composited on white, 16-bit scaled); errors are :class:`ImageReadError` (one line).
+- :func:`list_images` — a folder, an image or a text list of images -> sorted image paths.
+"""
+
+from face3dkit.io.image import IMAGE_EXTENSIONS, ImageReadError, list_images, load_image, to_rgb_uint8
+
+__all__ = ["IMAGE_EXTENSIONS", "ImageReadError", "list_images", "load_image", "to_rgb_uint8"]
