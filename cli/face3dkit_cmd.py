@@ -146,5 +146,69 @@ def model_convert_bfm(morphable_model_mat: str, exp_pca_bin: str, aux_dir: str, 
     click.echo(f"wrote {path}")
 
 
+@main.command("reconstruct")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@click.option("-o", "--out", "out", type=click.Path(file_okay=False), default="out", show_default=True,
+              help="Output folder (one sub-folder per image).")
+@click.option("--model", "model_name", default="default", show_default=True, help="Model name or path.")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1 ...")
+@click.option("--landmarks", type=click.Choice(["dlib", "dlib-cnn", "file"]), default="dlib", show_default=True,
+              help="Landmark source: dlib detector, or files next to the images (.pts/.txt/.npy, detections/).")
+@click.option("--landmarks-dir", type=click.Path(file_okay=False), default=None, help="Folder of landmark files.")
+@click.option("--faces", type=click.Choice(["largest", "all"]), default="largest", show_default=True)
+@click.option("--iters", type=int, default=None, help="Photometric iterations (default 50).")
+@click.option("--landmark-iters", type=int, default=None, help="Landmark/pose iterations (default 150).")
+@click.option("--batch-size", type=int, default=8, show_default=True, help="Faces fitted together.")
+@click.option("--save", default=",".join(("obj", "mat", "npz", "lm", "pose", "png")), show_default=True,
+              help="Comma-separated outputs: obj,mat,npz,lm,pose,png.")
+@click.option("--recursive/--no-recursive", default=True, show_default=True)
+@click.option("--resume/--no-resume", default=True, show_default=True, help="Skip faces already written.")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--identity-net", type=click.Path(dir_okay=False), default=None,
+              help="insightface backbone.pth for the perceptual loss (off without it).")
+@fail_cleanly
+def reconstruct_cmd(inputs: tuple[str, ...], out: str, model_name: str, device: str, landmarks: str,
+                    landmarks_dir: str | None, faces: str, iters: int | None, landmark_iters: int | None,
+                    batch_size: int, save: str, recursive: bool, resume: bool, progress: bool, seed: int,
+                    identity_net: str | None) -> None:
+    """Reconstruct every face in INPUTS (folders, images, or text files listing images).
+
+    Per face: mesh (.obj + texture), coefficients (.mat with Deng et al.'s keys, .npz), 68 landmarks
+    in image pixels (_lm68.txt), pose in degrees (_pose.json) and a picture (.png); summary.json and
+    summary.csv for the run. Exit code 1 when any input failed (each listed with its reason).
+    """
+    from face3dkit.fit import FitConfig
+    from face3dkit.pipeline import OUTPUT_KINDS, ReconstructConfig, reconstruct
+
+    kinds = tuple(k.strip() for k in save.split(",") if k.strip())
+    bad = [k for k in kinds if k not in OUTPUT_KINDS]
+    if bad:
+        raise click.BadParameter(f"unknown output kind(s) {', '.join(bad)}; choose from {','.join(OUTPUT_KINDS)}",
+                                 param_hint="--save")
+    if batch_size < 1:
+        raise click.BadParameter("must be >= 1", param_hint="--batch-size")
+    fit_cfg = FitConfig(seed=seed)
+    if iters is not None:
+        fit_cfg.photo_iters = iters
+    if landmark_iters is not None:
+        fit_cfg.landmark_iters = landmark_iters
+    for p in inputs:
+        if not Path(p).exists():
+            raise click.ClickException(f"{p}: no such file or folder")
+    cfg = ReconstructConfig(model=model_name, device=device, landmarks=landmarks, landmarks_dir=landmarks_dir,
+                            faces=faces, batch_size=batch_size, fit=fit_cfg, save=kinds, recursive=recursive,
+                            resume=resume, identity_net=identity_net)
+    summary = reconstruct(list(inputs), out, cfg, progress=progress)
+    n = len(summary.results)
+    rate = f", {summary.seconds / n:.2f} s/face" if n else ""
+    click.echo(f"{n} face(s) reconstructed from {summary.n_images} image(s) in {summary.seconds:.1f} s{rate}; "
+               f"{len(summary.skipped)} already done; {len(summary.failures)} failed -> {out}/summary.json")
+    for f in summary.failures:
+        click.echo(f"failed: {f.image}: {f.reason}", err=True)
+    if summary.failures:
+        sys.exit(1)
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -22,6 +22,13 @@ from face3dkit.model import (
 
 __version__ = "0.1.0"
 
+
+def reconstruct(*args, **kwargs):  # noqa: ANN002, ANN003 - thin lazy wrapper
+    """Reconstruct faces from photos; see :func:`face3dkit.pipeline.reconstruct`."""
+    from face3dkit.pipeline.run import reconstruct as _reconstruct
+
+    return _reconstruct(*args, **kwargs)
+
 __all__ = [
     "Coefficients",
     "CoefficientLayout",
@@ -31,6 +38,7 @@ __all__ = [
     "PerspectiveCamera",
     "WeakPerspectiveCamera",
     "load_model",
+    "reconstruct",
     "save_model",
     "__version__",
 ]

@@ -150,3 +150,17 @@ def test_fit_translation_with_antialias():
     err = (offset.detach() - torch.tensor([2.6, -1.7], dtype=torch.float64)).norm()
     assert float(err) < 0.25, offset
     assert losses[-1] < 0.1 * losses[0]
+
+
+def test_per_batch_faces_match_shared_faces():
+    v = torch.tensor(
+        [[[2.3, 2.2, 2.0], [3.1, 20.6, 2.5], [21.4, 6.3, 3.0], [22.2, 22.5, 1.0]]], dtype=torch.float64
+    ).repeat(2, 1, 1)
+    v[1, :, :2] += 1.3
+    faces = torch.tensor([[0, 1, 2], [2, 1, 3]])
+    col = torch.rand(2, 4, 3, dtype=torch.float64)
+    outs = []
+    for f in (faces, faces.expand(2, -1, -1)):
+        frags = rasterize(v, f, 26)
+        outs.append(antialias(interpolate(col, frags, f, verts=v), frags, v, f))
+    torch.testing.assert_close(outs[0], outs[1])

@@ -94,3 +94,54 @@ def test_torch_backend_cuda_matches_cpu():
         o.square().sum().backward()
     torch.testing.assert_close(outs[1].cpu(), outs[0], atol=1e-4, rtol=1e-4)
     assert math.isfinite(float(vs[1].grad.abs().sum()))
+
+
+def test_pytorch3d_adapter_plumbing_with_fake_module(monkeypatch):
+    """The adapter's conversions and output handling, against a stand-in for PyTorch3D whose
+    rasterize_meshes maps NDC back to pixels with PyTorch3D's documented pixel-centre formula
+    (x_ndc = (W - 2 j - 1) / min(H, W), +X left, +Y up) and returns K = 1 fragments."""
+    import sys
+    import types
+
+    import face3dkit.render.backend as backend_mod
+
+    calls = {}
+
+    class FakeMeshes:
+        def __init__(self, verts, faces):
+            self.verts, self.faces = verts, faces
+
+    def fake_rasterize_meshes(meshes, image_size, faces_per_pixel, perspective_correct, cull_backfaces, **kw):
+        H, W = image_size
+        s = min(H, W)
+        calls.update(perspective_correct=perspective_correct, K=faces_per_pixel, cull=cull_backfaces)
+        ndc = torch.stack(meshes.verts)
+        u = (W - ndc[..., 0] * s) / 2  # column j centre: x = (W - 2 j - 1) / s
+        v = (H - ndc[..., 1] * s) / 2
+        screen = torch.stack([u, v, ndc[..., 2]], -1)
+        fr = rasterize(screen, torch.stack(meshes.faces), (H, W), backend="torch")
+        return fr.pix_to_face[..., None], fr.zbuf[..., None], fr.bary[..., None, :], fr.zbuf[..., None]
+
+    mods = {
+        "pytorch3d": types.ModuleType("pytorch3d"),
+        "pytorch3d.structures": types.ModuleType("pytorch3d.structures"),
+        "pytorch3d.renderer": types.ModuleType("pytorch3d.renderer"),
+        "pytorch3d.renderer.mesh": types.ModuleType("pytorch3d.renderer.mesh"),
+        "pytorch3d.renderer.mesh.rasterize_meshes": types.ModuleType("pytorch3d.renderer.mesh.rasterize_meshes"),
+    }
+    mods["pytorch3d.structures"].Meshes = FakeMeshes
+    mods["pytorch3d.renderer.mesh.rasterize_meshes"].rasterize_meshes = fake_rasterize_meshes
+    for name, mod in mods.items():
+        monkeypatch.setitem(sys.modules, name, mod)
+    monkeypatch.setattr(backend_mod, "_P3D_AVAILABLE", None)
+    assert pytorch3d_available()
+    screen, faces = face_like_mesh(n=20, size=40)
+    screen = torch.cat([screen, screen.flip(1)])  # second mesh: same faces on reversed vertices
+    screen[1, 0, 2] = 1e-4  # behind the near plane: its faces are culled by the adapter
+    for cull in (False, True):
+        ref = rasterize(screen, faces, (40, 36), backend="torch", cull_backfaces=cull)
+        got = rasterize(screen, faces, (40, 36), backend="pytorch3d", cull_backfaces=cull)
+        assert calls == {"perspective_correct": True, "K": 1, "cull": False}
+        assert torch.equal(got.pix_to_face, ref.pix_to_face)
+        torch.testing.assert_close(got.bary, ref.bary)
+        torch.testing.assert_close(got.zbuf, ref.zbuf)

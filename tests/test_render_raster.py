@@ -342,6 +342,8 @@ def test_errors():
         rasterize(torch.rand(1, 3, 3), torch.tensor([[0, 1, 2]]), 0)
     with pytest.raises(TypeError):
         rasterize(torch.ones(1, 3, 3, dtype=torch.long), torch.tensor([[0, 1, 2]]), 4)
+    with pytest.raises(ValueError):
+        rasterize(torch.rand(1, 3, 3), torch.tensor([[0, 1, 2]]), 4, near=0.0)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

@@ -198,6 +198,12 @@ def fit(
     for v in params.values():
         v.requires_grad_(True)
     losses: dict[str, list[float]] = {"landmark": [], "photometric": []}
+    exp_range = model.exp_range
+
+    def project() -> None:
+        if exp_range is not None:
+            with torch.no_grad():
+                params["exp"].clamp_(*exp_range)
 
     # Stage 2: landmarks and pose.
     stage2 = [params["angles"], params["trans"]]
@@ -211,6 +217,7 @@ def fit(
             c.id, c.exp, c.tex, wts.coef_id, wts.coef_exp, wts.coef_tex)
         loss.backward()
         opt.step()
+        project()
         losses["landmark"].append(float(loss.detach()))
 
     render = mask = None
@@ -235,6 +242,7 @@ def fit(
                 loss = loss + wts.perceptual * perceptual(images, composite, crop_m)
             loss.backward()
             opt.step()
+            project()
             losses["photometric"].append(float(loss.detach()))
         with torch.no_grad():
             render, mask, _, _ = render_coefficients(model, c, cam, False)

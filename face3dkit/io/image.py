@@ -157,11 +157,11 @@ def _read_list_file(list_path: Path) -> list[Path]:
     try:
         text = list_path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
-        raise ImageReadError(list_path, "not an image (unknown extension) and not a UTF-8 text list of images") from None
+        raise ImageReadError(list_path, "not an image (unknown extension) nor a UTF-8 text list of images") from None
     except OSError as e:
         raise ImageReadError(list_path, f"cannot read list file ({e.strerror or e})") from None
     if "\x00" in text:
-        raise ImageReadError(list_path, "not an image (unknown extension) and not a text list of images")
+        raise ImageReadError(list_path, "not an image (unknown extension) nor a text list of images")
     out: list[Path] = []
     base = list_path.parent
     for lineno, raw in enumerate(text.splitlines(), 1):

@@ -244,6 +244,17 @@ class MorphableModel(nn.Module):
         return CoefficientLayout(self.n_id, self.n_exp, self.n_tex)
 
     @property
+    def exp_range(self) -> tuple[float, float] | None:
+        """Valid range of each expression coefficient, from ``meta['exp_range']`` (None: unbounded).
+
+        The default model's expression units are MakeHuman sliders in [0, 1]; negative weights
+        give shapes no face makes, so fitting projects the coefficients onto this range. BFM's
+        PCA expression coefficients are unbounded.
+        """
+        r = self.meta.get("exp_range")
+        return (float(r[0]), float(r[1])) if r is not None else None
+
+    @property
     def has_uv(self) -> bool:
         return self.uv is not None
 

@@ -17,10 +17,11 @@ from .fragments import Fragments, ndc_to_screen, pixel_centers, screen_to_ndc
 from .interpolate import barycentrics, interpolate
 from .io import save_image
 from .rasterize import rasterize
-from .renderer import MeshRasterizer, MeshRenderer, RenderOutput
+from .renderer import Camera, MeshRasterizer, MeshRenderer, RenderOutput
 
 __all__ = [
     "ENV_VAR",
+    "Camera",
     "EdgeTopology",
     "Fragments",
     "MeshRasterizer",

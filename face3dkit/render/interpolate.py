@@ -207,8 +207,9 @@ def interpolate(
 
     Differentiable w.r.t. ``vertex_attributes``; and, when the screen-space ``verts`` are given,
     also w.r.t. vertex positions (u, v, d) through barycentrics recomputed for the covered pixels
-    (a fused autograd function; first-order gradients). Without ``verts`` the constant
-    ``fragments.bary`` is used (plain autograd ops).
+    (a fused autograd function with a hand-written backward: first-order gradients only; for
+    double backward interpolate with :func:`barycentrics` instead). Without ``verts`` the
+    constant ``fragments.bary`` is used (plain autograd ops).
 
     Args:
         vertex_attributes: (B, V, C) per-vertex attributes, or (V, C) shared across the batch.

@@ -49,7 +49,7 @@ def rasterize(
         faces: (F, 3) int vertex ids shared across the batch, or (B, F, 3) per batch element.
         image_size: int (square) or (H, W).
         cull_backfaces: drop back-facing (clockwise on screen) faces.
-        near: near-plane depth; faces with a vertex closer than this are dropped.
+        near: near-plane depth (> 0); faces with a vertex closer than this are dropped.
         backend: ``"torch"``, ``"pytorch3d"``, ``"auto"`` or None (``$FACE3DKIT_RENDER_BACKEND``,
             default ``"torch"``); see :mod:`face3dkit.render.backend`.
         max_candidates: torch backend only: (face, pixel) pairs processed per chunk (memory cap).
@@ -64,6 +64,8 @@ def rasterize(
         raise ValueError(f"verts must be (B, V, 3), got {tuple(verts.shape)}")
     if not verts.is_floating_point():
         raise TypeError(f"verts must be floating point, got {verts.dtype}")
+    if not near > 0:
+        raise ValueError(f"near must be > 0 (depths are positive in front of the camera), got {near}")
     hw = image_hw(image_size)
     B, V, _ = verts.shape
     faces = faces.to(verts.device)

@@ -1,0 +1,178 @@
+"""Per-face outputs of ``face3dkit reconstruct``, named as in Deng et al.'s tools.
+
+For an image ``photo.jpg`` (one folder per image, ``<out>/photo/``) and face ``k``
+(``photo`` for the first face, ``photo_1``, ``photo_2`` ... for further faces):
+
+=========================  =====================================================================
+file                       content
+=========================  =====================================================================
+``<stem>.obj``             mesh in model space (+ ``.mtl`` and ``<stem>_texture.png`` with the
+                           fitted albedo baked through the model's UVs; vertex colours otherwise)
+``<stem>.mat``             Deng et al.'s keys ``id, exp, tex, angle, gamma, trans`` (1 x k
+                           float32 each) plus ``lm68`` (68 x 2, original-image pixels)
+``<stem>.npz``             the same plus ``coeffs`` (flat vector), ``layout``, ``crop_matrix``
+``<stem>_lm68.txt``        68 lines ``x y`` in original-image pixels (x right, y down, pixel
+                           centres at +0.5)
+``<stem>_pose.json``       yaw, pitch, roll in degrees; translation; alignment scale
+``<stem>.png``             input crop | render | overlay with fitted (green) and detected (red)
+                           landmarks
+``<stem>.done.json``       written last: marks the face as finished (resume skips it)
+=========================  =====================================================================
+
+Every file is written to a temporary name and renamed, so an interrupted run never leaves a
+half-written output that a resumed run would trust.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from scipy.io import savemat
+
+from face3dkit.model.coefficients import Coefficients
+from face3dkit.viz import draw_landmarks, save_png
+
+__all__ = ["OUTPUT_KINDS", "face_stem", "write_face_outputs", "is_done", "atomic_write_text"]
+
+#: Output kinds selectable with ``--save``.
+OUTPUT_KINDS = ("obj", "mat", "npz", "lm", "pose", "png")
+
+
+def face_stem(image_stem: str, face_index: int) -> str:
+    """``photo`` for the first face of ``photo.jpg``, ``photo_1`` for the second, ..."""
+    return image_stem if face_index == 0 else f"{image_stem}_{face_index}"
+
+
+def atomic_write_text(path: Path, text: str) -> Path:
+    """Write text through a temporary file in the same folder + ``os.replace``."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def _atomic_savemat(path: Path, data: dict[str, Any]) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".mat")
+    os.close(fd)
+    try:
+        savemat(tmp, data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _atomic_savez(path: Path, data: dict[str, Any]) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
+    os.close(fd)
+    try:
+        np.savez_compressed(tmp, **data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def is_done(folder: Path, stem: str) -> bool:
+    """True when ``<folder>/<stem>.done.json`` exists (the face was finished by an earlier run)."""
+    return (folder / f"{stem}.done.json").exists()
+
+
+def write_face_outputs(
+    folder: Path,
+    stem: str,
+    coeffs: Coefficients,
+    *,
+    verts: torch.Tensor,
+    faces: torch.Tensor,
+    albedo: torch.Tensor,
+    lm68_image: np.ndarray,
+    lm68_detected_image: np.ndarray | None,
+    pose_deg: tuple[float, float, float],
+    crop: np.ndarray,
+    render: np.ndarray | None,
+    render_mask: np.ndarray | None,
+    lm68_crop: np.ndarray,
+    lm68_detected_crop: np.ndarray | None,
+    crop_matrix: np.ndarray,
+    uv: torch.Tensor | None = None,
+    face_uv: torch.Tensor | None = None,
+    save: tuple[str, ...] = OUTPUT_KINDS,
+    extra: dict[str, Any] | None = None,
+) -> list[Path]:
+    """Write one face's outputs (see the module docstring); the ``.done.json`` marker last.
+
+    Args:
+        folder: the image's output folder.
+        stem: :func:`face_stem`.
+        coeffs: one face's coefficients (batch of 1).
+        verts: (N, 3) model-space shape; faces (F, 3); albedo (N, 3) in [0, 1].
+        lm68_image: (68, 2) fitted landmarks in original-image pixels.
+        lm68_detected_image: (68, 2) detected landmarks in original-image pixels, or None.
+        pose_deg: (yaw, pitch, roll) degrees.
+        crop: (224, 224, 3) uint8 aligned crop; render (224, 224, 3) uint8 or None; render_mask
+            (224, 224) bool or None.
+        lm68_crop, lm68_detected_crop: (68, 2) landmarks in crop pixels.
+        crop_matrix: (2, 3) original image → crop affine.
+        uv, face_uv: optional model UVs for a textured OBJ.
+        save: which of :data:`OUTPUT_KINDS` to write.
+        extra: more fields for the ``.done.json`` summary.
+
+    Returns:
+        The files written.
+    """
+    from face3dkit.model.export import export_mesh
+
+    folder.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    c = {k: v.detach().cpu().float().numpy().reshape(1, -1) for k, v in coeffs.as_dict().items()}
+    deng = {"id": c["id"], "exp": c["exp"], "tex": c["tex"], "angle": c["angles"], "gamma": c["gamma"],
+            "trans": c["trans"], "lm68": lm68_image.astype(np.float32)}
+    if "obj" in save:
+        written += export_mesh(folder / f"{stem}.obj", verts, faces, albedo.clamp(0, 1), uv, face_uv)
+    if "mat" in save:
+        _atomic_savemat(folder / f"{stem}.mat", deng)
+        written.append(folder / f"{stem}.mat")
+    if "npz" in save:
+        _atomic_savez(folder / f"{stem}.npz", {
+            **deng, "coeffs": coeffs.join().detach().cpu().float().numpy()[0],
+            "layout": np.array([c["id"].shape[1], c["exp"].shape[1], c["tex"].shape[1]]),
+            "crop_matrix": crop_matrix.astype(np.float64),
+        })
+        written.append(folder / f"{stem}.npz")
+    if "lm" in save:
+        text = "".join(f"{x:.3f} {y:.3f}\n" for x, y in lm68_image)
+        written.append(atomic_write_text(folder / f"{stem}_lm68.txt", text))
+    pose = {"yaw": pose_deg[0], "pitch": pose_deg[1], "roll": pose_deg[2],
+            "trans": [float(t) for t in c["trans"][0]], "units": "degrees; trans in model units"}
+    if "pose" in save:
+        written.append(atomic_write_text(folder / f"{stem}_pose.json", json.dumps(pose, indent=2)))
+    if "png" in save:
+        panels = [crop]
+        if render is not None and render_mask is not None:
+            panels.append(np.where(render_mask[..., None], render, 0).astype(np.uint8))
+            over = np.where(render_mask[..., None], (0.3 * crop + 0.7 * render), crop).astype(np.uint8)
+        else:
+            over = crop.copy()
+        if lm68_detected_crop is not None:
+            over = draw_landmarks(over, lm68_detected_crop, color=(230, 40, 40), radius=1.6)
+        over = draw_landmarks(over, lm68_crop, color=(40, 220, 60), radius=1.6)
+        panels.append(over)
+        written.append(save_png(np.concatenate(panels, 1), folder / f"{stem}.png"))
+    summary = {"stem": stem, "pose": pose, "files": [p.name for p in written], **(extra or {})}
+    written.append(atomic_write_text(folder / f"{stem}.done.json", json.dumps(summary, indent=2)))
+    return written

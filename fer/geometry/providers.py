@@ -1,0 +1,230 @@
+"""Geometry providers: ``3dmm`` (face3dkit landmark+pose fit), ``landmarks`` (2D + POS pose), ``none``."""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+import torch
+
+from fer.geometry.table import GeometryTable
+
+__all__ = [
+    "PROVIDERS",
+    "GeometryProvider",
+    "GeometryUnavailableError",
+    "LandmarksProvider",
+    "NoGeometry",
+    "ThreeDMMProvider",
+    "get_provider",
+    "load_detector",
+]
+
+PROVIDERS = ("3dmm", "landmarks", "none")
+
+
+class GeometryUnavailableError(RuntimeError):
+    """Geometry cannot be computed (e.g. no landmark detector for real images); one line."""
+
+
+def load_detector() -> Any:
+    """A 68-point landmark detector from ``face3dkit.landmarks`` (imported lazily), largest face only.
+
+    Raises:
+        GeometryUnavailableError: the package or its backend (dlib + model files) is missing.
+    """
+    hint = ("the 'landmarks' and '3dmm' geometry of real images needs a 68-point detector from "
+            "face3dkit.landmarks (pip install 'face3dkit[landmarks]'); use --geometry none otherwise")
+    try:
+        import face3dkit.landmarks as lm_pkg
+    except ImportError as e:
+        raise GeometryUnavailableError(f"face3dkit.landmarks is not available ({e}); {hint}") from None
+    factory = getattr(lm_pkg, "DlibDetector", None)
+    if factory is None:
+        try:
+            from face3dkit.landmarks.dlib_backend import DlibDetector as factory  # noqa: N813
+        except ImportError as e:
+            raise GeometryUnavailableError(f"no detector backend in face3dkit.landmarks ({e}); {hint}") from None
+    try:
+        return factory(select="largest")
+    except (ValueError, RuntimeError, OSError) as e:
+        raise GeometryUnavailableError(f"landmark detector unavailable: {' '.join(str(e).split())}") from None
+
+
+class GeometryProvider(ABC):
+    """Computes a :class:`GeometryTable` for samples of a :class:`fer.data.FerDataset`."""
+
+    name: str = "geometry"
+    version: int = 1
+
+    def settings(self) -> dict[str, Any]:
+        """Everything that changes the result (names the cache file)."""
+        return {"provider": self.name, "version": self.version}
+
+    @property
+    def cacheable(self) -> bool:
+        """Whether results are worth caching."""
+        return True
+
+    @abstractmethod
+    def compute(self, dataset: Any, indices: list[int]) -> GeometryTable:
+        """Geometry of ``dataset`` samples ``indices`` (rows in that order)."""
+
+
+class NoGeometry(GeometryProvider):
+    """``none``: no landmarks, unknown pose."""
+
+    name = "none"
+
+    @property
+    def cacheable(self) -> bool:
+        return False
+
+    def compute(self, dataset: Any, indices: list[int]) -> GeometryTable:
+        return GeometryTable.empty(len(indices))
+
+
+class _LandmarkBased(GeometryProvider):
+    """Shared: 68 landmarks from the dataset (``known_landmarks``) or a detector; cameras per image size."""
+
+    def __init__(self, model: str = "default", batch_size: int = 256) -> None:
+        self.model_name = model
+        self.batch_size = int(batch_size)
+        self._model: Any = None
+        self._detector: Any = None
+
+    def settings(self) -> dict[str, Any]:
+        return {**super().settings(), "model": self.model_name}
+
+    def model(self) -> Any:
+        """The morphable model (loaded once, float32 CPU)."""
+        if self._model is None:
+            import face3dkit
+
+            self._model = face3dkit.load_model(self.model_name)
+        return self._model
+
+    def _landmarks(self, dataset: Any, indices: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(B, 68, 2) pixel landmarks, (B, 2) image (H, W), (B,) found."""
+        b = len(indices)
+        lms = np.zeros((b, 68, 2), np.float64)
+        hw = np.zeros((b, 2), np.int64)
+        ok = np.zeros(b, bool)
+        known = getattr(dataset, "known_landmarks", None)
+        for j, i in enumerate(indices):
+            if known is not None:
+                lms[j] = known[i]
+                hw[j] = _stored_hw(dataset, i)
+                ok[j] = True
+                continue
+            try:
+                image = dataset.stored_image(i)
+            except (ValueError, OSError):
+                continue
+            hw[j] = image.shape[:2]
+            if self._detector is None:
+                self._detector = load_detector()
+            faces = self._detector.detect(image)
+            if faces and np.asarray(faces[0].points).shape == (68, 2):
+                lms[j] = faces[0].points
+                ok[j] = True
+        return lms, hw, ok
+
+    @staticmethod
+    def _camera(h: int, w: int) -> Any:
+        from face3dkit.geometry import PerspectiveCamera
+
+        if h == w:
+            return PerspectiveCamera.for_image_size(h)
+        return PerspectiveCamera(focal=1015.0 * h / 224.0, cx=w / 2.0, cy=h / 2.0, image_size=(h, w))
+
+    def compute(self, dataset: Any, indices: list[int]) -> GeometryTable:
+        out = GeometryTable.empty(len(indices))
+        for start in range(0, len(indices), self.batch_size):
+            chunk = list(range(start, min(start + self.batch_size, len(indices))))
+            lms, hw, ok = self._landmarks(dataset, [indices[j] for j in chunk])
+            groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+            for k in np.flatnonzero(ok):
+                groups[(int(hw[k, 0]), int(hw[k, 1]))].append(int(k))
+            for (h, w), ks in groups.items():
+                pose, lm_px = self._solve(torch.as_tensor(lms[ks], dtype=torch.float32), h, w)
+                rows = [chunk[k] for k in ks]
+                out.pose[rows] = pose
+                out.landmarks[rows] = lm_px / np.array([w, h], np.float32)
+                out.valid[rows] = np.isfinite(pose).all(1)
+        return out
+
+    @abstractmethod
+    def _solve(self, lm2d: torch.Tensor, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+        """(B, 68, 2) pixel landmarks of (h, w) images -> (B, 3) yaw/pitch/roll degrees, (B, 68, 2) pixels."""
+
+
+def _stored_hw(dataset: Any, i: int) -> tuple[int, int]:
+    """(H, W) of the stored image of sample ``i`` without decoding pixels where possible."""
+    path = getattr(dataset, "paths", None)
+    if path is not None:
+        from PIL import Image
+
+        with Image.open(path[i]) as im:
+            return im.height, im.width
+    return tuple(dataset.stored_image(i).shape[:2])  # type: ignore[return-value]
+
+
+def _ypr_degrees(angles: torch.Tensor) -> np.ndarray:
+    """(B, 3) (pitch, yaw, roll) radians -> (B, 3) (yaw, pitch, roll) degrees."""
+    a = angles.detach().double().cpu().numpy()
+    return np.stack([a[:, 1], a[:, 0], a[:, 2]], 1).astype(np.float32) * np.float32(180.0 / math.pi)
+
+
+class LandmarksProvider(_LandmarkBased):
+    """``landmarks``: the 68 2D landmarks as they are; pose from POS against the mean-face landmarks."""
+
+    name = "landmarks"
+
+    def _solve(self, lm2d: torch.Tensor, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+        from face3dkit.fit import init_pose_from_landmarks
+
+        angles, _ = init_pose_from_landmarks(self.model(), lm2d, self._camera(h, w))
+        return _ypr_degrees(angles), lm2d.numpy().astype(np.float32)
+
+
+class ThreeDMMProvider(_LandmarkBased):
+    """``3dmm``: face3dkit's landmark-and-pose fit (POS start, then Adam on pose, identity, expression).
+
+    Args:
+        model: morphable model name or path (default: the embedded default model).
+        landmark_iters: Adam steps of the landmark stage.
+        batch_size: faces fitted together.
+    """
+
+    name = "3dmm"
+
+    def __init__(self, model: str = "default", landmark_iters: int = 150, batch_size: int = 256) -> None:
+        super().__init__(model, batch_size)
+        self.landmark_iters = int(landmark_iters)
+
+    def settings(self) -> dict[str, Any]:
+        return {**super().settings(), "landmark_iters": self.landmark_iters}
+
+    def _solve(self, lm2d: torch.Tensor, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+        from face3dkit.fit import FitConfig, fit
+
+        b = lm2d.shape[0]
+        images = torch.zeros(1, 1, 1, 3).expand(b, h, w, 3)  # only the crop size is used without photo_iters
+        cfg = FitConfig(landmark_iters=self.landmark_iters, photo_iters=0)
+        res = fit(self.model(), images, lm2d, cfg, camera=self._camera(h, w))
+        return _ypr_degrees(res.coeffs.angles), res.landmarks2d.detach().cpu().numpy().astype(np.float32)
+
+
+def get_provider(name: str, **kwargs: Any) -> GeometryProvider:
+    """Provider by name: ``'3dmm'``, ``'landmarks'`` or ``'none'`` (kwargs go to its constructor)."""
+    if name == "3dmm":
+        return ThreeDMMProvider(**kwargs)
+    if name == "landmarks":
+        return LandmarksProvider(**{k: v for k, v in kwargs.items() if k != "landmark_iters"})
+    if name == "none":
+        return NoGeometry()
+    raise ValueError(f"unknown geometry provider {name!r}; choose one of {', '.join(PROVIDERS)}")

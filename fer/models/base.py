@@ -1,0 +1,82 @@
+"""What the trainer needs from a FER model, and the step context it hands to the model."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["FerModel", "StepContext", "frozen"]
+
+
+class StepContext(Protocol):
+    """Provided by the trainer to :meth:`FerModel.train_step` (mixed precision, data parallelism).
+
+    ``autocast()`` wraps forward passes; ``step(name, loss)`` zeroes the gradients of optimizer
+    ``name``, back-propagates ``loss`` (scaled under fp16), averages gradients over DDP ranks and
+    steps the optimizer.
+    """
+
+    def autocast(self) -> contextlib.AbstractContextManager: ...
+
+    def step(self, name: str, loss: Tensor) -> None: ...
+
+
+@contextlib.contextmanager
+def frozen(*modules: nn.Module | None) -> Iterator[None]:
+    """Temporarily stop gradients into the parameters of ``modules`` (they still pass gradients)."""
+    params = [p for m in modules if m is not None for p in m.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
+class FerModel(nn.Module):
+    """Base class of FER models trained by :class:`fer.train.Trainer`.
+
+    Subclasses define ``kind``, ``config`` (a dataclass), :meth:`param_groups`,
+    :meth:`optimizer_settings`, :meth:`train_step`, :meth:`loss_terms` and :meth:`classify`.
+    """
+
+    kind = "model"
+    config: Any
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Optimizer name -> the parameters it updates (each parameter in exactly one group)."""
+        raise NotImplementedError
+
+    def optimizer_settings(self, name: str) -> dict[str, Any]:
+        """Keyword arguments of ``torch.optim.Adam`` for optimizer ``name`` (lr, betas, weight_decay)."""
+        raise NotImplementedError
+
+    def train_step(self, batch: dict[str, Any], ctx: StepContext) -> dict[str, float]:
+        """One optimisation step on a batch; returns scalar metrics (losses, batch accuracy)."""
+        raise NotImplementedError
+
+    def loss_terms(self, batch: dict[str, Any]) -> dict[str, Tensor]:
+        """The training loss terms on a batch without updating anything (for tests and monitoring)."""
+        raise NotImplementedError
+
+    def classify(self, images: Tensor) -> Tensor:
+        """(B, 3, H, W) RGB in [0, 1] -> (B, 7) expression logits (call under ``eval()``)."""
+        raise NotImplementedError
+
+    @staticmethod
+    def uses_geometry() -> bool:
+        """Whether batches must carry geometry (landmarks, pose class)."""
+        return False
+
+    @staticmethod
+    def _accuracy(logits: Tensor, labels: Tensor) -> float:
+        return float((logits.argmax(1) == labels).float().mean()) if labels.numel() else float("nan")
+
+    @staticmethod
+    def _device_of(module: nn.Module) -> torch.device:
+        return next(module.parameters()).device
