@@ -1,1 +1,77 @@
-"""TODO"""
+"""FER models: GGPI (:mod:`fer.models.ggpi`) and the plain CNN baseline (:mod:`fer.models.baseline`).
+
+:func:`build_model` makes either from a kind, a size profile and overrides; the profile picks
+sizes that fit the hardware:
+
+* ``paper`` - GGPI as published: ResNet-50 classifier, 64 encoder / 1024 generator channels.
+* ``small`` - for CPU runs: ResNet-18 classifier, 16 encoder / 256 generator channels.
+* ``auto`` - ``paper`` on CUDA, ``small`` otherwise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from fer.models.backbone import BACKBONES, ExpressionClassifier, build_backbone
+from fer.models.base import FerModel, StepContext
+from fer.models.baseline import BaselineConfig, BaselineModel
+from fer.models.ggpi import GGPIConfig, GGPIModel
+
+__all__ = [
+    "BACKBONES",
+    "MODELS",
+    "PROFILES",
+    "BaselineConfig",
+    "BaselineModel",
+    "ExpressionClassifier",
+    "FerModel",
+    "GGPIConfig",
+    "GGPIModel",
+    "StepContext",
+    "build_backbone",
+    "build_model",
+    "model_from_config",
+    "resolve_profile",
+]
+
+MODELS = ("ggpi", "baseline")
+
+#: Size profiles: fields set on the model config (unknown fields for a model are ignored).
+PROFILES: dict[str, dict[str, Any]] = {
+    "paper": {"backbone": "resnet50", "enc_channels": 64, "gen_channels": 1024},
+    "small": {"backbone": "resnet18", "enc_channels": 16, "gen_channels": 256},
+}
+
+
+def resolve_profile(profile: str, device: str) -> str:
+    """``'auto'`` -> ``'paper'`` on CUDA, ``'small'`` elsewhere; other names are checked and returned."""
+    if profile == "auto":
+        return "paper" if str(device).startswith("cuda") else "small"
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; choose auto, {', '.join(PROFILES)}")
+    return profile
+
+
+def build_model(kind: str, profile: str = "paper", **overrides: Any) -> FerModel:
+    """A model of ``kind`` (``'ggpi'`` or ``'baseline'``) with a profile and config overrides.
+
+    Overrides set config fields by name (e.g. ``image_size=64, use_geometry=False, backbone='tiny'``);
+    fields the model does not have are ignored, None values keep the default.
+    """
+    if kind not in MODELS:
+        raise ValueError(f"unknown model {kind!r}; choose one of {', '.join(MODELS)}")
+    cls_cfg = GGPIConfig if kind == "ggpi" else BaselineConfig
+    names = {f.name for f in dataclasses.fields(cls_cfg)}
+    values = {k: v for k, v in {**PROFILES[profile], **overrides}.items() if k in names and v is not None}
+    return model_from_config(kind, dataclasses.asdict(cls_cfg(**values)))
+
+
+def model_from_config(kind: str, config: dict[str, Any]) -> FerModel:
+    """Rebuild a model from ``kind`` and ``dataclasses.asdict(config)`` (as stored in a run)."""
+    if kind == "ggpi":
+        cfg = GGPIConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()})
+        return GGPIModel(cfg)
+    if kind == "baseline":
+        return BaselineModel(BaselineConfig(**config))
+    raise ValueError(f"unknown model {kind!r}")

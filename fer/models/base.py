@@ -68,8 +68,7 @@ class FerModel(nn.Module):
         """(B, 3, H, W) RGB in [0, 1] -> (B, 7) expression logits (call under ``eval()``)."""
         raise NotImplementedError
 
-    @staticmethod
-    def uses_geometry() -> bool:
+    def uses_geometry(self) -> bool:
         """Whether batches must carry geometry (landmarks, pose class)."""
         return False
 

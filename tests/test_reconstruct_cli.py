@@ -1,0 +1,119 @@
+"""`face3dkit reconstruct` on a temp folder: good image, corrupt file, non-image, face-less image."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import scipy.io
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+import face3dkit
+from face3dkit._cli.face3dkit_cmd import main
+from face3dkit.geometry import PerspectiveCamera
+from face3dkit.viz import render_faces
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    """A rendered face in a 320 px photo with its true landmarks written next to it."""
+    root = tmp_path_factory.mktemp("photos")
+    m = face3dkit.load_model("default")
+    c = m.sample(1, generator=torch.Generator().manual_seed(4), id_scale=0.6, tex_scale=0.6)
+    c.angles[:, 1] = math.radians(25.0)
+    c.trans[:, 2] = -4.0
+    cam = PerspectiveCamera(focal=1015 * 320 / 224, cx=170.0, cy=150.0, image_size=(320, 320))
+    img = render_faces(m, c, camera=cam, background=0.5)[0]
+    Image.fromarray(img).save(root / "face.png")
+    with torch.no_grad():
+        lm = m(c, camera=cam).landmarks2d[0].numpy()
+    np.save(root / "face.npy", lm)
+    (root / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    (root / "notes.txt.png").write_text("this is text\n")
+    Image.new("RGB", (200, 150), (90, 120, 200)).save(root / "sky.png")  # no landmarks: no face
+    return root, lm
+
+
+def test_reconstruct_folder_reports_and_resumes(scene, tmp_path):
+    root, lm_true = scene
+    out = tmp_path / "out"
+    args = ["reconstruct", str(root), "-o", str(out), "--landmarks", "file", "--landmark-iters", "60",
+            "--iters", "3", "--no-progress"]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 1, r.output  # three inputs failed
+    assert "1 face(s) reconstructed from 4 image(s)" in r.output and "3 failed" in r.output
+    summary = json.loads((out / "summary.json").read_text())
+    failed = {f["image"].split("/")[-1]: f["reason"] for f in summary["failures"]}
+    assert set(failed) == {"broken.jpg", "notes.txt.png", "sky.png"}
+    assert "sky.png" in failed and "landmark" in failed["sky.png"].lower()
+    face = out / "face"
+    for name in ("face.obj", "face.mtl", "face_texture.png", "face.mat", "face.npz", "face_lm68.txt",
+                 "face_pose.json", "face.png", "face.done.json"):
+        assert (face / name).exists(), name
+    mat = scipy.io.loadmat(face / "face.mat")
+    m = face3dkit.load_model("default")
+    assert mat["id"].shape == (1, m.n_id) and mat["angle"].shape == (1, 3) and mat["lm68"].shape == (68, 2)
+    lm = np.loadtxt(face / "face_lm68.txt")
+    assert np.abs(lm - lm_true).mean() < 3.0  # back in original-image pixels
+    pose = json.loads((face / "face_pose.json").read_text())
+    assert abs(pose["yaw"] - 25.0) < 4.0
+    csv = (out / "summary.csv").read_text().splitlines()
+    assert csv[0].startswith("image,face_index,yaw") and len(csv) == 5
+    # Second run: the finished face is skipped, failures are reported again.
+    stamp = (face / "face.obj").stat().st_mtime_ns
+    r2 = CliRunner().invoke(main, args)
+    assert r2.exit_code == 1 and "0 face(s) reconstructed" in r2.output and "1 already done" in r2.output
+    assert (face / "face.obj").stat().st_mtime_ns == stamp
+
+
+def test_reconstruct_all_good_exits_zero(scene, tmp_path):
+    root, _ = scene
+    r = CliRunner().invoke(main, ["reconstruct", str(root / "face.png"), "-o", str(tmp_path / "o"), "--landmarks",
+                                  "file", "--landmark-iters", "30", "--iters", "0", "--save", "pose,lm",
+                                  "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in (tmp_path / "o" / "face").iterdir()) == [
+        "face.done.json", "face_lm68.txt", "face_pose.json"]
+
+
+def test_reconstruct_bad_options(tmp_path):
+    r = CliRunner().invoke(main, ["reconstruct", str(tmp_path / "missing"), "-o", str(tmp_path / "o")])
+    assert r.exit_code == 1 and "missing: no such file" in r.output
+    r = CliRunner().invoke(main, ["reconstruct", str(tmp_path), "--save", "obj,bogus"])
+    assert r.exit_code == 2 and "bogus" in r.output
+
+
+def test_python_api_returns_results(scene):
+    root, lm_true = scene
+    from face3dkit.fit import FitConfig
+    from face3dkit.pipeline import ReconstructConfig
+
+    cfg = ReconstructConfig(landmarks="file", fit=FitConfig(landmark_iters=40, photo_iters=0))
+    s = face3dkit.reconstruct([root / "face.png"], None, cfg)
+    assert s.ok and len(s.results) == 1
+    r = s.results[0]
+    assert r.coeffs.id.shape == (1, 80) and np.abs(r.landmarks - lm_true).mean() < 3.0
+
+
+def test_reconstruct_photo_with_dlib(tmp_path):
+    pytest.importorskip("dlib")
+    from pathlib import Path
+
+    from face3dkit.landmarks import DetectorUnavailableError, make_detector
+
+    try:
+        make_detector("dlib")
+    except DetectorUnavailableError as e:
+        pytest.skip(str(e))
+    photo = Path(__file__).resolve().parents[1] / "assets" / "examples" / "grace_hopper.jpg"
+    r = CliRunner().invoke(main, ["reconstruct", str(photo), "-o", str(tmp_path), "--landmark-iters", "60",
+                                  "--iters", "3", "--save", "pose,lm,png", "--no-progress"])
+    assert r.exit_code == 0, r.output
+    pose = json.loads((tmp_path / "grace_hopper" / "grace_hopper_pose.json").read_text())
+    assert abs(pose["yaw"]) < 12 and abs(pose["roll"]) < 10  # a frontal portrait
+    lm = np.loadtxt(tmp_path / "grace_hopper" / "grace_hopper_lm68.txt")
+    w, h = Image.open(photo).size
+    assert (lm[:, 0] > 0).all() and (lm[:, 0] < w).all() and (lm[:, 1] < h).all()
+    assert lm[36:48, 1].mean() < lm[48:68, 1].mean()  # eyes above the mouth, image coordinates
