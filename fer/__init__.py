@@ -1,1 +1,16 @@
-"""TODO"""
+"""fer: facial-expression recognition with geometry from face3dkit.
+
+* :mod:`fer.labels` - the canonical label order (neutral, anger, disgust, fear, happiness, sadness,
+  surprise), dataset label mappings, yaw bins.
+* :mod:`fer.data` - datasets (class folders, FER2013, RAF-DB, the synthetic face3dkit set).
+* :mod:`fer.geometry` - pose + 68 landmarks per image (providers ``3dmm``, ``landmarks``, ``none``),
+  cached on disk.
+* :mod:`fer.models` - GGPI (Zhang et al., TIP 2020) and the plain CNN baseline.
+* :mod:`fer.train` - the trainer; :mod:`fer.evaluate` - metrics and reports.
+
+Command line: ``fer synth``, ``fer train``, ``fer evaluate``, ``fer predict``.
+"""
+
+from fer.labels import EXPRESSIONS, NUM_CLASSES, YAW_BIN_NAMES
+
+__all__ = ["EXPRESSIONS", "NUM_CLASSES", "YAW_BIN_NAMES"]

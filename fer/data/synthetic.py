@@ -233,14 +233,13 @@ def generate_synthetic(out: str | Path, config: SynthConfig | None = None, model
     Returns:
         The contents of ``meta.json`` (settings, counts per split, ``seconds``).
     """
+    from PIL import Image
     from tqdm import tqdm
 
     import face3dkit
     from face3dkit.geometry import PerspectiveCamera
     from face3dkit.model.coefficients import Coefficients
     from face3dkit.viz import render_faces
-
-    from PIL import Image
 
     cfg = config or SynthConfig()
     t0 = time.perf_counter()

@@ -1,0 +1,103 @@
+"""Evaluation of a FER model on a dataset: predictions, metrics, report files.
+
+:func:`evaluate_model` gives accuracy, per-class accuracy, macro-F1, the confusion matrix and the
+accuracy per yaw bin (true pose when the dataset knows it, else the attached geometry's pose);
+:func:`write_report` stores ``metrics.json`` and ``confusion.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from fer.data.base import collate_samples
+from fer.evaluate.confusion import draw_confusion_matrix, save_confusion_png
+from fer.evaluate.metrics import classification_metrics, confusion_matrix
+from fer.labels import EXPRESSIONS
+
+__all__ = [
+    "classification_metrics",
+    "confusion_matrix",
+    "draw_confusion_matrix",
+    "evaluate_model",
+    "predict_dataset",
+    "save_confusion_png",
+    "sample_yaw",
+    "write_report",
+]
+
+
+@torch.no_grad()
+def predict_dataset(model: Any, dataset: Any, batch_size: int = 64, device: str | torch.device = "cpu",
+                    progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Class probabilities of every readable sample.
+
+    Args:
+        model: a :class:`fer.models.FerModel` (put in eval mode here, restored afterwards).
+        dataset: a :class:`fer.data.FerDataset`.
+
+    Returns:
+        probabilities (M, 7) float32 and the dataset indices (M,) they belong to (unreadable images
+        are skipped, so M <= len(dataset)).
+    """
+    from tqdm import tqdm
+
+    was_training = model.training
+    model.eval()
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_samples)
+    probs, idx = [], []
+    try:
+        for batch in tqdm(loader, desc="evaluating", disable=not progress, leave=False):
+            if batch is None:
+                continue
+            logits = model.classify(batch["image"].to(device, non_blocking=True))
+            probs.append(torch.softmax(logits.float(), 1).cpu().numpy())
+            idx.append(batch["index"].numpy())
+    finally:
+        model.train(was_training)
+    if not probs:
+        return np.zeros((0, len(EXPRESSIONS)), np.float32), np.zeros(0, np.int64)
+    return np.concatenate(probs), np.concatenate(idx)
+
+
+def sample_yaw(dataset: Any) -> np.ndarray | None:
+    """(N,) yaw in degrees per sample: the true pose where known, else the geometry's; None if neither."""
+    yaw = np.asarray(dataset.true_pose[:, 0], np.float64).copy()
+    geo = getattr(dataset, "geometry", None)
+    if geo is not None:
+        missing = ~np.isfinite(yaw) & geo.valid
+        yaw[missing] = geo.pose[missing, 0]
+    return yaw if np.isfinite(yaw).any() else None
+
+
+def evaluate_model(model: Any, dataset: Any, batch_size: int = 64, device: str | torch.device = "cpu",
+                   progress: bool = False) -> dict[str, Any]:
+    """Metrics of ``model`` on ``dataset`` (see :func:`fer.evaluate.metrics.classification_metrics`).
+
+    The result also holds ``skipped`` (unreadable samples).
+    """
+    probs, idx = predict_dataset(model, dataset, batch_size, device, progress)
+    yaw = sample_yaw(dataset)
+    m = classification_metrics(dataset.labels[idx], probs.argmax(1) if len(probs) else np.zeros(0, np.int64),
+                               None if yaw is None else yaw[idx])
+    m["skipped"] = int(len(dataset) - len(idx))
+    return m
+
+
+def write_report(metrics: dict[str, Any], out_dir: str | os.PathLike, title: str = "") -> dict[str, Path]:
+    """Write ``metrics.json`` and ``confusion.png`` into ``out_dir``; returns their paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    mpath = out / "metrics.json"
+    tmp = out / ".metrics.json.tmp"
+    tmp.write_text(json.dumps(metrics, indent=2))
+    os.replace(tmp, mpath)
+    title = title or f"accuracy {100 * metrics['accuracy']:.1f}%  macro-F1 {100 * metrics['macro_f1']:.1f}%"
+    cpath = save_confusion_png(np.asarray(metrics["confusion"]), EXPRESSIONS, out / "confusion.png", title)
+    return {"metrics": mpath, "confusion": cpath}
