@@ -178,8 +178,12 @@ def reconstruct_cmd(inputs: tuple[str, ...], out: str, model_name: str, device: 
     in image pixels (_lm68.txt), pose in degrees (_pose.json) and a picture (.png); summary.json and
     summary.csv for the run. Exit code 1 when any input failed (each listed with its reason).
     """
+    import logging
+
     from face3dkit.fit import FitConfig
     from face3dkit.pipeline import OUTPUT_KINDS, ReconstructConfig, reconstruct
+
+    logging.basicConfig(format="%(message)s", level=logging.INFO)
 
     kinds = tuple(k.strip() for k in save.split(",") if k.strip())
     bad = [k for k in kinds if k not in OUTPUT_KINDS]

@@ -1,14 +1,264 @@
-"""The ``fer`` command."""
+"""The ``fer`` command: synthetic data, training, evaluation and prediction of FER models."""
 
 from __future__ import annotations
 
+import json
+import sys
+import time
+from pathlib import Path
+
 import click
+from face3dkit._cli.common import fail_cleanly
 
 
 @click.group()
 @click.version_option(package_name="face3dkit")
 def main() -> None:
     """fer: facial-expression recognition GANs conditioned on face3dkit geometry."""
+
+
+def _threads(n: int | None) -> None:
+    if n:
+        import torch
+
+        torch.set_num_threads(n)
+
+
+@main.command("synth")
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--n", "n", default=7000, show_default=True, help="Number of images (balanced over 7 classes).")
+@click.option("--size", default=128, show_default=True, help="Image side in pixels.")
+@click.option("--seed", default=0, show_default=True, help="Everything random derives from it.")
+@click.option("--identities", type=int, default=None, help="Number of subjects [default: max(10, n // 14)].")
+@click.option("--test-fraction", default=0.2, show_default=True, help="Fraction of identities held out for test.")
+@click.option("--threads", type=int, default=None, help="torch CPU threads.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@fail_cleanly
+def synth(out: str, n: int, size: int, seed: int, identities: int | None, test_fraction: float, threads: int | None,
+          quiet: bool) -> None:
+    """Render the synthetic expression set (face3dkit default model) into OUT.
+
+    OUT/images/*.png, OUT/labels.csv (split, identity, label, true yaw/pitch/roll, 68 landmarks in
+    pixels) and OUT/meta.json. Deterministic for a seed; test identities are held out.
+    """
+    from fer.data import SynthConfig, generate_synthetic
+
+    if n < 7 or size < 16:
+        raise ValueError(f"need --n >= 7 and --size >= 16, got {n} and {size}")
+    _threads(threads)
+    cfg = SynthConfig(n=n, size=size, seed=seed, n_identities=identities, test_fraction=test_fraction)
+    meta = generate_synthetic(out, cfg, progress=not quiet)
+    c = meta["counts"]
+    click.echo(f"rendered {meta['n']} faces ({size} px, {meta['n_identities']} identities: {c['train']} train / "
+               f"{c['test']} held-out test images) in {meta['seconds']:.1f} s -> {out}")
+
+
+@main.command("train")
+@click.option("--model", "model_kind", type=click.Choice(["ggpi", "baseline"]), default="ggpi", show_default=True)
+@click.option("--geometry", type=click.Choice(["3dmm", "landmarks", "none"]), default="3dmm", show_default=True,
+              help="Geometry conditioning (ignored by the baseline).")
+@click.option("--data", default="synthetic", show_default=True,
+              help="Dataset path (class folders, FER2013 csv, RAF-DB, synthetic set) or 'synthetic' to render one.")
+@click.option("--val-data", default=None, help="Validation dataset [default: the held-out split of --data].")
+@click.option("--epochs", default=8, show_default=True)
+@click.option("--batch-size", default=32, show_default=True)
+@click.option("--image-size", type=int, default=None, help="Training image side [default: 64 small, 128 paper].")
+@click.option("--out", "out", default=None, help="Run folder [default: runs/<model>-<geometry>].")
+@click.option("--profile", type=click.Choice(["auto", "small", "paper"]), default="auto", show_default=True,
+              help="Network sizes: small (ResNet-18, narrow GAN) or paper (ResNet-50); auto = paper on CUDA.")
+@click.option("--backbone", type=click.Choice(["resnet18", "resnet34", "resnet50", "resnet101", "tiny"]),
+              default=None, help="Classifier backbone (overrides the profile).")
+@click.option("--backbone-weights", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="torchvision ImageNet state_dict for the backbone (e.g. resnet50-0676ba61.pth).")
+@click.option("--lr", type=float, default=None, help="Adam learning rate of every network [default 2e-4].")
+@click.option("--lr-schedule", type=click.Choice(["cosine", "constant", "paper"]), default="cosine",
+              show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 ...")
+@click.option("--amp", type=click.Choice(["auto", "off", "bf16", "fp16"]), default="auto", show_default=True,
+              help="Mixed precision (CUDA only).")
+@click.option("--workers", default=0, show_default=True, help="DataLoader worker processes.")
+@click.option("--threads", type=int, default=None, help="torch CPU threads.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@click.option("--checkpoint-every", default=0, show_default=True, help="Also checkpoint every N steps.")
+@click.option("--cache-dir", default=None, help="Cache of synthetic sets and geometry [default: ~/.cache/fer].")
+@click.option("--synth-n", default=2100, show_default=True, help="Images of the synthetic set (--data synthetic).")
+@click.option("--synth-size", type=int, default=None, help="Render size of the synthetic set [default: image size].")
+@click.option("--landmark-iters", default=150, show_default=True, help="Steps of the 3dmm landmark fit.")
+@click.option("--no-progress", is_flag=True, help="No progress bars.")
+@fail_cleanly
+def train(model_kind: str, geometry: str, data: str, val_data: str | None, epochs: int, batch_size: int,
+          image_size: int | None, out: str | None, profile: str, backbone: str | None, backbone_weights: str | None,
+          lr: float | None, lr_schedule: str, seed: int, device: str, amp: str, workers: int, threads: int | None,
+          resume: bool, checkpoint_every: int, cache_dir: str | None, synth_n: int, synth_size: int | None,
+          landmark_iters: int, no_progress: bool) -> None:
+    """Train a FER model (GGPI or the baseline); with no --data, on a synthetic set rendered first.
+
+    Runs unchanged under torchrun (DDP): `torchrun --nproc_per_node 4 $(which fer) train ...`.
+    """
+    import torch
+
+    from fer.data import SynthConfig
+    from fer.evaluate import evaluate_model, write_report
+    from fer.models import build_model, model_from_config, resolve_profile
+    from fer.train import TrainConfig, Trainer, distributed, prepare_data, seed_everything, synthetic_set
+    from fer.train.run import read_run_info, write_run_info
+
+    t_start = time.perf_counter()
+    _threads(threads)
+    dist = distributed.setup(device)
+    echo = click.echo if dist.is_main else (lambda *a, **k: None)
+    progress = not no_progress and dist.is_main
+    if model_kind == "baseline":
+        geometry = "none"
+    out_dir = Path(out) if out else Path("runs") / f"{model_kind}-{geometry}"
+    prev = read_run_info(out_dir) if resume and (out_dir / "run.json").is_file() else None
+    if prev is not None:
+        model_kind, profile = prev["model"], prev["profile"]
+        image_size = int(prev["image_size"])
+        geometry = prev["data"]["geometry"]["provider"]
+    prof = resolve_profile(profile, str(dist.device))
+    size = image_size or (128 if prof == "paper" else 64)
+    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, seed=seed, device=str(dist.device), amp=amp,
+                      lr_schedule=lr_schedule, num_workers=workers, checkpoint_every=checkpoint_every,
+                      progress=progress)
+    # Data: rank 0 renders / fits first, the other ranks then read the caches.
+    data_path = data
+    for turn in ("main", "others"):
+        if (turn == "main") == dist.is_main:
+            if data in ("synthetic", ""):
+                scfg = SynthConfig(n=synth_n, size=synth_size or size, seed=seed)
+                data_path = str(synthetic_set(scfg, cache_dir, progress=progress, echo=echo))
+            train_set, val_set, data_info = prepare_data(
+                data_path, size, geometry, val_data, cache_dir, landmark_iters, progress=progress, echo=echo)
+        distributed.barrier()
+    if len(train_set) == 0:
+        raise ValueError(f"{data_path}: no usable training samples")
+    seed_everything(seed)
+    if prev is not None:
+        model = model_from_config(prev["model"], prev["model_config"])
+    else:
+        model = build_model(model_kind, prof, image_size=size, use_geometry=geometry != "none", backbone=backbone,
+                            backbone_weights=backbone_weights, lr=lr)
+    nparams = sum(p.numel() for p in model.parameters())
+    classifier = model.config.backbone
+    echo(f"{model_kind} ({prof} profile: {classifier} classifier, {nparams / 1e6:.1f} M parameters), geometry "
+         f"{geometry}, {size} px, batch {batch_size} x {dist.world_size}, {epochs} epochs on {dist.device}"
+         + (f" ({torch.get_num_threads()} threads)" if dist.device.type == "cpu" else ""))
+    trainer = Trainer(model, train_set, out_dir, cfg, val_set=val_set, dist_info=dist)
+    if dist.is_main and prev is None:
+        write_run_info(out_dir, model, prof, size, data_info, cfg)
+    t_train = time.perf_counter()
+    history = trainer.fit(resume=resume)
+    train_s = time.perf_counter() - t_train
+    if dist.is_main and val_set is not None and len(val_set):
+        m = evaluate_model(trainer.model, val_set, 128, dist.device)
+        name = "val" if data_info.get("val_data") else (data_info.get("val_split") or "val")
+        paths = write_report(m, out_dir / "eval" / name)
+        echo(_summary(m, f"held-out {name} ({m['n']} images)"))
+        echo(f"confusion matrix: {paths['confusion']}")
+    ips = [r["images_per_s"] for r in history if r.get("images_per_s")]
+    echo(f"trained {len(history)} epochs in {train_s / 60:.1f} min"
+         + (f" ({sum(ips) / len(ips):.0f} training images/s)" if ips else "")
+         + f"; total {(time.perf_counter() - t_start) / 60:.1f} min; run saved in {out_dir}")
+    distributed.cleanup()
+
+
+def _summary(m: dict, what: str) -> str:
+    from fer.labels import EXPRESSIONS
+
+    lines = [f"{what}: accuracy {100 * m['accuracy']:.1f}%, macro-F1 {100 * m['macro_f1']:.1f}%"]
+    pc = m["per_class"]
+    lines.append("  per class: " + "  ".join(f"{k} {100 * pc[k]['accuracy']:.0f}%" for k in EXPRESSIONS
+                                            if pc[k]["n"]))
+    if m["per_yaw"]:
+        lines.append("  per yaw bin: " + "  ".join(f"{k}° {100 * v['accuracy']:.0f}% (n={v['n']})"
+                                                 for k, v in m["per_yaw"].items()))
+    return "\n".join(lines)
+
+
+@main.command("evaluate")
+@click.argument("run", type=click.Path(file_okay=False, exists=True))
+@click.option("--data", required=True, help="Dataset to evaluate on (any supported format).")
+@click.option("--split", default="auto", show_default=True,
+              help="auto (the format's held-out split), train, val, test or all.")
+@click.option("--batch-size", default=128, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--cache-dir", default=None, help="Geometry cache [default: ~/.cache/fer].")
+@click.option("--name", default=None, help="Report folder name under RUN/eval [default: from the data path].")
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
+@fail_cleanly
+def evaluate(run: str, data: str, split: str, batch_size: int, device: str, cache_dir: str | None,
+             name: str | None, as_json: bool) -> None:
+    """Accuracy, per-class accuracy, macro-F1, accuracy per yaw bin and a confusion-matrix PNG."""
+    import torch
+
+    from fer.evaluate import evaluate_model, write_report
+    from fer.train.run import load_run, open_for_eval
+
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                       ("cpu" if device == "auto" else device))
+    model, info = load_run(run, dev)
+    sp = None if split == "all" else split
+    ds = open_for_eval(data, info, sp, cache_dir)
+    if len(ds) == 0:
+        raise ValueError(f"{data}: no usable samples ({ds.report.summary()})")
+    m = evaluate_model(model, ds, batch_size, dev)
+    m["data"] = str(data)
+    m["split"] = sp
+    m["skipped_rows"] = ds.report.skipped
+    label = name or (Path(data).stem + (f"-{sp}" if sp and sp != "auto" else ""))
+    paths = write_report(m, Path(run) / "eval" / label)
+    if as_json:
+        click.echo(json.dumps(m, indent=2))
+        return
+    click.echo(_summary(m, f"{data} ({m['n']} images)"))
+    if ds.report.skipped or m["skipped"]:
+        click.echo(f"skipped: {ds.report.summary()}")
+    click.echo(f"report: {paths['metrics']}  confusion matrix: {paths['confusion']}")
+
+
+@main.command("predict")
+@click.argument("run", type=click.Path(file_okay=False, exists=True))
+@click.argument("images", nargs=-1, required=True)
+@click.option("--device", default="auto", show_default=True)
+@fail_cleanly
+def predict(run: str, images: tuple[str, ...], device: str) -> None:
+    """Expression label and class probabilities of face crops, as JSON (one object per image)."""
+    import numpy as np
+    import torch
+
+    from face3dkit.io import load_image
+    from fer.data import resize_rgb
+    from fer.labels import EXPRESSIONS
+    from fer.train.run import load_run
+
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                       ("cpu" if device == "auto" else device))
+    model, info = load_run(run, dev)
+    size = int(info["image_size"])
+    results: list[dict] = []
+    arrays, where = [], []
+    for p in images:
+        try:
+            arrays.append(resize_rgb(load_image(p), size))
+            where.append(len(results))
+            results.append({"image": p})
+        except (ValueError, OSError) as e:
+            results.append({"image": p, "error": " ".join(str(e).split())})
+    if arrays:
+        x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().div(255).to(dev)
+        with torch.no_grad():
+            probs = torch.softmax(model.classify(x).float(), 1).cpu().numpy()
+        for j, i in enumerate(where):
+            results[i]["label"] = EXPRESSIONS[int(probs[j].argmax())]
+            results[i]["probabilities"] = {n: round(float(v), 4) for n, v in zip(EXPRESSIONS, probs[j], strict=True)}
+    click.echo(json.dumps(results, indent=2))
+    failed = [r for r in results if "error" in r]
+    if failed:
+        click.echo(f"Error: {len(failed)} of {len(results)} images could not be read ({failed[0]['error']})",
+                   err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -117,3 +117,15 @@ def test_reconstruct_photo_with_dlib(tmp_path):
     w, h = Image.open(photo).size
     assert (lm[:, 0] > 0).all() and (lm[:, 0] < w).all() and (lm[:, 1] < h).all()
     assert lm[36:48, 1].mean() < lm[48:68, 1].mean()  # eyes above the mouth, image coordinates
+
+
+def test_perceptual_off_is_said_once(scene, caplog):
+    root, _ = scene
+    from face3dkit.fit import FitConfig
+    from face3dkit.pipeline import ReconstructConfig
+
+    cfg = ReconstructConfig(landmarks="file", fit=FitConfig(landmark_iters=5, photo_iters=1))
+    with caplog.at_level("WARNING", logger="face3dkit.pipeline"):
+        face3dkit.reconstruct([root / "face.png", root / "face.png"], None, cfg)
+    msgs = [r.message for r in caplog.records if "perceptual" in r.message]
+    assert len(msgs) == 1 and "off" in msgs[0]

@@ -11,6 +11,7 @@ takes every ``WORLD_SIZE``-th image.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import time
@@ -28,6 +29,8 @@ from face3dkit.io import ImageReadError, list_images, load_image
 from face3dkit.landmarks import FaceLandmarks, LandmarkDetector, make_detector
 from face3dkit.model import Coefficients, MorphableModel, load_model
 from face3dkit.pipeline.outputs import OUTPUT_KINDS, atomic_write_text, face_stem, is_done, write_face_outputs
+
+LOG = logging.getLogger("face3dkit.pipeline")
 
 __all__ = ["ReconstructConfig", "FaceResult", "Failure", "RunSummary", "reconstruct", "shard"]
 
@@ -237,6 +240,9 @@ def reconstruct(
         from face3dkit.losses import PerceptualLoss
 
         perceptual = PerceptualLoss.from_iresnet(cfg.identity_net).to(m.mean_shape.device)
+    elif cfg.fit.photo_iters > 0:
+        LOG.warning("perceptual loss off: no identity network given (pass an insightface backbone.pth "
+                    "with --identity-net / ReconstructConfig.identity_net)")
 
     # Inputs → a flat list of (name, path-or-array).
     items: list[tuple[str, Path | np.ndarray]] = []

@@ -1,0 +1,178 @@
+#!/usr/bin/env python3
+"""Accuracy and speed of the full reconstruction pipeline on a synthetic round trip.
+
+Renders the default model with random identity, expression, pose (yaw within ±60°), lighting
+and albedo into 320 × 320 "photos", then reconstructs them through the whole pipeline
+(detector → alignment → fit), once with the dlib detector and once with the true landmarks.
+Reports median landmark NME (normalised by the outer-eye-corner distance, 36-45), yaw / pitch /
+roll errors in degrees and the per-vertex shape error after similarity alignment (mm, taking the
+model's decimetre units), plus seconds per face.
+
+    python benchmarks/reconstruct.py [--n 50] [--threads 2] [--device cpu] [--iters 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import time
+
+import numpy as np
+import torch
+
+import face3dkit
+from face3dkit.fit import FitConfig
+from face3dkit.geometry import PerspectiveCamera
+from face3dkit.landmarks import FaceLandmarks
+from face3dkit.pipeline import ReconstructConfig, reconstruct
+from face3dkit.viz import render_faces
+
+SIZE = 320
+
+
+class TrueLandmarks:
+    """A 'detector' that returns the known landmarks of each synthetic photo."""
+
+    def __init__(self, landmarks: list[np.ndarray]) -> None:
+        self.landmarks = landmarks
+        self.i = 0
+
+    def detect(self, image: np.ndarray, path: object = None) -> list[FaceLandmarks]:
+        pts = self.landmarks[self.i]
+        self.i += 1
+        x0, y0 = pts.min(0)
+        x1, y1 = pts.max(0)
+        return [FaceLandmarks(pts.copy(), (float(x0), float(y0), float(x1), float(y1)), 1.0, "truth")]
+
+
+def make_scenes(model, n: int, seed: int) -> tuple[list[np.ndarray], list[np.ndarray], face3dkit.Coefficients]:
+    g = torch.Generator().manual_seed(seed)
+    c = model.sample(n, generator=g)
+    rnd = lambda *s: torch.rand(*s, generator=g)  # noqa: E731
+    c.exp = (rnd(n, model.n_exp) < 0.12).float() * rnd(n, model.n_exp) * 0.7
+    if model.exp_range is None:
+        c.exp = torch.randn(n, model.n_exp, generator=g) * 0.5
+    deg = math.pi / 180
+    c.angles[:, 1] = (rnd(n) * 2 - 1) * 60 * deg
+    c.angles[:, 0] = (rnd(n) * 2 - 1) * 15 * deg
+    c.angles[:, 2] = (rnd(n) * 2 - 1) * 10 * deg
+    c.gamma = torch.randn(n, 27, generator=g) * 0.08
+    c.gamma[:, [2, 11, 20]] += 0.2
+    c.trans[:, :2] = (rnd(n, 2) * 2 - 1) * 0.15
+    c.trans[:, 2] = (rnd(n) * 2 - 1) * 0.5
+    cam = PerspectiveCamera(focal=1015.0 * SIZE / 224, cx=SIZE / 2, cy=SIZE / 2, image_size=SIZE)
+    imgs = []
+    for i in range(n):
+        bg = 0.25 + 0.5 * float(rnd(1))
+        imgs.append(render_faces(model, _take(c, i), camera=cam, background=bg)[0])
+    with torch.no_grad():
+        lms = model(c, camera=cam).landmarks2d.numpy()
+    return imgs, list(lms), c
+
+
+def _take(c: face3dkit.Coefficients, i: int) -> face3dkit.Coefficients:
+    return face3dkit.Coefficients(**{k: v[i:i + 1] for k, v in c.as_dict().items()})
+
+
+def similarity_aligned_error(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean per-vertex distance after the least-squares similarity (Umeyama) of ``a`` onto ``b``."""
+    ma, mb = a.mean(0), b.mean(0)
+    a0, b0 = a - ma, b - mb
+    u, s, vt = np.linalg.svd(b0.T @ a0)
+    d = np.sign(np.linalg.det(u @ vt))
+    r = u @ np.diag([1, 1, d]) @ vt
+    scale = (s * [1, 1, d]).sum() / (a0 ** 2).sum()
+    return float(np.linalg.norm(scale * a0 @ r.T - b0, axis=1).mean())
+
+
+def evaluate(model, summary, truth_c, truth_lm) -> dict[str, float]:
+    by_index = {int(r.image.removeprefix("array")): r for r in summary.results}
+    nme, dy, dp, dr, shape = [], [], [], [], []
+    with torch.no_grad():
+        true_shape = model.shape(truth_c.id, truth_c.exp).numpy()
+    deg = 180 / math.pi
+    for i, r in by_index.items():
+        lm_t = truth_lm[i]
+        iod = np.linalg.norm(lm_t[36] - lm_t[45])
+        nme.append(np.linalg.norm(r.landmarks - lm_t, axis=1).mean() / iod)
+        ty, tp, tr = (truth_c.angles[i, 1] * deg, truth_c.angles[i, 0] * deg, truth_c.angles[i, 2] * deg)
+        dy.append(abs(r.pose_deg[0] - float(ty)))
+        dp.append(abs(r.pose_deg[1] - float(tp)))
+        dr.append(abs(r.pose_deg[2] - float(tr)))
+        with torch.no_grad():
+            fit_shape = model.shape(r.coeffs.id, r.coeffs.exp)[0].numpy()
+        shape.append(similarity_aligned_error(fit_shape, true_shape[i]) * 100.0)  # dm -> mm
+    return {
+        "faces": len(by_index),
+        "failed": len(summary.failures),
+        "nme_median_%": 100 * float(np.median(nme)) if nme else float("nan"),
+        "yaw_err_median": float(np.median(dy)) if dy else float("nan"),
+        "pitch_err_median": float(np.median(dp)) if dp else float("nan"),
+        "roll_err_median": float(np.median(dr)) if dr else float("nan"),
+        "yaw_err_p90": float(np.percentile(dy, 90)) if dy else float("nan"),
+        "shape_err_mm_median": float(np.median(shape)) if shape else float("nan"),
+        "s_per_face": summary.seconds / max(len(by_index), 1),
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--n", type=int, default=50)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--iters", type=int, default=None, help="photometric iterations (default: FitConfig)")
+    p.add_argument("--landmark-iters", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--no-dlib", action="store_true")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    model = face3dkit.load_model("default", device=args.device)
+    cpu_model = face3dkit.load_model("default")
+    t = time.perf_counter()
+    imgs, lms, truth = make_scenes(cpu_model, args.n, args.seed)
+    print(f"# {args.n} synthetic photos ({SIZE}px) rendered in {time.perf_counter() - t:.1f} s")
+    fit_cfg = FitConfig()
+    if args.iters is not None:
+        fit_cfg.photo_iters = args.iters
+    if args.landmark_iters is not None:
+        fit_cfg.landmark_iters = args.landmark_iters
+    cfg = ReconstructConfig(device=args.device, batch_size=args.batch_size, fit=fit_cfg)
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    print(f"# machine: {cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__}, threads {args.threads}, "
+          f"device {args.device}, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"# fit: {fit_cfg.landmark_iters} landmark + {fit_cfg.photo_iters} photometric iterations, "
+          f"batch {args.batch_size}")
+    rows = []
+    runs = [("true landmarks", TrueLandmarks(lms))]
+    if not args.no_dlib:
+        from face3dkit.landmarks import make_detector
+
+        runs.append(("dlib detector", make_detector("dlib")))
+    for name, det in runs:
+        s = reconstruct(imgs, None, cfg, model=model, detector=det)
+        row = evaluate(cpu_model, s, truth, lms)
+        rows.append((name, row))
+    keys = ["faces", "failed", "nme_median_%", "yaw_err_median", "pitch_err_median", "roll_err_median",
+            "yaw_err_p90", "shape_err_mm_median", "s_per_face"]
+    heads = ["landmarks", "faces", "failed", "NME med %", "yaw° med", "pitch° med", "roll° med", "yaw° p90",
+             "shape mm med", "s/face"]
+    print("| " + " | ".join(heads) + " |")
+    print("|" + "---|" * len(heads))
+    for name, row in rows:
+        vals = [f"{row[k]:.0f}" if k in ("faces", "failed") else f"{row[k]:.2f}" for k in keys]
+        print(f"| {name} | " + " | ".join(vals) + " |")
+    if len(rows) == 2:
+        print(f"# ratio dlib / true: NME {rows[1][1]['nme_median_%'] / rows[0][1]['nme_median_%']:.2f}x, "
+              f"yaw error {rows[1][1]['yaw_err_median'] / max(rows[0][1]['yaw_err_median'], 1e-9):.2f}x")
+
+
+if __name__ == "__main__":
+    main()
