@@ -11,6 +11,7 @@ from PIL import Image, ImageDraw
 from torch import Tensor
 
 from face3dkit.geometry import PerspectiveCamera
+from face3dkit.io.atomic import atomic_path
 from face3dkit.model.coefficients import Coefficients
 from face3dkit.model.morphable import MorphableModel
 
@@ -68,9 +69,6 @@ def draw_landmarks(image: np.ndarray, points: np.ndarray | Tensor, color: tuple[
 
 def save_png(image: np.ndarray, path: str | os.PathLike) -> Path:
     """Write an (H, W, 3) uint8 image atomically (temporary file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(np.ascontiguousarray(image)).save(tmp, format="PNG")
-    os.replace(tmp, path)
-    return path
+    with atomic_path(path) as tmp:
+        Image.fromarray(np.ascontiguousarray(image)).save(tmp, format="PNG")
+    return Path(path)

@@ -7,13 +7,14 @@ rasterizing the mesh in UV space; models without UVs get per-vertex colours (tri
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
+
+from face3dkit.io.atomic import atomic_path, atomic_write_bytes
 
 __all__ = ["bake_uv_texture", "export_mesh", "uv_vertex_map"]
 
@@ -39,20 +40,6 @@ def _fill_background(img: np.ndarray, covered: np.ndarray, iters: int = 8) -> np
         img[grow] = acc[grow] / cnt[grow][:, None]
         covered = covered | grow
     return img
-
-
-def _atomic_bytes(path: Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same folder + ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
 
 
 def bake_uv_texture(colors: Tensor, faces: Tensor, uv: Tensor, face_uv: Tensor, size: int = 1024) -> np.ndarray:
@@ -132,18 +119,11 @@ def export_mesh(
                 for old, new_name in renames.items():
                     text = text.replace(old, new_name)
                 data = text.encode()
-            written.append(_atomic_bytes(path.parent / renames[name], data))
-        _atomic_bytes(path, obj_text.encode())
+            written.append(atomic_write_bytes(path.parent / renames[name], data))
+        atomic_write_bytes(path, obj_text.encode())
         return [path, *written]
     col = (colors.detach().cpu().clamp(0, 1).numpy() * 255).round().astype(np.uint8)
     mesh = trimesh.Trimesh(v, f, vertex_colors=col, process=False)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, suffix=path.suffix)
-    os.close(fd)
-    try:
-        mesh.export(tmp_name, file_type=path.suffix.lstrip(".").lower())
-        os.chmod(tmp_name, 0o644)
-        os.replace(tmp_name, path)
-    finally:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
+    with atomic_path(path) as tmp:
+        mesh.export(tmp, file_type=path.suffix.lstrip(".").lower())
     return [path]

@@ -26,8 +26,6 @@ half-written output that a resumed run would trust.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +33,11 @@ import numpy as np
 import torch
 from scipy.io import savemat
 
+from face3dkit.io.atomic import atomic_path, atomic_write_text
 from face3dkit.model.coefficients import Coefficients
 from face3dkit.viz import draw_landmarks, save_png
 
-__all__ = ["OUTPUT_KINDS", "face_stem", "write_face_outputs", "is_done", "atomic_write_text"]
+__all__ = ["OUTPUT_KINDS", "face_stem", "write_face_outputs", "is_done"]
 
 #: Output kinds selectable with ``--save``.
 OUTPUT_KINDS = ("obj", "mat", "npz", "lm", "pose", "png")
@@ -49,42 +48,14 @@ def face_stem(image_stem: str, face_index: int) -> str:
     return image_stem if face_index == 0 else f"{image_stem}_{face_index}"
 
 
-def atomic_write_text(path: Path, text: str) -> Path:
-    """Write text through a temporary file in the same folder + ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
-
-
 def _atomic_savemat(path: Path, data: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".mat")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         savemat(tmp, data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _atomic_savez(path: Path, data: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
-    os.close(fd)
-    try:
-        np.savez_compressed(tmp, **data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez_compressed(fh, **data)
 
 
 def is_done(folder: Path, stem: str) -> bool:

@@ -26,9 +26,10 @@ import torch
 from face3dkit.align import align_image
 from face3dkit.fit import FitConfig, fit, yaw_pitch_roll_degrees
 from face3dkit.io import ImageReadError, list_images, load_image
+from face3dkit.io.atomic import atomic_write_text
 from face3dkit.landmarks import FaceLandmarks, LandmarkDetector, make_detector
 from face3dkit.model import Coefficients, MorphableModel, load_model
-from face3dkit.pipeline.outputs import OUTPUT_KINDS, atomic_write_text, face_stem, is_done, write_face_outputs
+from face3dkit.pipeline.outputs import OUTPUT_KINDS, face_stem, is_done, write_face_outputs
 
 LOG = logging.getLogger("face3dkit.pipeline")
 
