@@ -15,7 +15,9 @@ Stages (batched over faces, CPU or CUDA, deterministic for a seed):
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -61,6 +63,9 @@ class FitConfig:
         fit_identity_in_landmark_stage: also fit identity and expression in stage 2.
         antialias: analytic silhouette antialiasing in the photometric render (edge gradients).
         seed: seed of everything random in the fit.
+        deterministic: run with ``torch.use_deterministic_algorithms(True, warn_only=True)``
+            (restored afterwards) so a fit is bitwise reproducible; without it the order of
+            parallel float reductions (``index_add`` in the rasterizer's backward) varies by ~1e-9.
     """
 
     landmark_iters: int = 150
@@ -72,6 +77,7 @@ class FitConfig:
     fit_identity_in_landmark_stage: bool = True
     antialias: bool = False
     seed: int = 0
+    deterministic: bool = True
 
 
 @dataclass
@@ -155,6 +161,20 @@ def render_coefficients(model: MorphableModel, c: Coefficients, camera: Perspect
     return img, mask, covered[..., None].to(img.dtype), out.landmarks2d
 
 
+@contextlib.contextmanager
+def _deterministic(enabled: bool) -> Iterator[None]:
+    if not enabled:
+        yield
+        return
+    prev = torch.are_deterministic_algorithms_enabled()
+    prev_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(prev, warn_only=prev_warn)
+
+
 def fit(
     model: MorphableModel,
     images: Tensor,
@@ -179,6 +199,12 @@ def fit(
         :class:`FitResult`.
     """
     cfg = config or FitConfig()
+    with _deterministic(cfg.deterministic):
+        return _fit(model, images, lm2d, cfg, camera, perceptual, init)
+
+
+def _fit(model: MorphableModel, images: Tensor, lm2d: Tensor, cfg: FitConfig, camera: PerspectiveCamera | None,
+         perceptual: PerceptualLoss | None, init: Coefficients | None) -> FitResult:
     dev, dtype = model.mean_shape.device, model.mean_shape.dtype
     images = images.to(dev, dtype)
     lm2d = lm2d.to(dev, dtype)

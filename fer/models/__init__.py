@@ -63,7 +63,8 @@ def build_model(kind: str, profile: str = "paper", **overrides: Any) -> FerModel
         raise ValueError(f"unknown model {kind!r}; choose one of {', '.join(MODELS)}")
     cls_cfg = GGPIConfig if kind == "ggpi" else BaselineConfig
     names = {f.name for f in dataclasses.fields(cls_cfg)}
-    values = {k: v for k, v in {**PROFILES[profile], **overrides}.items() if k in names and v is not None}
+    given = {k: v for k, v in overrides.items() if v is not None}
+    values = {k: v for k, v in {**PROFILES[profile], **given}.items() if k in names}
     return model_from_config(kind, dataclasses.asdict(cls_cfg(**values)))
 
 
