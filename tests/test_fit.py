@@ -76,3 +76,13 @@ def test_arcface_matrix_maps_template():
     m = arcface_matrix(torch.tensor(lm))[0].numpy()
     np.testing.assert_allclose(m[:, :2], s * r, atol=1e-8)
     np.testing.assert_allclose(m[:, 2], t, atol=1e-8)
+
+
+def test_fit_with_five_points(model):
+    from face3dkit.landmarks import lm68_to_lm5
+
+    c, cam, img, lm = _scene(model, 112, [-20.0, 30.0], seed=2)
+    res = fit(model, img, lm68_to_lm5(lm), FitConfig(landmark_iters=80, photo_iters=2), camera=cam)
+    err = (res.coeffs.angles[:, 1] - c.angles[:, 1]).abs() * 180 / math.pi
+    assert err.max() < 6.0, err  # five points constrain yaw less than 68
+    assert res.landmarks2d.shape == (2, 68, 2)

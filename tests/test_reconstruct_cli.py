@@ -129,3 +129,19 @@ def test_perceptual_off_is_said_once(scene, caplog):
         face3dkit.reconstruct([root / "face.png", root / "face.png"], None, cfg)
     msgs = [r.message for r in caplog.records if "perceptual" in r.message]
     assert len(msgs) == 1 and "off" in msgs[0]
+
+
+def test_reconstruct_with_deng_five_point_detections(scene, tmp_path):
+    root, lm_true = scene
+    from face3dkit.landmarks import lm68_to_lm5
+
+    photos = tmp_path / "photos"
+    (photos / "detections").mkdir(parents=True)
+    (photos / "p5.png").write_bytes((root / "face.png").read_bytes())
+    five = lm68_to_lm5(lm_true) - 0.5  # Deng's files hold 0-based pixel indices
+    (photos / "detections" / "p5.txt").write_text("".join(f"{x:.2f} {y:.2f}\n" for x, y in five))
+    r = CliRunner().invoke(main, ["reconstruct", str(photos), "-o", str(tmp_path / "o"), "--landmarks", "file",
+                                  "--landmark-iters", "60", "--iters", "2", "--save", "pose,lm", "--no-progress"])
+    assert r.exit_code == 0, r.output
+    pose = json.loads((tmp_path / "o" / "p5" / "p5_pose.json").read_text())
+    assert abs(pose["yaw"] - 25.0) < 8.0

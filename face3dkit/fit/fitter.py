@@ -106,7 +106,8 @@ def init_pose_from_landmarks(model: MorphableModel, lm2d: Tensor, camera: Perspe
 
     Args:
         model: the morphable model.
-        lm2d: (B, 68, 2) landmarks in pixels of the camera's image.
+        lm2d: (B, 68, 2) landmarks in pixels of the camera's image (or (B, 5, 2) in Deng et al.'s
+            5-point order).
         camera: the perspective camera.
 
     Returns:
@@ -114,6 +115,8 @@ def init_pose_from_landmarks(model: MorphableModel, lm2d: Tensor, camera: Perspe
     """
     dtype = lm2d.dtype
     mean_lm = model.mean_shape[model.landmark_idx].to(dtype)  # (68, 3)
+    if lm2d.shape[-2] == 5:
+        mean_lm = _to_five(mean_lm[None])[0]
     # To a y-up frame centred on the principal point.
     xy = torch.stack([lm2d[..., 0] - camera.cx, camera.cy - lm2d[..., 1]], -1)
     res = pos_similarity(xy, mean_lm)
@@ -189,7 +192,9 @@ def fit(
     Args:
         model: morphable model (on the device to use).
         images: (B, H, W, 3) aligned crops in [0, 1] (224 x 224 for Deng et al.'s camera).
-        lm2d: (B, 68, 2) landmarks in crop pixels (x right, y down).
+        lm2d: (B, 68, 2) landmarks in crop pixels (x right, y down), or (B, 5, 2) five points
+            (eye centres, nose tip, mouth corners; Deng et al.'s detection files): then the
+            landmark terms use the model landmarks reduced the same way.
         config: :class:`FitConfig`.
         camera: defaults to Deng et al.'s camera for the crop size.
         perceptual: optional identity-feature loss (:class:`face3dkit.losses.PerceptualLoss`).
@@ -209,12 +214,14 @@ def _fit(model: MorphableModel, images: Tensor, lm2d: Tensor, cfg: FitConfig, ca
     images = images.to(dev, dtype)
     lm2d = lm2d.to(dev, dtype)
     b, h, w, _ = images.shape
-    if lm2d.shape != (b, 68, 2):
-        raise ValueError(f"lm2d must be (B, 68, 2) with B = {b}, got {tuple(lm2d.shape)}")
+    if lm2d.shape not in ((b, 68, 2), (b, 5, 2)):
+        raise ValueError(f"lm2d must be (B, 68, 2) or (B, 5, 2) with B = {b}, got {tuple(lm2d.shape)}")
+    five = lm2d.shape[1] == 5
     cam = camera or PerspectiveCamera.for_image_size(h)
     torch.manual_seed(cfg.seed)  # nothing in the fit draws random numbers today; keep it that way for a seed
     wts = cfg.weights
-    lw = landmark_weights(device=dev, dtype=dtype)
+    lw = torch.ones(5, device=dev, dtype=dtype) if five else landmark_weights(device=dev, dtype=dtype)
+    reduce = _to_five if five else (lambda x: x)
     if init is None:
         c = Coefficients.zeros(model.layout, b, device=dev, dtype=dtype)
         c.angles, c.trans = init_pose_from_landmarks(model, lm2d, cam)
@@ -238,7 +245,7 @@ def _fit(model: MorphableModel, images: Tensor, lm2d: Tensor, cfg: FitConfig, ca
     opt = torch.optim.Adam(stage2, lr=cfg.lr_landmark)
     for _ in range(cfg.landmark_iters):
         opt.zero_grad(set_to_none=True)
-        pred = _landmarks_only(model, c, cam)
+        pred = reduce(_landmarks_only(model, c, cam))
         loss = wts.landmark * landmark_loss(pred, lm2d, lw) + wts.coefficient * coefficient_regularization(
             c.id, c.exp, c.tex, wts.coef_id, wts.coef_exp, wts.coef_tex)
         loss.backward()
@@ -251,14 +258,15 @@ def _fit(model: MorphableModel, images: Tensor, lm2d: Tensor, cfg: FitConfig, ca
         with torch.no_grad():
             att = (skin_attention(images, cfg.skin_model)[..., None] if cfg.skin_model
                    else torch.ones_like(images[..., :1]))
-            crop_m = arcface_matrix(lm2d) if perceptual is not None and perceptual.enabled else None
+            crop_m = (arcface_matrix(lm2d, five_points=five) if perceptual is not None and perceptual.enabled
+                      else None)
         opt = torch.optim.Adam(list(params.values()), lr=cfg.lr_photo)
         skin = model.skin_mask
         for _ in range(cfg.photo_iters):
             opt.zero_grad(set_to_none=True)
             img, mask, _, pred = render_coefficients(model, c, cam, cfg.antialias)
             loss = wts.photometric * photometric_loss(images, img, mask, att)
-            loss = loss + wts.landmark * landmark_loss(pred, lm2d, lw)
+            loss = loss + wts.landmark * landmark_loss(reduce(pred), lm2d, lw)
             loss = loss + wts.coefficient * coefficient_regularization(
                 c.id, c.exp, c.tex, wts.coef_id, wts.coef_exp, wts.coef_tex)
             loss = loss + wts.gamma * gamma_regularization(c.gamma)
@@ -275,7 +283,7 @@ def _fit(model: MorphableModel, images: Tensor, lm2d: Tensor, cfg: FitConfig, ca
     with torch.no_grad():
         final = c.detach()
         lm_fit = _landmarks_only(model, final, cam)
-        err = (lm_fit - lm2d).norm(dim=-1).mean(-1)
+        err = (reduce(lm_fit) - lm2d).norm(dim=-1).mean(-1)
     return FitResult(final, lm_fit, render, mask, losses, err)
 
 
@@ -285,9 +293,17 @@ ARCFACE_TEMPLATE = (
 )
 
 
-def arcface_matrix(lm68: Tensor) -> Tensor:
-    """(B, 68, 2) landmarks → (B, 2, 3) similarity to the 112 x 112 ArcFace crop (least squares)."""
-    five = torch.stack([lm68[:, 36:42].mean(1), lm68[:, 42:48].mean(1), lm68[:, 30], lm68[:, 48], lm68[:, 54]], 1)
+def _to_five(lm68: Tensor) -> Tensor:
+    """(B, 68, 2) → (B, 5, 2) in Deng et al.'s 5-point order (see face3dkit.landmarks.lm68_to_lm5)."""
+    from face3dkit.landmarks import lm68_to_lm5
+
+    return lm68_to_lm5(lm68)
+
+
+def arcface_matrix(lm68: Tensor, five_points: bool = False) -> Tensor:
+    """(B, 68, 2) landmarks (or (B, 5, 2) with ``five_points``) → (B, 2, 3) similarity to the
+    112 x 112 ArcFace crop (least squares)."""
+    five = lm68 if five_points else _to_five(lm68)
     dst = torch.tensor(ARCFACE_TEMPLATE, dtype=lm68.dtype, device=lm68.device).expand_as(five)
     # Similarity [a -b tx; b a ty]: linear least squares in (a, b, tx, ty).
     x, y = five[..., 0], five[..., 1]

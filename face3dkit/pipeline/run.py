@@ -171,6 +171,18 @@ def _apply(points: np.ndarray, m: np.ndarray) -> np.ndarray:
 
 def _fit_batch(model: MorphableModel, batch: list[_Pending], cfg: ReconstructConfig, perceptual: Any,
                out_written: bool) -> list[FaceResult]:
+    """Fit one batch; faces with 68 and with 5 landmarks are fitted in separate sub-batches."""
+    groups: dict[int, list[_Pending]] = {}
+    for p in batch:
+        groups.setdefault(len(p.lm_crop), []).append(p)
+    out: list[FaceResult] = []
+    for group in groups.values():
+        out += _fit_group(model, group, cfg, perceptual, out_written)
+    return out
+
+
+def _fit_group(model: MorphableModel, batch: list[_Pending], cfg: ReconstructConfig, perceptual: Any,
+               out_written: bool) -> list[FaceResult]:
     dev = model.mean_shape.device
     imgs = torch.as_tensor(np.stack([p.crop for p in batch]), dtype=torch.float32, device=dev) / 255.0
     lm = torch.as_tensor(np.stack([p.lm_crop for p in batch]), dtype=torch.float32, device=dev)
