@@ -145,3 +145,19 @@ def test_reconstruct_with_deng_five_point_detections(scene, tmp_path):
     assert r.exit_code == 0, r.output
     pose = json.loads((tmp_path / "o" / "p5" / "p5_pose.json").read_text())
     assert abs(pose["yaw"] - 25.0) < 8.0
+
+
+def test_shard_and_all_faces(scene, tmp_path):
+    from face3dkit.pipeline import shard
+
+    assert shard(list(range(10)), rank=1, world=3) == [1, 4, 7]
+    root, lm_true = scene
+    photos = tmp_path / "two"
+    photos.mkdir()
+    (photos / "pair.png").write_bytes((root / "face.png").read_bytes())
+    np.save(photos / "pair.npy", np.stack([lm_true, lm_true + [1.0, 0.5]]))  # (K, 68, 2): two faces
+    r = CliRunner().invoke(main, ["reconstruct", str(photos), "-o", str(tmp_path / "o"), "--landmarks", "file",
+                                  "--faces", "all", "--landmark-iters", "20", "--iters", "0", "--save", "pose",
+                                  "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert {p.name for p in (tmp_path / "o" / "pair").glob("*_pose.json")} == {"pair_pose.json", "pair_1_pose.json"}
