@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import click
+
 from face3dkit._cli.common import fail_cleanly
 
 

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import trimesh
 from click.testing import CliRunner
-from face3dkit._cli.face3dkit_cmd import main
 from PIL import Image
 from test_bfm import write_inputs
+
+from face3dkit._cli.face3dkit_cmd import main
 
 
 @pytest.fixture()
