@@ -127,6 +127,8 @@ def main() -> None:
     p.add_argument("--landmark-iters", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--no-dlib", action="store_true")
+    p.add_argument("--no-true", action="store_true", help="skip the run with the true landmarks")
+    p.add_argument("--contour-weight", type=float, default=None, help="FitConfig.contour_weight")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     model = face3dkit.load_model("default", device=args.device)
@@ -139,6 +141,8 @@ def main() -> None:
         fit_cfg.photo_iters = args.iters
     if args.landmark_iters is not None:
         fit_cfg.landmark_iters = args.landmark_iters
+    if args.contour_weight is not None:
+        fit_cfg.contour_weight = args.contour_weight
     cfg = ReconstructConfig(device=args.device, batch_size=args.batch_size, fit=fit_cfg)
     cpu = platform.processor() or platform.machine()
     try:
@@ -149,9 +153,9 @@ def main() -> None:
     print(f"# machine: {cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__}, threads {args.threads}, "
           f"device {args.device}, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"# fit: {fit_cfg.landmark_iters} landmark + {fit_cfg.photo_iters} photometric iterations, "
-          f"batch {args.batch_size}")
+          f"batch {args.batch_size}, contour weight {fit_cfg.contour_weight}")
     rows = []
-    runs = [("true landmarks", TrueLandmarks(lms))]
+    runs = [] if args.no_true else [("true landmarks", TrueLandmarks(lms))]
     if not args.no_dlib:
         from face3dkit.landmarks import make_detector
 

@@ -63,6 +63,10 @@ class FitConfig:
         fit_identity_in_landmark_stage: also fit identity and expression in stage 2.
         antialias: analytic silhouette antialiasing in the photometric render (edge gradients).
         seed: seed of everything random in the fit.
+        contour_weight: weight of the 17 jaw-contour landmarks (0-16) relative to Deng et al.'s
+            weights (1 = the paper). Detectors place contour points on the visible silhouette,
+            which slides over the face with yaw while the model's contour vertices are fixed;
+            a lower weight trusts the contour less.
         deterministic: run with ``torch.use_deterministic_algorithms(True, warn_only=True)``
             (restored afterwards) so a fit is bitwise reproducible; without it the order of
             parallel float reductions (``index_add`` in the rasterizer's backward) varies by ~1e-9.
@@ -78,6 +82,7 @@ class FitConfig:
     antialias: bool = False
     seed: int = 0
     deterministic: bool = True
+    contour_weight: float = 1.0
 
 
 @dataclass
@@ -221,6 +226,9 @@ def _fit(model: MorphableModel, images: Tensor, lm2d: Tensor, cfg: FitConfig, ca
     torch.manual_seed(cfg.seed)  # nothing in the fit draws random numbers today; keep it that way for a seed
     wts = cfg.weights
     lw = torch.ones(5, device=dev, dtype=dtype) if five else landmark_weights(device=dev, dtype=dtype)
+    if not five and cfg.contour_weight != 1.0:
+        lw = lw.clone()
+        lw[:17] *= cfg.contour_weight
     reduce = _to_five if five else (lambda x: x)
     if init is None:
         c = Coefficients.zeros(model.layout, b, device=dev, dtype=dtype)
