@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import click
+
 from face3dkit._cli.common import fail_cleanly
 
 
@@ -60,13 +61,13 @@ def synth(out: str, n: int, size: int, seed: int, identities: int | None, test_f
 @click.option("--data", default="synthetic", show_default=True,
               help="Dataset path (class folders, FER2013 csv, RAF-DB, synthetic set) or 'synthetic' to render one.")
 @click.option("--val-data", default=None, help="Validation dataset [default: the held-out split of --data].")
-@click.option("--epochs", default=8, show_default=True)
+@click.option("--epochs", default=16, show_default=True)
 @click.option("--batch-size", default=32, show_default=True)
 @click.option("--image-size", type=int, default=None, help="Training image side [default: 64 small, 128 paper].")
 @click.option("--out", "out", default=None, help="Run folder [default: runs/<model>-<geometry>].")
 @click.option("--profile", type=click.Choice(["auto", "small", "paper"]), default="auto", show_default=True,
-              help="Network sizes: small (ResNet-18, narrow GAN) or paper (ResNet-50); auto = paper on CUDA.")
-@click.option("--backbone", type=click.Choice(["resnet18", "resnet34", "resnet50", "resnet101", "tiny"]),
+              help="Network sizes: small (CPU: VGG-style cnn, narrow GAN) or paper (ResNet-50); auto = paper on CUDA.")
+@click.option("--backbone", type=click.Choice(["resnet18", "resnet34", "resnet50", "resnet101", "cnn", "tiny"]),
               default=None, help="Classifier backbone (overrides the profile).")
 @click.option("--backbone-weights", type=click.Path(dir_okay=False, exists=True), default=None,
               help="torchvision ImageNet state_dict for the backbone (e.g. resnet50-0676ba61.pth).")
@@ -83,7 +84,8 @@ def synth(out: str, n: int, size: int, seed: int, identities: int | None, test_f
 @click.option("--checkpoint-every", default=0, show_default=True, help="Also checkpoint every N steps.")
 @click.option("--cache-dir", default=None, help="Cache of synthetic sets and geometry [default: ~/.cache/fer].")
 @click.option("--synth-n", default=2100, show_default=True, help="Images of the synthetic set (--data synthetic).")
-@click.option("--synth-size", type=int, default=None, help="Render size of the synthetic set [default: image size].")
+@click.option("--synth-size", type=int, default=None,
+              help="Render size of the synthetic set [default: twice the image size, at most 128].")
 @click.option("--landmark-iters", default=150, show_default=True, help="Steps of the 3dmm landmark fit.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 @fail_cleanly
@@ -127,7 +129,7 @@ def train(model_kind: str, geometry: str, data: str, val_data: str | None, epoch
     for turn in ("main", "others"):
         if (turn == "main") == dist.is_main:
             if data in ("synthetic", ""):
-                scfg = SynthConfig(n=synth_n, size=synth_size or size, seed=seed)
+                scfg = SynthConfig(n=synth_n, size=synth_size or max(size, min(2 * size, 128)), seed=seed)
                 data_path = str(synthetic_set(scfg, cache_dir, progress=progress, echo=echo))
             train_set, val_set, data_info = prepare_data(
                 data_path, size, geometry, val_data, cache_dir, landmark_iters, progress=progress, echo=echo)
@@ -136,7 +138,7 @@ def train(model_kind: str, geometry: str, data: str, val_data: str | None, epoch
         raise ValueError(f"{data_path}: no usable training samples")
     seed_everything(seed)
     if prev is not None:
-        model = model_from_config(prev["model"], prev["model_config"])
+        model = model_from_config(prev["model"], {**prev["model_config"], "backbone_weights": None})
     else:
         model = build_model(model_kind, prof, image_size=size, use_geometry=geometry != "none", backbone=backbone,
                             backbone_weights=backbone_weights, lr=lr)

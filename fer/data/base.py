@@ -50,7 +50,7 @@ def resize_rgb(image: np.ndarray, size: int | None) -> np.ndarray:
         image = np.repeat(image[..., None], 3, -1)
     if size is None or image.shape[:2] == (size, size):
         return np.ascontiguousarray(image)
-    return np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
+    return np.array(Image.fromarray(image).resize((size, size), Image.BILINEAR))
 
 
 def read_image_file(path: str | Path) -> np.ndarray:

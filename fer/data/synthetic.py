@@ -70,15 +70,16 @@ def _both(stem: str, w: float) -> dict[str, float]:
 #: Canonical expression -> {default-model expression unit: weight at full intensity}.
 EXPRESSION_UNITS: dict[str, dict[str, float]] = {
     "neutral": {},
-    "anger": {**_both("eyebrows-{}-down", 1.0), **_both("eye-{}-slit", 0.5), "mouth-compression": 0.8,
-              **_both("nose-{}-dilatation", 0.5)},
-    "disgust": {**_both("nose-{}-elevation", 1.0), "mouth-elevation": 0.6, **_both("eyebrows-{}-down", 0.5),
-                **_both("eye-{}-slit", 0.3), "mouth-depression": 0.3},
-    "fear": {**_both("eyebrows-{}-inner-up", 1.0), **_both("eyebrows-{}-up", 0.4), **_both("eye-{}-opened-up", 1.0),
-             "mouth-retraction": 1.0, "mouth-open": 0.25},
-    "happiness": {"mouth-corner-puller": 1.0, **_both("eye-{}-slit", 0.5), "mouth-upward-retraction": 0.2},
-    "sadness": {**_both("eyebrows-{}-inner-up", 1.0), "mouth-depression": 0.9, **_both("eye-{}-closure", 0.25)},
-    "surprise": {**_both("eyebrows-{}-up", 1.0), **_both("eye-{}-opened-up", 1.0), "mouth-open": 0.6},
+    "anger": {**_both("eyebrows-{}-down", 1.0), **_both("eye-{}-slit", 0.6), "mouth-compression": 1.0,
+              "mouth-pursing": 0.3, **_both("nose-{}-dilatation", 0.7)},
+    "disgust": {**_both("nose-{}-elevation", 1.0), "nose-compression": 0.5, "mouth-elevation": 1.0,
+                "mouth-depression-retraction": 0.4, **_both("eyebrows-{}-down", 0.6), **_both("eye-{}-slit", 0.4)},
+    "fear": {**_both("eyebrows-{}-inner-up", 1.0), **_both("eyebrows-{}-up", 0.5), **_both("eye-{}-opened-up", 1.0),
+             "mouth-retraction": 1.0, "mouth-open": 0.35, "neck-platysma": 0.6},
+    "happiness": {"mouth-corner-puller": 1.0, "mouth-upward-retraction": 0.5, **_both("eye-{}-slit", 0.6)},
+    "sadness": {**_both("eyebrows-{}-inner-up", 1.0), "mouth-depression": 1.0, "mouth-eversion": 0.3,
+                **_both("eye-{}-closure", 0.35)},
+    "surprise": {**_both("eyebrows-{}-up", 1.0), **_both("eye-{}-opened-up", 1.0), "mouth-open": 0.8},
 }
 
 
@@ -110,14 +111,14 @@ class SynthConfig:
     yaw_max: float = 60.0
     pitch_max: float = 20.0
     roll_max: float = 8.0
-    intensity: tuple[float, float] = (0.4, 1.0)
+    intensity: tuple[float, float] = (0.6, 1.0)
     unit_jitter: float = 0.2
     nuisance_units: int = 2
     nuisance_max: float = 0.2
     tex_scale: float = 0.6
     light_dc: float = 0.25
     light_dir: float = 0.4
-    distance: tuple[float, float] = (11.5, 12.5)
+    distance: tuple[float, float] = (10.5, 11.5)
     render_batch: int = 64
     units: dict[str, dict[str, float]] = field(default_factory=lambda: {k: dict(v) for k, v in
                                                                            EXPRESSION_UNITS.items()})

@@ -1,8 +1,9 @@
 """The expression classifier shared by every FER model: a CNN backbone, FC 1024, dropout, heads.
 
 Backbones: the project's torchvision-compatible ResNets (``resnet18/34/50/101``; ImageNet weights
-load from a user path with :func:`face3dkit.nets.load_torchvision_weights`) and ``tiny`` (four
-stride-2 conv-BN-ReLU blocks, for tests and very small CPU runs).
+load from a user path with :func:`face3dkit.nets.load_torchvision_weights`), ``cnn`` (a VGG-style
+net that keeps half resolution in its first stage, for small faces on CPU) and ``tiny`` (four
+stride-2 conv-BN-ReLU blocks, for tests).
 """
 
 from __future__ import annotations
@@ -13,9 +14,36 @@ from torch import Tensor, nn
 
 from face3dkit.nets.resnet import imagenet_normalize, load_torchvision_weights, resnet18, resnet34, resnet50, resnet101
 
-__all__ = ["BACKBONES", "TinyBackbone", "build_backbone", "ExpressionClassifier"]
+__all__ = ["BACKBONES", "SmallCNN", "TinyBackbone", "build_backbone", "ExpressionClassifier"]
 
-BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "tiny")
+BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "cnn", "tiny")
+
+
+class SmallCNN(nn.Module):
+    """VGG-style CPU backbone: stages of two 3x3 conv-BN-ReLU, 2x2 max-pool between stages, global average.
+
+    The first convolution has stride 2; unlike a ResNet stem (stride 4 before the first stage) it
+    keeps half resolution in the first stage, which matters for 48-96 px faces.
+    (B, 3, H, W) -> (B, widths[-1]).
+    """
+
+    def __init__(self, widths: tuple[int, ...] = (32, 64, 128, 256)) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        c = 3
+        for i, w in enumerate(widths):
+            if i > 0:
+                layers.append(nn.MaxPool2d(2))
+            for j in range(2):
+                stride = 2 if i == 0 and j == 0 else 1
+                layers += [nn.Conv2d(c, w, 3, stride, 1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True)]
+                c = w
+        self.features = nn.Sequential(*layers)
+        self.num_features = c
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """(B, 3, H, W) -> (B, num_features)."""
+        return self.features(x).mean((2, 3))
 
 
 class TinyBackbone(nn.Module):
@@ -44,10 +72,10 @@ def build_backbone(name: str, weights: str | os.PathLike | None = None) -> nn.Mo
         weights: optional torchvision ImageNet ``state_dict`` file for a ResNet (``fc`` is skipped).
     """
     makers = {"resnet18": resnet18, "resnet34": resnet34, "resnet50": resnet50, "resnet101": resnet101}
-    if name == "tiny":
+    if name in ("tiny", "cnn"):
         if weights is not None:
-            raise ValueError("the 'tiny' backbone has no pretrained weights")
-        return TinyBackbone()
+            raise ValueError(f"the '{name}' backbone has no pretrained weights")
+        return TinyBackbone() if name == "tiny" else SmallCNN()
     if name not in makers:
         raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
     net = makers[name](return_features=True)

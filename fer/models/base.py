@@ -9,7 +9,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
-__all__ = ["FerModel", "StepContext", "frozen"]
+__all__ = ["FerModel", "StepContext", "frozen", "keep_running_stats"]
 
 
 class StepContext(Protocol):
@@ -36,6 +36,25 @@ def frozen(*modules: nn.Module | None) -> Iterator[None]:
     finally:
         for p in params:
             p.requires_grad_(True)
+
+
+@contextlib.contextmanager
+def keep_running_stats(*modules: nn.Module | None) -> Iterator[None]:
+    """Batch norm inside ``modules`` still normalises with batch statistics but leaves its running
+    statistics untouched (momentum 0), so that e.g. generated images do not shift the statistics a
+    classifier uses at test time on real images."""
+    bn_types = nn.modules.batchnorm._BatchNorm
+    bns = [m for mod in modules if mod is not None for m in mod.modules() if isinstance(m, bn_types)]
+    saved = [(m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone()) for m in bns]
+    for m in bns:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, (mom, nbt) in zip(bns, saved, strict=True):
+            m.momentum = mom
+            if nbt is not None:
+                m.num_batches_tracked.copy_(nbt)
 
 
 class FerModel(nn.Module):

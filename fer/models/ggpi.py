@@ -29,12 +29,14 @@ permutation pi of the batch giving every face a target geometry (l[pi], y[pi], p
 3. E, E_p, G, decoder: ``w_rec L1(x_rec, x) + w_adv_img BCE(D_att(fakes), 1) + w_adv_id BCE(D_i(f), 1)
    + w_tv TV(fakes) + w_geo MSE(dec(E_p(l)), l) + w_cls_gen_g CE(D_acc(x_gen), y[pi], p[pi])``.
 4. D_acc: ``CE(D_acc(x), y) + w_pose CE_pose(D_acc(x), p) + w_cls_gen (the same on x_gen, targets
-   y[pi], p[pi])``. Unknown pose classes (-1) are ignored.
+   y[pi], p[pi])``, the generated-image term ramped in over ``cls_gen_warmup_steps``. Unknown pose
+   classes (-1) are ignored.
 
 Defaults follow the authors' released code of the model family (CVPR 2018 JPEM, which GGPI
 extends): L1 weight 1, both adversarial terms 1e-4, total variation 1e-4, Adam lr 2e-4 with
 beta1 0.5, f of 50 dimensions, 5x5 kernels, 64 encoder / 1024 generator channels. The geometry
-reconstruction and generated-image classification weights are this implementation's choices.
+reconstruction and generated-image classification weights and the warm-up of the latter are this
+implementation's choices.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ from torch import Tensor, nn
 
 from fer.labels import NUM_CLASSES, NUM_YAW_BINS
 from fer.models.backbone import ExpressionClassifier
-from fer.models.base import FerModel, StepContext, frozen
+from fer.models.base import FerModel, StepContext, frozen, keep_running_stats
 
 __all__ = [
     "GGPIConfig",
@@ -87,6 +89,8 @@ class GGPIConfig:
         w_cls_gen_g: weight of D_acc's classification of generated images in the E/G loss.
         w_pose: weight of pose classification in D_acc's loss.
         w_cls_gen: weight of generated images in D_acc's loss.
+        cls_gen_warmup_steps: ``w_cls_gen`` ramps linearly from 0 over that many steps, so that the
+            classifier does not learn from the generator's first, featureless images (0: off).
         lr, beta1, beta2: Adam settings of every network.
         generator_steps: E/G updates per step (the authors' code runs 5; 1 keeps CPU runs fast).
     """
@@ -116,6 +120,7 @@ class GGPIConfig:
     w_cls_gen_g: float = 1e-2
     w_pose: float = 1.0
     w_cls_gen: float = 1.0
+    cls_gen_warmup_steps: int = 1000
     lr: float = 2e-4
     beta1: float = 0.5
     beta2: float = 0.999
@@ -288,6 +293,7 @@ class GGPIModel(FerModel):
         self.D_i = IdentityDiscriminator(c.code_dim, tuple(c.di_dims))
         self.D_att = PoseConditionedDiscriminator(c.image_size, c.num_poses, tuple(c.datt_channels), c.datt_fc,
                                                   c.kernel)
+        self.register_buffer("steps_done", torch.zeros((), dtype=torch.long))  # drives the warm-up; checkpointed
 
     # -- trainer interface ------------------------------------------------------------------------
     def uses_geometry(self) -> bool:
@@ -320,7 +326,9 @@ class GGPIModel(FerModel):
         return torch.cat([y, p], 1), None
 
     def _classify_generated(self, x_gen: Tensor) -> tuple[Tensor, Tensor | None]:
-        return self.D_acc((x_gen + 1.0) * 0.5)
+        """D_acc on generated images (in [-1, 1]); its batch-norm running statistics stay those of real images."""
+        with keep_running_stats(self.D_acc):
+            return self.D_acc((x_gen + 1.0) * 0.5)
 
     def _cls_loss(self, logits: Tensor, pose_logits: Tensor | None, y: Tensor, p: Tensor) -> Tensor:
         loss = F.cross_entropy(logits.float(), y)
@@ -372,12 +380,13 @@ class GGPIModel(FerModel):
 
     def _classifier_loss(self, batch: dict[str, Any], x_gen: Tensor, perm: Tensor) -> dict[str, Tensor]:
         p, y = batch["pose_class"], batch["label"]
-        b = y.shape[0]
-        images = torch.cat([batch["image"], (x_gen.detach() + 1.0) * 0.5])
-        lg, lp = self.D_acc(images)
-        real = self._cls_loss(lg[:b], None if lp is None else lp[:b], y, p)
-        gen = self._cls_loss(lg[b:], None if lp is None else lp[b:], y[perm], p[perm])
-        return {"c": real + self.config.w_cls_gen * gen, "cls_real": real, "cls_gen": gen, "_logits": lg[:b]}
+        lg, lp = self.D_acc(batch["image"])  # real and generated images are normalised separately
+        lg_gen, lp_gen = self._classify_generated(x_gen.detach())
+        real = self._cls_loss(lg, lp, y, p)
+        gen = self._cls_loss(lg_gen, lp_gen, y[perm], p[perm])
+        c = self.config
+        ramp = min(1.0, float(self.steps_done) / c.cls_gen_warmup_steps) if c.cls_gen_warmup_steps > 0 else 1.0
+        return {"c": real + ramp * c.w_cls_gen * gen, "cls_real": real, "cls_gen": gen, "_logits": lg}
 
     # -- training ---------------------------------------------------------------------------------
     def train_step(self, batch: dict[str, Any], ctx: StepContext) -> dict[str, float]:
@@ -397,6 +406,7 @@ class GGPIModel(FerModel):
         with ctx.autocast():
             cl = self._classifier_loss(batch, fw["x_gen"], perm)
         ctx.step("cls", cl["c"])
+        self.steps_done += 1
         out = {k: float(v.detach()) for k, v in {**g, **cl}.items() if not k.startswith("_")}
         out["d"] = float(d_loss.detach())
         out["loss"] = out["c"]

@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader
 from fer.data.base import collate_samples
 from fer.models.base import FerModel
 from fer.train import distributed
+from fer.train.augment import augment_batch
 from fer.train.sampler import ResumableBatchSampler
 
 __all__ = ["TrainConfig", "LRSchedule", "Trainer", "seed_everything"]
@@ -57,6 +58,8 @@ class TrainConfig:
         progress: tqdm progress bar (rank 0).
         eval_batch_size: batch size of the per-epoch validation.
         samples: write a grid of generated faces per epoch (models with ``generate``).
+        augment: random horizontal flips and small scale/shift jitter, geometry kept consistent
+            (:func:`fer.train.augment.augment_batch`).
     """
 
     epochs: int = 10
@@ -71,6 +74,7 @@ class TrainConfig:
     progress: bool = True
     eval_batch_size: int = 128
     samples: bool = True
+    augment: bool = True
 
 
 class LRSchedule:
@@ -298,16 +302,19 @@ class Trainer:
             for batch in loader:
                 if batch is not None:
                     batch = self._to_device(batch)
+                    if cfg.augment:
+                        stream = (self.global_step * self.dist.world_size + self.dist.rank) * 1_000_003
+                        gen = torch.Generator().manual_seed(cfg.seed + stream)
+                        batch = augment_batch(batch, gen)
                     metrics = self.model.train_step(batch, self.ctx)
                     n = int(batch["label"].shape[0])
-                    for k, v in metrics.items():
-                        if math.isfinite(v):
-                            self.sums[k] = self.sums.get(k, 0.0) + v * n
+                    for k, v in metrics.items():  # every rank must hold the same keys (all-reduced later)
+                        self.sums[k] = self.sums.get(k, 0.0) + (v * n if math.isfinite(v) else 0.0)
                     self.count += n
                     seen += n
                     bar.set_postfix(loss=f"{metrics.get('loss', float('nan')):.3f}",
                                     acc=f"{metrics.get('acc', float('nan')):.2f}", refresh=False)
-                self.scaler.update()
+                    self.scaler.update()
                 for s in self.schedulers.values():
                     s.step()
                 self.global_step += 1
@@ -344,7 +351,7 @@ class Trainer:
         rec: dict[str, Any] = {"epoch": self.epoch + 1, "step": self.global_step}
         for i, k in enumerate(keys):
             rec[f"train_{k}"] = float(vec[i]) / max(count, 1.0)
-        rec["images"] = int(seen_all)
+        rec["images"] = int(count)
         rec["seconds"] = round(seconds, 3)
         rec["images_per_s"] = round(seen_all / seconds, 2) if seconds > 0 else float("nan")
         rec["lr"] = next(iter(self.optimizers.values())).param_groups[0]["lr"]

@@ -1,0 +1,145 @@
+"""Benchmark of FER on the synthetic face3dkit set: what the GAN and the geometry buy (a script, not a test).
+
+Trains, on one synthetic set (held-out identities for test), each configuration
+
+* ``baseline:none``  - the plain CNN (GGPI's classifier alone),
+* ``ggpi:3dmm``      - GGPI with face3dkit landmark+pose fitting as geometry,
+* ``ggpi:landmarks`` - GGPI with 2D landmarks and POS pose,
+* ``ggpi:none``      - GGPI conditioned on label codes instead of geometry,
+
+with the same classifier, seed, epochs and data order, then reports the held-out accuracy,
+macro-F1 and accuracy per yaw bin (true yaw of the renders), and the training speed in images/s
+(the baseline's images/s counts classifier steps, GGPI's full GAN steps).
+
+Usage::
+
+    python benchmarks/fer.py [--n 7000] [--size 128] [--image-size 64] [--epochs 10]
+        [--profile auto|small|paper] [--backbone NAME] [--device auto|cpu|cuda] [--threads N]
+        [--configs baseline:none ggpi:3dmm ...] [--out runs/bench-fer] [--json results.json]
+
+Small CPU check (a few minutes on 2 cores)::
+
+    python benchmarks/fer.py --n 2100 --size 128 --image-size 64 --epochs 6 --threads 2
+
+Timings on a shared machine are pessimistic: the load average is printed at the top.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fer.data import SynthConfig
+from fer.evaluate import evaluate_model
+from fer.labels import YAW_BIN_NAMES
+from fer.models import build_model, resolve_profile
+from fer.train import TrainConfig, Trainer, prepare_data, seed_everything, synthetic_set
+
+DEFAULT_CONFIGS = ("baseline:none", "ggpi:3dmm", "ggpi:landmarks", "ggpi:none")
+
+
+def run_config(kind: str, geometry: str, data: Path, args: argparse.Namespace, device: str) -> dict[str, Any]:
+    """Train and evaluate one configuration; returns its row of results."""
+    profile = resolve_profile(args.profile, device)
+    t0 = time.perf_counter()
+    train, test, _ = prepare_data(data, args.image_size, geometry, cache_dir=args.cache_dir, progress=False,
+                                  echo=lambda s: None)
+    prep_s = time.perf_counter() - t0
+    seed_everything(args.seed)
+    model = build_model(kind, profile, image_size=args.image_size, use_geometry=geometry != "none",
+                        backbone=args.backbone)
+    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, device=device,
+                      progress=not args.no_progress, samples=False, lr_schedule=args.lr_schedule)
+    out = Path(args.out) / f"{kind}-{geometry}"
+    trainer = Trainer(model, train, out, cfg, val_set=None)
+    t1 = time.perf_counter()
+    hist = trainer.fit()
+    train_s = time.perf_counter() - t1
+    m = evaluate_model(trainer.model, test, 128, trainer.device)
+    rates = [r["images_per_s"] for r in hist]
+    steady = rates[1:] or rates  # the first epoch includes warm-up
+    return {
+        "config": f"{kind}:{geometry}",
+        "classifier": model.config.backbone,
+        "profile": profile,
+        "accuracy": m["accuracy"],
+        "macro_f1": m["macro_f1"],
+        "per_yaw": {k: v["accuracy"] for k, v in m["per_yaw"].items()},
+        "per_class": {k: v["accuracy"] for k, v in m["per_class"].items()},
+        "train_images_per_s": sum(steady) / len(steady),
+        "train_minutes": train_s / 60,
+        "geometry_seconds": prep_s,
+        "test_images": m["n"],
+    }
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    """Results table (accuracies in %)."""
+    head = ["config", "accuracy", "macro-F1", *[f"yaw {b}°" for b in YAW_BIN_NAMES], "train img/s", "train min"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        yaw = [f"{100 * r['per_yaw'][b]:.1f}" if b in r["per_yaw"] else "-" for b in YAW_BIN_NAMES]
+        lines.append("| " + " | ".join([f"{r['config']} ({r['classifier']})", f"{100 * r['accuracy']:.1f}",
+                                        f"{100 * r['macro_f1']:.1f}", *yaw, f"{r['train_images_per_s']:.0f}",
+                                        f"{r['train_minutes']:.1f}"]) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--n", type=int, default=7000, help="synthetic images (train + held-out test)")
+    p.add_argument("--size", type=int, default=128, help="render size of the synthetic set")
+    p.add_argument("--image-size", type=int, default=64, help="training image size")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--profile", default="auto", choices=["auto", "small", "paper"])
+    p.add_argument("--backbone", default=None)
+    p.add_argument("--lr-schedule", default="cosine", choices=["cosine", "constant", "paper"])
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--configs", nargs="+", default=list(DEFAULT_CONFIGS))
+    p.add_argument("--out", default="runs/bench-fer")
+    p.add_argument("--cache-dir", default=None)
+    p.add_argument("--json", default=None, help="write the results here too")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else (
+        "cpu" if args.device == "auto" else args.device)
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+    dev_name = torch.cuda.get_device_name() if device.startswith("cuda") else platform.processor() or "cpu"
+    print(f"# FER benchmark: {device} ({dev_name}), torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    t0 = time.perf_counter()
+    data = synthetic_set(SynthConfig(n=args.n, size=args.size, seed=args.seed), args.cache_dir,
+                         progress=not args.no_progress)
+    print(f"synthetic set ready in {time.perf_counter() - t0:.1f} s; {args.epochs} epochs at {args.image_size} px, "
+          f"batch {args.batch_size}")
+    rows = []
+    for spec in args.configs:
+        kind, _, geometry = spec.partition(":")
+        if kind not in ("baseline", "ggpi") or geometry not in ("3dmm", "landmarks", "none"):
+            p.error(f"bad config {spec!r}: use model:geometry, e.g. ggpi:3dmm")
+        row = run_config(kind, geometry or "none", data, args, device)
+        rows.append(row)
+        print(f"{row['config']}: accuracy {100 * row['accuracy']:.1f}% (macro-F1 {100 * row['macro_f1']:.1f}%), "
+              f"{row['train_images_per_s']:.0f} img/s, {row['train_minutes']:.1f} min", flush=True)
+    print()
+    print(markdown(rows))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"args": vars(args), "device": device, "rows": rows}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

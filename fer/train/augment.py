@@ -1,0 +1,83 @@
+"""Batch augmentation that keeps geometry consistent: horizontal flips and small similarity jitter.
+
+A flip mirrors the image, mirrors the 68 landmarks (x -> 1 - x with the iBUG left/right
+permutation) and negates yaw and roll, so the pose class moves to the mirrored yaw bin. The
+jitter (scale and translation, ``grid_sample`` with border padding) moves the landmarks with the
+image. Randomness comes from a generator seeded by (seed, step): a resumed run augments exactly
+as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from fer.labels import NUM_YAW_BINS
+
+__all__ = ["IBUG_FLIP", "augment_batch"]
+
+
+def _ibug_flip() -> list[int]:
+    """Index permutation mapping each iBUG-68 point to its mirror-image counterpart."""
+    pairs = [(i, 16 - i) for i in range(8)]  # jaw
+    pairs += [(17 + i, 26 - i) for i in range(5)]  # eyebrows
+    pairs += [(31, 35), (32, 34)]  # nostrils
+    pairs += [(36, 45), (37, 44), (38, 43), (39, 42), (40, 47), (41, 46)]  # eyes
+    pairs += [(48, 54), (49, 53), (50, 52), (59, 55), (58, 56), (60, 64), (61, 63), (67, 65)]  # mouth
+    perm = list(range(68))
+    for a, b in pairs:
+        perm[a], perm[b] = b, a
+    return perm
+
+
+#: Mirror permutation of the iBUG 68 points (self-mirrored points map to themselves).
+IBUG_FLIP: list[int] = _ibug_flip()
+
+
+def augment_batch(batch: dict[str, Any], generator: torch.Generator, flip: bool = True, scale: float = 0.08,
+                  shift: float = 0.06) -> dict[str, Any]:
+    """Augmented copy of a batch (``image`` (B, 3, H, W) in [0, 1], optional geometry fields).
+
+    Args:
+        batch: collated samples (see :mod:`fer.data.base`).
+        generator: CPU generator driving every random choice.
+        flip: mirror half of the samples.
+        scale: zoom drawn from U(1 - scale, 1 + scale).
+        shift: translation drawn from U(-shift, shift) of the image side, per axis.
+    """
+    img = batch["image"]
+    b, dev = img.shape[0], img.device
+    out = dict(batch)
+    do_flip = (torch.rand(b, generator=generator) < 0.5) if flip else torch.zeros(b, dtype=torch.bool)
+    s = 1.0 + (torch.rand(b, generator=generator) * 2 - 1) * scale
+    t = (torch.rand(b, 2, generator=generator) * 2 - 1) * shift * 2  # normalised coordinates span 2
+    do_flip, s, t = do_flip.to(dev), s.to(dev, img.dtype), t.to(dev, img.dtype)
+    fx = torch.where(do_flip, -1.0, 1.0).to(img.dtype)
+    # output u_out samples the input at u_in = s * (fx * u_out) + t  (x); v_in = s * v_out + t_y
+    theta = torch.zeros(b, 2, 3, device=dev, dtype=img.dtype)
+    theta[:, 0, 0] = s * fx
+    theta[:, 1, 1] = s
+    theta[:, :, 2] = t
+    grid = F.affine_grid(theta, list(img.shape), align_corners=False)
+    out["image"] = F.grid_sample(img, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    if "landmarks" in batch:
+        lm = batch["landmarks"]
+        perm = torch.tensor(IBUG_FLIP, device=dev)
+        lm = torch.where(do_flip[:, None, None], lm[:, perm], lm)
+        u = lm * 2 - 1  # to normalised coordinates
+        u_out = torch.stack([(u[..., 0] - t[:, None, 0]) / (s[:, None] * fx[:, None]),
+                             (u[..., 1] - t[:, None, 1]) / s[:, None]], -1)
+        known = (lm.abs().sum((1, 2)) > 0)[:, None, None]
+        out["landmarks"] = torch.where(known, (u_out + 1) / 2, batch["landmarks"])
+    if "pose_class" in batch:
+        p = batch["pose_class"]
+        out["pose_class"] = torch.where(do_flip & (p >= 0), NUM_YAW_BINS - 1 - p, p)
+    for key in ("pose", "geom_pose"):
+        if key in batch:
+            q = batch[key].clone()
+            q[:, 0] = torch.where(do_flip, -q[:, 0], q[:, 0])
+            q[:, 2] = torch.where(do_flip, -q[:, 2], q[:, 2])
+            out[key] = q
+    return out
