@@ -37,11 +37,15 @@ from typing import Any
 
 import torch
 
-from fer.data import SynthConfig
-from fer.evaluate import evaluate_model
-from fer.labels import YAW_BIN_NAMES
-from fer.models import build_model, resolve_profile
-from fer.train import TrainConfig, Trainer, prepare_data, seed_everything, synthetic_set
+# Run as a script, this file's folder comes first on sys.path and its name would shadow the `fer` package.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
+
+from fer.data import SynthConfig  # noqa: E402
+from fer.evaluate import evaluate_model  # noqa: E402
+from fer.labels import YAW_BIN_NAMES  # noqa: E402
+from fer.models import build_model, resolve_profile  # noqa: E402
+from fer.train import TrainConfig, Trainer, prepare_data, seed_everything, synthetic_set  # noqa: E402
 
 DEFAULT_CONFIGS = ("baseline:none", "ggpi:3dmm", "ggpi:landmarks", "ggpi:none")
 
@@ -81,6 +85,18 @@ def run_config(kind: str, geometry: str, data: Path, args: argparse.Namespace, d
     }
 
 
+def cpu_model() -> str:
+    """CPU model name from /proc/cpuinfo (else platform's guess)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def markdown(rows: list[dict[str, Any]]) -> str:
     """Results table (accuracies in %)."""
     head = ["config", "accuracy", "macro-F1", *[f"yaw {b}°" for b in YAW_BIN_NAMES], "train img/s", "train min"]
@@ -117,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     device = "cuda" if args.device == "auto" and torch.cuda.is_available() else (
         "cpu" if args.device == "auto" else args.device)
     load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
-    dev_name = torch.cuda.get_device_name() if device.startswith("cuda") else platform.processor() or "cpu"
+    dev_name = torch.cuda.get_device_name() if device.startswith("cuda") else cpu_model()
     print(f"# FER benchmark: {device} ({dev_name}), torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     t0 = time.perf_counter()

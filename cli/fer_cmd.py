@@ -96,7 +96,7 @@ def train(model_kind: str, geometry: str, data: str, val_data: str | None, epoch
           landmark_iters: int, no_progress: bool) -> None:
     """Train a FER model (GGPI or the baseline); with no --data, on a synthetic set rendered first.
 
-    Runs unchanged under torchrun (DDP): `torchrun --nproc_per_node 4 $(which fer) train ...`.
+    Runs unchanged under torchrun (DDP): `torchrun --nproc_per_node 4 -m face3dkit._cli.fer_cmd train ...`.
     """
     import torch
 

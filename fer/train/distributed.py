@@ -20,8 +20,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-__all__ = ["DistInfo", "setup", "cleanup", "average_gradients", "broadcast_module", "all_gather_objects",
-           "all_reduce_sum", "barrier"]
+__all__ = ["DistInfo", "setup", "cleanup", "average_gradients", "broadcast_module", "broadcast_buffers",
+           "all_gather_objects", "all_reduce_sum", "barrier"]
 
 
 @dataclass
@@ -122,6 +122,15 @@ def broadcast_module(module: nn.Module, src: int = 0) -> None:
         return
     with torch.no_grad():
         for t in [*module.parameters(), *module.buffers()]:
+            dist.broadcast(t.data, src)
+
+
+def broadcast_buffers(module: nn.Module, src: int = 0) -> None:
+    """Copy the buffers (batch-norm running statistics, counters) of rank ``src`` to every rank."""
+    if not _active():
+        return
+    with torch.no_grad():
+        for t in module.buffers():
             dist.broadcast(t.data, src)
 
 

@@ -343,6 +343,7 @@ class Trainer:
 
     def _end_epoch(self, seen: int, seconds: float) -> dict[str, Any]:
         """Epoch record: averaged training metrics (over ranks), speed, LR, validation (rank 0)."""
+        distributed.broadcast_buffers(self.model)  # one set of batch-norm statistics, as DDP keeps
         keys = sorted(self.sums)
         vec = torch.tensor([self.sums[k] for k in keys] + [float(self.count), float(seen)], dtype=torch.float64,
                            device=self.device)
