@@ -14,6 +14,7 @@ model's decimetre units), plus seconds per face.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import platform
@@ -129,6 +130,8 @@ def main() -> None:
     p.add_argument("--no-dlib", action="store_true")
     p.add_argument("--no-true", action="store_true", help="skip the run with the true landmarks")
     p.add_argument("--contour-weight", type=float, default=None, help="FitConfig.contour_weight")
+    p.add_argument("--no-marching", action="store_true", help="FitConfig.contour_marching = False (detector run)")
+    p.add_argument("--tangent-weight", type=float, default=None, help="FitConfig.contour_tangent_weight")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     model = face3dkit.load_model("default", device=args.device)
@@ -143,6 +146,10 @@ def main() -> None:
         fit_cfg.landmark_iters = args.landmark_iters
     if args.contour_weight is not None:
         fit_cfg.contour_weight = args.contour_weight
+    if args.no_marching:
+        fit_cfg.contour_marching = False
+    if args.tangent_weight is not None:
+        fit_cfg.contour_tangent_weight = args.tangent_weight
     cfg = ReconstructConfig(device=args.device, batch_size=args.batch_size, fit=fit_cfg)
     cpu = platform.processor() or platform.machine()
     try:
@@ -153,7 +160,8 @@ def main() -> None:
     print(f"# machine: {cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__}, threads {args.threads}, "
           f"device {args.device}, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"# fit: {fit_cfg.landmark_iters} landmark + {fit_cfg.photo_iters} photometric iterations, "
-          f"batch {args.batch_size}, contour weight {fit_cfg.contour_weight}")
+          f"batch {args.batch_size}, contour weight {fit_cfg.contour_weight}, marching {fit_cfg.contour_marching}, "
+          f"tangent weight {fit_cfg.contour_tangent_weight} (true landmarks: fixed contour)")
     rows = []
     runs = [] if args.no_true else [("true landmarks", TrueLandmarks(lms))]
     if not args.no_dlib:
@@ -161,7 +169,12 @@ def main() -> None:
 
         runs.append(("dlib detector", make_detector("dlib")))
     for name, det in runs:
-        s = reconstruct(imgs, None, cfg, model=model, detector=det)
+        run_cfg = cfg
+        if name == "true landmarks":  # projections of the fixed landmark vertices: the 3D contour convention
+            run_cfg = ReconstructConfig(device=args.device, batch_size=args.batch_size,
+                                        fit=dataclasses.replace(fit_cfg, contour_marching=False,
+                                                                contour_tangent_weight=1.0))
+        s = reconstruct(imgs, None, run_cfg, model=model, detector=det)
         row = evaluate(cpu_model, s, truth, lms)
         rows.append((name, row))
     keys = ["faces", "failed", "nme_median_%", "yaw_err_median", "pitch_err_median", "roll_err_median",

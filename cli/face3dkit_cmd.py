@@ -168,11 +168,14 @@ def model_convert_bfm(morphable_model_mat: str, exp_pca_bin: str, aux_dir: str, 
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--identity-net", type=click.Path(dir_okay=False), default=None,
               help="insightface backbone.pth for the perceptual loss (off without it).")
+@click.option("--contour", type=click.Choice(["2d", "3d"]), default="2d", show_default=True,
+              help="Jaw-contour landmark convention: 2d = on the visible outline (dlib, iBUG 300-W; contour "
+                   "marching and sliding on), 3d = projections of fixed 3D points (300W-LP/AFLW2000-3D style).")
 @fail_cleanly
 def reconstruct_cmd(inputs: tuple[str, ...], out: str, model_name: str, device: str, landmarks: str,
                     landmarks_dir: str | None, faces: str, iters: int | None, landmark_iters: int | None,
                     batch_size: int, save: str, recursive: bool, resume: bool, progress: bool, seed: int,
-                    identity_net: str | None) -> None:
+                    identity_net: str | None, contour: str) -> None:
     """Reconstruct every face in INPUTS (folders, images, or text files listing images).
 
     Per face: mesh (.obj + texture), coefficients (.mat with Deng et al.'s keys, .npz), 68 landmarks
@@ -194,6 +197,8 @@ def reconstruct_cmd(inputs: tuple[str, ...], out: str, model_name: str, device: 
     if batch_size < 1:
         raise click.BadParameter("must be >= 1", param_hint="--batch-size")
     fit_cfg = FitConfig(seed=seed)
+    if contour == "3d":
+        fit_cfg.contour_marching, fit_cfg.contour_tangent_weight = False, 1.0
     if iters is not None:
         fit_cfg.photo_iters = iters
     if landmark_iters is not None:

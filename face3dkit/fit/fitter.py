@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
+from face3dkit.fit.contour import ContourCandidates, contour_candidates, marched_landmarks
 from face3dkit.geometry import PerspectiveCamera, euler_to_rotation, pos_similarity, rotate, rotation_to_euler
 from face3dkit.losses import (
     LossWeights,
@@ -67,6 +68,17 @@ class FitConfig:
             weights (1 = the paper). Detectors place contour points on the visible silhouette,
             which slides over the face with yaw while the model's contour vertices are fixed;
             a lower weight trusts the contour less.
+        contour_marching: move the jaw-contour landmarks (0-16) of the side turned away from
+            the camera onto the model's silhouette at each step (landmark marching, Zhu et al.
+            2015; see :mod:`face3dkit.fit.contour`). Right for 2D landmarks that follow the
+            visible outline (dlib, iBUG 300-W, Deng et al.'s detections); turn it off for landmarks
+            that are projections of fixed 3D points. Needs 68 points; ignored with 5.
+        contour_tangent_weight: weight (on distance, so its square on the loss) of the component
+            of each jaw-contour residual along the detected contour (0-16), 1 = the paper's
+            point-to-point distance. Detectors spread the 17 points evenly along the visible
+            outline, which slides along the jaw as the head turns; with a small weight the contour
+            constrains the outline (its normal component) but hardly where on it each point is.
+            Needs 68 points; ignored with 5.
         deterministic: run with ``torch.use_deterministic_algorithms(True, warn_only=True)``
             (restored afterwards) so a fit is bitwise reproducible; without it the order of
             parallel float reductions (``index_add`` in the rasterizer's backward) varies by ~1e-9.
@@ -83,6 +95,8 @@ class FitConfig:
     seed: int = 0
     deterministic: bool = True
     contour_weight: float = 1.0
+    contour_marching: bool = True
+    contour_tangent_weight: float = 0.3
 
 
 @dataclass
@@ -91,7 +105,8 @@ class FitResult:
 
     Attributes:
         coeffs: fitted :class:`Coefficients` (detached).
-        landmarks2d: (B, 68, 2) model landmarks projected into the crop, pixels.
+        landmarks2d: (B, 68, 2) model landmarks projected into the crop, pixels (with the
+            self-occluded contour marched to the silhouette when ``contour_marching``).
         render: (B, H, W, 3) final render in [0, 1] (None when ``photo_iters == 0``).
         mask: (B, H, W, 1) coverage of the front-face region in the final render.
         losses: per-stage list of total-loss values (for plots/tests).
@@ -136,12 +151,38 @@ def init_pose_from_landmarks(model: MorphableModel, lm2d: Tensor, camera: Perspe
 
 def _landmarks_only(model: MorphableModel, c: Coefficients, camera: PerspectiveCamera) -> Tensor:
     """(B, 68, 2) projected landmarks evaluating only the landmark rows of the bases."""
-    idx = model.landmark_idx
-    mean = model.mean_shape[idx]
-    pts = mean + torch.einsum("nck,bk->bnc", model.id_basis[idx], c.id) + torch.einsum(
+    return camera.project(_posed_rows(model, c, model.landmark_idx)[0])
+
+
+def _posed_rows(model: MorphableModel, c: Coefficients, idx: Tensor) -> tuple[Tensor, Tensor]:
+    """Posed vertices (B, M, 3) of the model rows ``idx`` (M,) and the rotations (B, 3, 3)."""
+    pts = model.mean_shape[idx] + torch.einsum("nck,bk->bnc", model.id_basis[idx], c.id) + torch.einsum(
         "nck,bk->bnc", model.exp_basis[idx], c.exp)
-    world = rotate(pts, euler_to_rotation(c.angles)) + c.trans[:, None]
-    return camera.project(world)
+    rot = euler_to_rotation(c.angles)
+    return rotate(pts, rot) + c.trans[:, None], rot
+
+
+class _LandmarkProjector:
+    """Projected model landmarks (B, 68, 2) from coefficients, evaluating only the rows needed:
+    the 68 landmark vertices, plus the contour candidates when marching."""
+
+    def __init__(self, model: MorphableModel, camera: PerspectiveCamera, marching: bool) -> None:
+        self.model, self.camera = model, camera
+        self.cand: ContourCandidates | None = None
+        self.rows = model.landmark_idx
+        if marching:
+            cand = contour_candidates(model.mean_shape, model.landmark_idx)
+            n_lm, dev = model.landmark_idx.numel(), cand.idx.device
+            self.rows = torch.cat([model.landmark_idx, cand.idx.flatten()])
+            local = n_lm + torch.arange(cand.idx.numel(), device=dev).view_as(cand.idx)
+            self.cand = ContourCandidates(cand.points, local, cand.outward)
+            self.local_lm = torch.arange(n_lm, device=dev)
+
+    def __call__(self, c: Coefficients) -> Tensor:
+        world, rot = _posed_rows(self.model, c, self.rows)
+        if self.cand is None:
+            return self.camera.project(world)
+        return marched_landmarks(world, self.local_lm, rot, self.camera, self.cand)
 
 
 def render_coefficients(model: MorphableModel, c: Coefficients, camera: PerspectiveCamera,
@@ -229,7 +270,10 @@ def _fit(model: MorphableModel, images: Tensor, lm2d: Tensor, cfg: FitConfig, ca
     if not five and cfg.contour_weight != 1.0:
         lw = lw.clone()
         lw[:17] *= cfg.contour_weight
-    reduce = _to_five if five else (lambda x: x)
+    slide = (contour_sliding_fn(lm2d, cfg.contour_tangent_weight) if not five and cfg.contour_tangent_weight != 1.0
+             else (lambda x: x))
+    reduce = _to_five if five else slide
+    project_lm = _LandmarkProjector(model, cam, cfg.contour_marching and not five)
     if init is None:
         c = Coefficients.zeros(model.layout, b, device=dev, dtype=dtype)
         c.angles, c.trans = init_pose_from_landmarks(model, lm2d, cam)
@@ -253,7 +297,7 @@ def _fit(model: MorphableModel, images: Tensor, lm2d: Tensor, cfg: FitConfig, ca
     opt = torch.optim.Adam(stage2, lr=cfg.lr_landmark)
     for _ in range(cfg.landmark_iters):
         opt.zero_grad(set_to_none=True)
-        pred = reduce(_landmarks_only(model, c, cam))
+        pred = reduce(project_lm(c))
         loss = wts.landmark * landmark_loss(pred, lm2d, lw) + wts.coefficient * coefficient_regularization(
             c.id, c.exp, c.tex, wts.coef_id, wts.coef_exp, wts.coef_tex)
         loss.backward()
@@ -272,9 +316,9 @@ def _fit(model: MorphableModel, images: Tensor, lm2d: Tensor, cfg: FitConfig, ca
         skin = model.skin_mask
         for _ in range(cfg.photo_iters):
             opt.zero_grad(set_to_none=True)
-            img, mask, _, pred = render_coefficients(model, c, cam, cfg.antialias)
+            img, mask, _, _ = render_coefficients(model, c, cam, cfg.antialias)
             loss = wts.photometric * photometric_loss(images, img, mask, att)
-            loss = loss + wts.landmark * landmark_loss(reduce(pred), lm2d, lw)
+            loss = loss + wts.landmark * landmark_loss(reduce(project_lm(c)), lm2d, lw)
             loss = loss + wts.coefficient * coefficient_regularization(
                 c.id, c.exp, c.tex, wts.coef_id, wts.coef_exp, wts.coef_tex)
             loss = loss + wts.gamma * gamma_regularization(c.gamma)
@@ -290,9 +334,31 @@ def _fit(model: MorphableModel, images: Tensor, lm2d: Tensor, cfg: FitConfig, ca
             render, mask, _, _ = render_coefficients(model, c, cam, False)
     with torch.no_grad():
         final = c.detach()
-        lm_fit = _landmarks_only(model, final, cam)
-        err = (reduce(lm_fit) - lm2d).norm(dim=-1).mean(-1)
+        lm_fit = project_lm(final)
+        err = ((_to_five(lm_fit) if five else lm_fit) - lm2d).norm(dim=-1).mean(-1)
     return FitResult(final, lm_fit, render, mask, losses, err)
+
+
+def contour_sliding_fn(target: Tensor, tangent_weight: float) -> Callable[[Tensor], Tensor]:
+    """Map predicted landmarks so the landmark loss sees contour residuals mostly along the normal.
+
+    For the jaw-contour points (0-16) of ``target`` (B, 68, 2) the unit tangent ``t`` of the
+    detected polyline (central differences) and normal ``n`` are fixed; a prediction ``p`` with
+    residual ``r = p - target`` is replaced by ``target + (r . n) n + w (r . t) t``, so the squared
+    distance becomes ``(r . n)^2 + w^2 (r . t)^2``. Other points are unchanged. Differentiable in ``p``.
+    """
+    c = target[:, :17]
+    tang = torch.cat([c[:, 1:2] - c[:, 0:1], c[:, 2:] - c[:, :-2], c[:, -1:] - c[:, -2:-1]], 1)
+    tang = tang / tang.norm(dim=-1, keepdim=True).clamp_min(1e-9)
+    normal = torch.stack([-tang[..., 1], tang[..., 0]], -1)
+
+    def apply(pred: Tensor) -> Tensor:
+        r = pred[:, :17] - c
+        rn = (r * normal).sum(-1, keepdim=True) * normal
+        rt = (r * tang).sum(-1, keepdim=True) * tang
+        return torch.cat([c + rn + tangent_weight * rt, pred[:, 17:]], 1)
+
+    return apply
 
 
 #: insightface's 5-point template of a 112 x 112 ArcFace crop (eyes, nose tip, mouth corners).
