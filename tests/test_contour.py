@@ -51,7 +51,8 @@ def _silhouette_case(model, yaw_deg, size=448):
         frags = rasterize(cam.to_screen(out.verts_world), model.faces, (size, size))
         cand = contour_candidates(model.mean_shape, model.landmark_idx)
         marched = marched_landmarks(out.verts_world, model.landmark_idx, euler_to_rotation(c.angles), cam, cand)
-    return (frags.pix_to_face[0].reshape(size, size, -1)[..., 0] >= 0).numpy(), marched[0].numpy(), out.landmarks2d[0].numpy()
+    cover = (frags.pix_to_face[0].reshape(size, size, -1)[..., 0] >= 0).numpy()
+    return cover, marched[0].numpy(), out.landmarks2d[0].numpy()
 
 
 @pytest.mark.parametrize("yaw", [-35.0, 35.0])
