@@ -4,7 +4,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
 from PIL import Image
 from sklearn.metrics import confusion_matrix as sk_confusion
@@ -13,14 +12,7 @@ from sklearn.metrics import f1_score
 from face3dkit._cli.fer_cmd import main
 from fer.evaluate import classification_metrics, draw_confusion_matrix
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: deterministic timing on shared CPUs (OpenMP barriers stall when oversubscribed)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_metrics_match_sklearn():

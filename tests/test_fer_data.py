@@ -21,14 +21,7 @@ from fer.data import (
 )
 from fer.labels import EXPRESSIONS, scheme_mapping, yaw_bin
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: deterministic timing on shared CPUs (OpenMP barriers stall when oversubscribed)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 # Canonical order, written out independently of fer.labels.
 NEU, ANG, DIS, FEA, HAP, SAD, SUR = range(7)

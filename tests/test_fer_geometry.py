@@ -5,7 +5,6 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from fer.data import SynthConfig, SyntheticDataset, generate_synthetic
@@ -21,14 +20,7 @@ from fer.geometry import (
 )
 from fer.geometry.providers import GeometryUnavailableError, load_detector
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: deterministic timing on shared CPUs (OpenMP barriers stall when oversubscribed)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -9,14 +9,7 @@ from face3dkit.nets.resnet import resnet18
 from fer.models import GGPIConfig, GGPIModel, build_model
 from fer.models.ggpi import signed_one_hot, total_variation
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: deterministic timing on shared CPUs (OpenMP barriers stall when oversubscribed)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 TINY = {"backbone": "tiny", "enc_channels": 8, "gen_channels": 32, "cls_hidden": 64, "datt_fc": 64}
 

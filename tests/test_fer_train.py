@@ -12,14 +12,7 @@ from fer.models import build_model
 from fer.train import LRSchedule, ResumableBatchSampler, TrainConfig, Trainer
 from fer.train.augment import IBUG_FLIP, augment_batch
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: deterministic timing on shared CPUs (OpenMP barriers stall when oversubscribed)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 TINY = {"backbone": "tiny", "enc_channels": 8, "gen_channels": 32, "cls_hidden": 64, "datt_fc": 64}
 
