@@ -9,7 +9,9 @@ Trains, on one synthetic set (held-out identities for test), each configuration
 
 with the same classifier, seed, epochs and data order, then reports the held-out accuracy,
 macro-F1 and accuracy per yaw bin (true yaw of the renders), and the training speed in images/s
-(the baseline's images/s counts classifier steps, GGPI's full GAN steps).
+(the baseline's images/s counts classifier steps, GGPI's full GAN steps). Each configuration's
+folder under ``--out`` is a complete run (``run.json``, ``model.pt``, ``eval/synthetic-test/``
+with the metrics and the confusion-matrix PNG), usable with ``fer evaluate`` / ``fer predict``.
 
 Usage::
 
@@ -42,10 +44,11 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
 
 from fer.data import SynthConfig  # noqa: E402
-from fer.evaluate import evaluate_model  # noqa: E402
+from fer.evaluate import evaluate_model, write_report  # noqa: E402
 from fer.labels import YAW_BIN_NAMES  # noqa: E402
 from fer.models import build_model, resolve_profile  # noqa: E402
 from fer.train import TrainConfig, Trainer, prepare_data, seed_everything, synthetic_set  # noqa: E402
+from fer.train.run import write_run_info  # noqa: E402
 
 DEFAULT_CONFIGS = ("baseline:none", "ggpi:3dmm", "ggpi:landmarks", "ggpi:none")
 
@@ -54,7 +57,7 @@ def run_config(kind: str, geometry: str, data: Path, args: argparse.Namespace, d
     """Train and evaluate one configuration; returns its row of results."""
     profile = resolve_profile(args.profile, device)
     t0 = time.perf_counter()
-    train, test, _ = prepare_data(data, args.image_size, geometry, cache_dir=args.cache_dir, progress=False,
+    train, test, data_info = prepare_data(data, args.image_size, geometry, cache_dir=args.cache_dir, progress=False,
                                   echo=lambda s: None)
     prep_s = time.perf_counter() - t0
     seed_everything(args.seed)
@@ -63,11 +66,13 @@ def run_config(kind: str, geometry: str, data: Path, args: argparse.Namespace, d
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, device=device,
                       progress=not args.no_progress, samples=False, lr_schedule=args.lr_schedule)
     out = Path(args.out) / f"{kind}-{geometry}"
+    write_run_info(out, model, profile, args.image_size, data_info, cfg)  # so `fer evaluate/predict RUN` work
     trainer = Trainer(model, train, out, cfg, val_set=None)
     t1 = time.perf_counter()
     hist = trainer.fit()
     train_s = time.perf_counter() - t1
     m = evaluate_model(trainer.model, test, 128, trainer.device)
+    write_report(m, out / "eval" / "synthetic-test")
     rates = [r["images_per_s"] for r in hist]
     steady = rates[1:] or rates  # the first epoch includes warm-up
     return {
