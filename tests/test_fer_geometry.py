@@ -56,6 +56,38 @@ def test_landmark_and_3dmm_pose_match_the_rendered_pose(synth):
         assert ((table.landmarks > 0) & (table.landmarks < 1)).mean() > 0.95
 
 
+def test_3dmm_provider_follows_the_landmark_convention(synth):
+    """Synthetic landmarks are projections of fixed vertices ('3d'): fitted without contour marching;
+    the same points declared '2d' (detector-like) are fitted with marching and sliding."""
+    import torch
+
+    import face3dkit
+    from face3dkit.fit import FitConfig, fit
+    from face3dkit.geometry import PerspectiveCamera
+
+    ds = SyntheticDataset(synth)
+    assert ds.landmark_convention == "3d"
+    model = face3dkit.load_model("default")
+    lm = torch.as_tensor(ds.known_landmarks, dtype=torch.float32)
+    images = torch.zeros(len(ds), 64, 64, 3)
+    cam = PerspectiveCamera.for_image_size(64)
+    expected = {
+        "3d": FitConfig(landmark_iters=40, photo_iters=0, contour_marching=False, contour_tangent_weight=1.0),
+        "2d": FitConfig(landmark_iters=40, photo_iters=0),
+    }
+    for convention, cfg in expected.items():
+        ds.landmark_convention = convention
+        table = compute_geometry(ds, ThreeDMMProvider(landmark_iters=40))
+        ref = fit(model, images, lm, cfg, camera=cam)
+        np.testing.assert_allclose(table.landmarks * 64, ref.landmarks2d.numpy(), atol=1e-3)
+        deg = np.rad2deg(ref.coeffs.angles.numpy())
+        np.testing.assert_allclose(table.pose[:, 0], deg[:, 1], atol=1e-3)
+    # With the fixed-contour convention the fitted yaw is close to the rendered one.
+    ds.landmark_convention = "3d"
+    table = compute_geometry(ds, ThreeDMMProvider(landmark_iters=60))
+    assert np.median(np.abs(table.pose[:, 0] - ds.true_pose[:, 0])) < 3.0
+
+
 def test_none_provider_gives_no_geometry(synth):
     ds = SyntheticDataset(synth, image_size=32)
     table = compute_geometry(ds, NoGeometry())

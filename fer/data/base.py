@@ -69,6 +69,10 @@ class FerDataset(Dataset):
         sources: N strings naming where each sample comes from (file or ``file:line``).
         true_pose: (N, 3) float32 (yaw, pitch, roll) degrees, NaN when unknown.
         known_landmarks: (N, 68, 2) float32 landmarks in pixels of the stored image, or None.
+        landmark_convention: how the jaw contour (0-16) of ``known_landmarks`` was made: ``'2d'``
+            (on the visible outline, as detectors and iBUG 300-W annotate) or ``'3d'``
+            (projections of fixed 3D points, as rendered synthetic sets and 300W-LP give). The
+            ``3dmm`` geometry provider fits the former with contour marching, the latter without.
         image_size: side S of returned images (None: the stored size, which must then be square
             and equal for all samples to batch them).
         report: :class:`DataReport` of skipped rows/images.
@@ -85,6 +89,7 @@ class FerDataset(Dataset):
         self.sources: list[str] = []
         self.true_pose = np.zeros((0, 3), np.float32)
         self.known_landmarks: np.ndarray | None = None
+        self.landmark_convention = "2d"
         self.geometry: Any = None
         self._cache: np.ndarray | None = None
 

@@ -372,6 +372,7 @@ class SyntheticDataset(FerDataset):
         self.sources = list(self.paths)
         self.true_pose = np.asarray(poses, np.float32).reshape(n, 3)
         self.known_landmarks = np.stack(lms) if lms else np.zeros((0, 68, 2), np.float32)
+        self.landmark_convention = "3d"  # projections of the model's fixed landmark vertices
         self._finish()
 
     def _decode(self, i: int) -> np.ndarray:

@@ -143,6 +143,9 @@ class _LandmarkBased(GeometryProvider):
 
     def compute(self, dataset: Any, indices: list[int]) -> GeometryTable:
         out = GeometryTable.empty(len(indices))
+        # Known landmarks keep the dataset's contour convention; detected ones follow the outline.
+        known = getattr(dataset, "known_landmarks", None) is not None
+        convention = getattr(dataset, "landmark_convention", "2d") if known else "2d"
         for start in range(0, len(indices), self.batch_size):
             chunk = list(range(start, min(start + self.batch_size, len(indices))))
             lms, hw, ok = self._landmarks(dataset, [indices[j] for j in chunk])
@@ -150,7 +153,7 @@ class _LandmarkBased(GeometryProvider):
             for k in np.flatnonzero(ok):
                 groups[(int(hw[k, 0]), int(hw[k, 1]))].append(int(k))
             for (h, w), ks in groups.items():
-                pose, lm_px = self._solve(torch.as_tensor(lms[ks], dtype=torch.float32), h, w)
+                pose, lm_px = self._solve(torch.as_tensor(lms[ks], dtype=torch.float32), h, w, convention)
                 rows = [chunk[k] for k in ks]
                 out.pose[rows] = pose
                 out.landmarks[rows] = lm_px / np.array([w, h], np.float32)
@@ -158,8 +161,11 @@ class _LandmarkBased(GeometryProvider):
         return out
 
     @abstractmethod
-    def _solve(self, lm2d: torch.Tensor, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
-        """(B, 68, 2) pixel landmarks of (h, w) images -> (B, 3) yaw/pitch/roll degrees, (B, 68, 2) pixels."""
+    def _solve(self, lm2d: torch.Tensor, h: int, w: int, convention: str) -> tuple[np.ndarray, np.ndarray]:
+        """(B, 68, 2) pixel landmarks of (h, w) images -> (B, 3) yaw/pitch/roll degrees, (B, 68, 2) pixels.
+
+        ``convention`` is the jaw contour's: ``'2d'`` (visible outline) or ``'3d'`` (fixed points).
+        """
 
 
 def _stored_hw(dataset: Any, i: int) -> tuple[int, int]:
@@ -184,7 +190,7 @@ class LandmarksProvider(_LandmarkBased):
 
     name = "landmarks"
 
-    def _solve(self, lm2d: torch.Tensor, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    def _solve(self, lm2d: torch.Tensor, h: int, w: int, convention: str) -> tuple[np.ndarray, np.ndarray]:
         from face3dkit.fit import init_pose_from_landmarks
 
         angles, _ = init_pose_from_landmarks(self.model(), lm2d, self._camera(h, w))
@@ -194,6 +200,11 @@ class LandmarksProvider(_LandmarkBased):
 class ThreeDMMProvider(_LandmarkBased):
     """``3dmm``: face3dkit's landmark-and-pose fit (POS start, then Adam on pose, identity, expression).
 
+    Detected landmarks (and a dataset's known landmarks in the ``'2d'`` convention) are fitted with
+    jaw-contour marching and sliding (face3dkit's defaults for 2D detections); known landmarks in
+    the ``'3d'`` convention (the synthetic set's projections of fixed vertices) with fixed contour
+    correspondences.
+
     Args:
         model: morphable model name or path (default: the embedded default model).
         landmark_iters: Adam steps of the landmark stage.
@@ -201,6 +212,7 @@ class ThreeDMMProvider(_LandmarkBased):
     """
 
     name = "3dmm"
+    version = 2  # 2: contour convention of the landmarks honoured (marching for 2D detections only)
 
     def __init__(self, model: str = "default", landmark_iters: int = 150, batch_size: int = 256) -> None:
         super().__init__(model, batch_size)
@@ -209,12 +221,14 @@ class ThreeDMMProvider(_LandmarkBased):
     def settings(self) -> dict[str, Any]:
         return {**super().settings(), "landmark_iters": self.landmark_iters}
 
-    def _solve(self, lm2d: torch.Tensor, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    def _solve(self, lm2d: torch.Tensor, h: int, w: int, convention: str) -> tuple[np.ndarray, np.ndarray]:
         from face3dkit.fit import FitConfig, fit
 
         b = lm2d.shape[0]
         images = torch.zeros(1, 1, 1, 3).expand(b, h, w, 3)  # only the crop size is used without photo_iters
         cfg = FitConfig(landmark_iters=self.landmark_iters, photo_iters=0)
+        if convention == "3d":
+            cfg.contour_marching, cfg.contour_tangent_weight = False, 1.0
         res = fit(self.model(), images, lm2d, cfg, camera=self._camera(h, w))
         return _ypr_degrees(res.coeffs.angles), res.landmarks2d.detach().cpu().numpy().astype(np.float32)
 
