@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -43,6 +42,7 @@ import torch
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
 
+from face3dkit.sysinfo import machine_summary  # noqa: E402
 from fer.data import SynthConfig  # noqa: E402
 from fer.evaluate import evaluate_model, write_report  # noqa: E402
 from fer.labels import YAW_BIN_NAMES  # noqa: E402
@@ -90,18 +90,6 @@ def run_config(kind: str, geometry: str, data: Path, args: argparse.Namespace, d
     }
 
 
-def cpu_model() -> str:
-    """CPU model name from /proc/cpuinfo (else platform's guess)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def markdown(rows: list[dict[str, Any]]) -> str:
     """Results table (accuracies in %)."""
     head = ["config", "accuracy", "macro-F1", *[f"yaw {b}°" for b in YAW_BIN_NAMES], "train img/s", "train min"]
@@ -137,10 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     device = "cuda" if args.device == "auto" and torch.cuda.is_available() else (
         "cpu" if args.device == "auto" else args.device)
-    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
-    dev_name = torch.cuda.get_device_name() if device.startswith("cuda") else cpu_model()
-    print(f"# FER benchmark: {device} ({dev_name}), torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    print(f"# FER benchmark: {machine_summary(device)}")
     t0 = time.perf_counter()
     data = synthetic_set(SynthConfig(n=args.n, size=args.size, seed=args.seed), args.cache_dir,
                          progress=not args.no_progress)

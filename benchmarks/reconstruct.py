@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
-import os
-import platform
 import time
 
 import numpy as np
@@ -28,6 +26,7 @@ from face3dkit.fit import FitConfig
 from face3dkit.geometry import PerspectiveCamera
 from face3dkit.landmarks import FaceLandmarks
 from face3dkit.pipeline import ReconstructConfig, reconstruct
+from face3dkit.sysinfo import machine_summary
 from face3dkit.viz import render_faces
 
 SIZE = 320
@@ -152,14 +151,7 @@ def main() -> None:
     if args.tangent_weight is not None:
         fit_cfg.contour_tangent_weight = args.tangent_weight
     cfg = ReconstructConfig(device=args.device, batch_size=args.batch_size, fit=fit_cfg)
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    print(f"# machine: {cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__}, threads {args.threads}, "
-          f"device {args.device}, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"# machine: {machine_summary(args.device)}")
     print(f"# fit: {fit_cfg.landmark_iters} landmark + {fit_cfg.photo_iters} photometric iterations, "
           f"batch {args.batch_size}, contour weight {fit_cfg.contour_weight}, marching {fit_cfg.contour_marching}, "
           f"tangent weight {fit_cfg.contour_tangent_weight} (true landmarks: fixed contour)")

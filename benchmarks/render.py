@@ -37,18 +37,9 @@ from typing import Any
 import torch
 
 from face3dkit.render import antialias, edge_topology, interpolate, pytorch3d_available, rasterize
-
+from face3dkit.sysinfo import cpu_name
 
 # ----------------------------------------------------------------------------- machine / memory
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _status_kb(key: str) -> int | None:
@@ -231,7 +222,7 @@ def main() -> None:
         load = "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
     except OSError:
         load = "load average n/a"
-    print(f"CPU: {cpu_model()} | {os.cpu_count()} logical CPUs | torch.set_num_threads({args.threads})")
+    print(f"CPU: {cpu_name()} | {os.cpu_count()} logical CPUs | torch.set_num_threads({args.threads})")
     print(f"torch {torch.__version__} | python {platform.python_version()} | {load}")
     if torch.cuda.is_available():
         print(f"CUDA: {torch.cuda.get_device_name(0)}")
