@@ -7,7 +7,8 @@ Trains, on one synthetic set (held-out identities for test), each configuration
 * ``ggpi:landmarks`` - GGPI with 2D landmarks and POS pose,
 * ``ggpi:none``      - GGPI conditioned on label codes instead of geometry,
 
-with the same classifier, seed, epochs and data order, then reports the held-out accuracy,
+with the same classifier, seeds, epochs and data order (``--seeds``: each configuration once per
+training seed, the table giving mean ± std), then reports the held-out accuracy,
 macro-F1 and accuracy per yaw bin (true yaw of the renders), and the training speed in images/s
 (the baseline's images/s counts classifier steps, GGPI's full GAN steps). Each configuration's
 folder under ``--out`` is a complete run (``run.json``, ``model.pt``, ``eval/synthetic-test/``
@@ -17,7 +18,7 @@ Usage::
 
     python benchmarks/fer.py [--n 7000] [--size 128] [--image-size 64] [--epochs 10]
         [--profile auto|small|paper] [--backbone NAME] [--device auto|cpu|cuda] [--threads N]
-        [--configs baseline:none ggpi:3dmm ...] [--out runs/bench-fer] [--json results.json]
+        [--configs baseline:none ggpi:3dmm ...] [--seeds 0 1 2] [--out runs/bench-fer] [--json results.json]
 
 Small CPU check (a few minutes on 2 cores)::
 
@@ -53,19 +54,20 @@ from fer.train.run import write_run_info  # noqa: E402
 DEFAULT_CONFIGS = ("baseline:none", "ggpi:3dmm", "ggpi:landmarks", "ggpi:none")
 
 
-def run_config(kind: str, geometry: str, data: Path, args: argparse.Namespace, device: str) -> dict[str, Any]:
-    """Train and evaluate one configuration; returns its row of results."""
+def run_config(kind: str, geometry: str, data: Path, args: argparse.Namespace, device: str,
+               seed: int) -> dict[str, Any]:
+    """Train and evaluate one configuration with one training seed; returns its row of results."""
     profile = resolve_profile(args.profile, device)
     t0 = time.perf_counter()
     train, test, data_info = prepare_data(data, args.image_size, geometry, cache_dir=args.cache_dir, progress=False,
                                   echo=lambda s: None)
     prep_s = time.perf_counter() - t0
-    seed_everything(args.seed)
+    seed_everything(seed)
     model = build_model(kind, profile, image_size=args.image_size, use_geometry=geometry != "none",
                         backbone=args.backbone)
-    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, device=device,
+    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, seed=seed, device=device,
                       progress=not args.no_progress, samples=False, lr_schedule=args.lr_schedule)
-    out = Path(args.out) / f"{kind}-{geometry}"
+    out = Path(args.out) / (f"{kind}-{geometry}" + (f"-seed{seed}" if len(args.seeds) > 1 else ""))
     write_run_info(out, model, profile, args.image_size, data_info, cfg)  # so `fer evaluate/predict RUN` work
     trainer = Trainer(model, train, out, cfg, val_set=None)
     t1 = time.perf_counter()
@@ -77,6 +79,7 @@ def run_config(kind: str, geometry: str, data: Path, args: argparse.Namespace, d
     steady = rates[1:] or rates  # the first epoch includes warm-up
     return {
         "config": f"{kind}:{geometry}",
+        "seed": seed,
         "classifier": model.config.backbone,
         "profile": profile,
         "accuracy": m["accuracy"],
@@ -90,15 +93,48 @@ def run_config(kind: str, geometry: str, data: Path, args: argparse.Namespace, d
     }
 
 
+def _mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs)
+
+
+def _std(xs: list[float]) -> float:
+    """Sample standard deviation (0 for one value)."""
+    m = _mean(xs)
+    return (sum((x - m) ** 2 for x in xs) / max(len(xs) - 1, 1)) ** 0.5
+
+
+def _pct(r: dict[str, Any], key: str) -> str:
+    """``r[key]`` in %, with ``± std`` when ``r`` aggregates several seeds."""
+    return f"{100 * r[key]:.1f}" + (f" ± {100 * r[key + '_std']:.1f}" if len(r["seeds"]) > 1 else "")
+
+
+def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per configuration: means over its seeds, with the accuracy's and macro-F1's std."""
+    out = []
+    for name in dict.fromkeys(r["config"] for r in rows):
+        rs = [r for r in rows if r["config"] == name]
+        mean, std = _mean, _std
+        yaw_bins = [b for b in YAW_BIN_NAMES if all(b in r["per_yaw"] for r in rs)]
+        out.append({**rs[0], "seeds": [r["seed"] for r in rs],
+                    "accuracy": mean([r["accuracy"] for r in rs]), "accuracy_std": std([r["accuracy"] for r in rs]),
+                    "macro_f1": mean([r["macro_f1"] for r in rs]), "macro_f1_std": std([r["macro_f1"] for r in rs]),
+                    "per_yaw": {b: mean([r["per_yaw"][b] for r in rs]) for b in yaw_bins},
+                    "train_images_per_s": mean([r["train_images_per_s"] for r in rs]),
+                    "train_minutes": mean([r["train_minutes"] for r in rs])})
+    return out
+
+
 def markdown(rows: list[dict[str, Any]]) -> str:
-    """Results table (accuracies in %)."""
-    head = ["config", "accuracy", "macro-F1", *[f"yaw {b}°" for b in YAW_BIN_NAMES], "train img/s", "train min"]
+    """Results table (accuracies in %; mean ± std over seeds when there are several)."""
+    head = ["config", "seeds", "accuracy", "macro-F1", *[f"yaw {b}°" for b in YAW_BIN_NAMES], "train img/s",
+            "train min", "vs first"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    ref = rows[0]["accuracy"] if rows else float("nan")
     for r in rows:
         yaw = [f"{100 * r['per_yaw'][b]:.1f}" if b in r["per_yaw"] else "-" for b in YAW_BIN_NAMES]
-        lines.append("| " + " | ".join([f"{r['config']} ({r['classifier']})", f"{100 * r['accuracy']:.1f}",
-                                        f"{100 * r['macro_f1']:.1f}", *yaw, f"{r['train_images_per_s']:.0f}",
-                                        f"{r['train_minutes']:.1f}"]) + " |")
+        lines.append("| " + " | ".join([f"{r['config']} ({r['classifier']})", str(len(r["seeds"])), _pct(r, "accuracy"),
+                                        _pct(r, "macro_f1"), *yaw, f"{r['train_images_per_s']:.0f}",
+                                        f"{r['train_minutes']:.1f}", f"{r['accuracy'] / ref:.2f}x"]) + " |")
     return "\n".join(lines)
 
 
@@ -114,13 +150,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr-schedule", default="cosine", choices=["cosine", "constant", "paper"])
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic set")
+    p.add_argument("--seeds", type=int, nargs="+", default=None,
+                   help="training seeds, each configuration trained once per seed (default: --seed)")
     p.add_argument("--configs", nargs="+", default=list(DEFAULT_CONFIGS))
     p.add_argument("--out", default="runs/bench-fer")
     p.add_argument("--cache-dir", default=None)
     p.add_argument("--json", default=None, help="write the results here too")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
+    args.seeds = args.seeds or [args.seed]
     if args.threads:
         torch.set_num_threads(args.threads)
     device = "cuda" if args.device == "auto" and torch.cuda.is_available() else (
@@ -136,14 +175,19 @@ def main(argv: list[str] | None = None) -> int:
         kind, _, geometry = spec.partition(":")
         if kind not in ("baseline", "ggpi") or geometry not in ("3dmm", "landmarks", "none"):
             p.error(f"bad config {spec!r}: use model:geometry, e.g. ggpi:3dmm")
-        row = run_config(kind, geometry or "none", data, args, device)
-        rows.append(row)
-        print(f"{row['config']}: accuracy {100 * row['accuracy']:.1f}% (macro-F1 {100 * row['macro_f1']:.1f}%), "
-              f"{row['train_images_per_s']:.0f} img/s, {row['train_minutes']:.1f} min", flush=True)
+        for seed in args.seeds:
+            row = run_config(kind, geometry or "none", data, args, device, seed)
+            rows.append(row)
+            print(f"{row['config']} seed {seed}: accuracy {100 * row['accuracy']:.1f}% "
+                  f"(macro-F1 {100 * row['macro_f1']:.1f}%), {row['train_images_per_s']:.0f} img/s, "
+                  f"{row['train_minutes']:.1f} min", flush=True)
+    table = aggregate(rows)
     print()
-    print(markdown(rows))
+    print(markdown(table))
     if args.json:
-        Path(args.json).write_text(json.dumps({"args": vars(args), "device": device, "rows": rows}, indent=2))
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({"args": vars(args), "device": device, "rows": rows,
+                                               "summary": table}, indent=2))
     return 0
 
 

@@ -171,6 +171,11 @@ def main() -> None:
         s = reconstruct(imgs, None, run_cfg, model=model, detector=det)
         row = evaluate(cpu_model, s, truth, lms)
         rows.append((name, row))
+        if s.failures:
+            yaws = sorted(abs(float(truth.angles[int(f.image.removeprefix("array")), 1])) * 180 / math.pi
+                          for f in s.failures)
+            listed = ", ".join(f"{y:.0f}" for y in yaws)
+            print(f"# {name}: {len(s.failures)} photos without a face, true |yaw| {listed}° ({s.failures[0].reason})")
     keys = ["faces", "failed", "nme_median_%", "yaw_err_median", "pitch_err_median", "roll_err_median",
             "yaw_err_p90", "shape_err_mm_median", "s_per_face"]
     heads = ["landmarks", "faces", "failed", "NME med %", "yaw° med", "pitch° med", "roll° med", "yaw° p90",
