@@ -223,12 +223,17 @@ class Trainer:
         }
 
     def save_checkpoint(self, path: str | os.PathLike | None = None) -> Path | None:
-        """Write a checkpoint (collective under DDP: every rank contributes its RNG state; rank 0 writes)."""
-        rngs = distributed.all_gather_objects(_rng_state(self.device))
+        """Write a checkpoint (collective under DDP: rank 0's batch-norm statistics go to every rank, each
+        rank contributes its RNG state and its partial epoch metrics; rank 0 writes)."""
+        distributed.broadcast_buffers(self.model)  # the in-memory model equals the saved one on every rank
+        per_rank = distributed.all_gather_objects({"rng": _rng_state(self.device), "sums": dict(self.sums),
+                                                   "count": self.count})
         path = Path(path) if path is not None else self.checkpoint_path
         if self.dist.is_main:
             state = self.state_dict()
-            state["rng"] = rngs
+            state["rng"] = [r["rng"] for r in per_rank]
+            state["rank_sums"] = [r["sums"] for r in per_rank]
+            state["rank_counts"] = [r["count"] for r in per_rank]
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f".{path.name}.tmp")
             torch.save(state, tmp)
@@ -254,6 +259,9 @@ class Trainer:
         self.global_step = int(state["global_step"])
         self.sums = dict(state["sums"])
         self.count = int(state["count"])
+        rank_sums, rank_counts = state.get("rank_sums"), state.get("rank_counts")
+        if rank_sums is not None and rank_counts is not None and len(rank_sums) == self.dist.world_size:
+            self.sums, self.count = dict(rank_sums[self.dist.rank]), int(rank_counts[self.dist.rank])
         self.history = list(state["history"])
         rngs = state["rng"]
         _set_rng_state(rngs[self.dist.rank] if self.dist.rank < len(rngs) else rngs[0], self.device)
