@@ -97,6 +97,35 @@ def test_python_api_returns_results(scene):
     assert r.coeffs.id.shape == (1, 80) and np.abs(r.landmarks - lm_true).mean() < 3.0
 
 
+def test_progress_counts_inputs_when_their_faces_are_fitted(scene):
+    """Progress advances when an input is finished: a failed input at once, a face when its batch is
+    fitted (not when it is detected), the same file given twice counted twice."""
+    root, _ = scene
+    from face3dkit.fit import FitConfig
+    from face3dkit.pipeline import ReconstructConfig
+
+    calls, fitted = [], []
+    cfg = ReconstructConfig(landmarks="file", batch_size=2, fit=FitConfig(landmark_iters=3, photo_iters=0))
+    import face3dkit.pipeline.run as run_mod
+
+    real_fit_batch = run_mod._fit_batch
+
+    def spy(m, pending, *a, **k):
+        fitted.append(len(calls))  # progress calls made before this batch was fitted
+        return real_fit_batch(m, pending, *a, **k)
+
+    inputs = [root / "face.png", root / "sky.png", root / "face.png", root / "broken.jpg", root / "face.png"]
+    try:
+        run_mod._fit_batch = spy
+        s = face3dkit.reconstruct(inputs, None, cfg, progress=lambda done, total: calls.append((done, total)))
+    finally:
+        run_mod._fit_batch = real_fit_batch
+    assert len(s.results) == 3 and len(s.failures) == 2
+    # sky fails (1), the batch of faces 1 and 3 is fitted (3), broken fails (4), the last face's batch (5).
+    assert calls == [(1, 5), (3, 5), (4, 5), (5, 5)]
+    assert fitted == [1, 3]  # each batch was fitted before the progress it completes was reported
+
+
 def test_reconstruct_photo_with_dlib(tmp_path):
     pytest.importorskip("dlib")
     from pathlib import Path

@@ -284,6 +284,19 @@ def reconstruct(
     skipped: list[str] = []
     pending: list[_Pending] = []
     done_images = 0
+    waiting: dict[int, int] = {}  # input number -> its faces still to fit (progress counts finished inputs)
+    owner: dict[int, int] = {}  # id(pending face) -> input number
+
+    def advance(n: int) -> None:
+        nonlocal done_images
+        if n <= 0:
+            return
+        done_images += n
+        if bar is not None:
+            bar.update(n)
+            bar.set_postfix(faces=len(results), failed=len(failures))
+        elif callable(progress):
+            progress(done_images, len(items))
 
     def flush() -> None:
         nonlocal pending
@@ -294,9 +307,17 @@ def reconstruct(
         except (RuntimeError, ValueError, OSError) as e:  # a batch failing must not lose the run
             for p in pending:
                 failures.append(Failure(p.image, f"fitting failed: {' '.join(str(e).split())}"))
+        finished = 0
+        for p in pending:
+            k = owner.pop(id(p))
+            waiting[k] -= 1
+            if waiting[k] == 0:
+                del waiting[k]
+                finished += 1
         pending = []
+        advance(finished)
 
-    for name, src in items:
+    for number, (name, src) in enumerate(items):
         try:
             if isinstance(src, np.ndarray):
                 img = src
@@ -308,20 +329,20 @@ def reconstruct(
                 folder = _output_folder(out_dir, src, root) if out_dir is not None else None
             new, skip = _prepare(img, name, det, cfg.faces, folder, cfg.resume, path)
             skipped += skip
-            pending += new
         except (ImageReadError, LookupError, ValueError, OSError) as e:
             failures.append(Failure(name, " ".join(str(e).split()) or type(e).__name__))
+            new = []
+        for p in new:
+            owner[id(p)] = number
+            waiting[number] = waiting.get(number, 0) + 1
+        pending += new
+        if not new:  # failed, or every face already done: finished now
+            advance(1)
         while len(pending) >= cfg.batch_size:
             head, pending_rest = pending[: cfg.batch_size], pending[cfg.batch_size:]
             pending = head
             flush()
             pending = pending_rest
-        done_images += 1
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(faces=len(results), failed=len(failures))
-        elif callable(progress):
-            progress(done_images, len(items))
     flush()
     if bar is not None:
         bar.close()
