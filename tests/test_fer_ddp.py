@@ -15,12 +15,11 @@ import pytest
 import torch
 
 WORKER = textwrap.dedent('''
-    import json, os, sys
-    import numpy as np
+    import os, sys
     import torch
     torch.set_num_threads(1)
-    from fer.data.base import FerDataset
-    from fer.geometry import GeometryTable, attach_geometry
+    sys.path.insert(0, sys.argv[2])  # the tests folder
+    from fer_arrays import ArrayDataset
     from fer.models import build_model
     from fer.train import TrainConfig, Trainer, distributed
 
@@ -36,25 +35,6 @@ WORKER = textwrap.dedent('''
     distributed.average_gradients(list(lin.parameters()))
 
     # 2. A short synchronous training run.
-    class Arrays(FerDataset):
-        name = "arrays"
-        def __init__(self, n=32, size=32):
-            super().__init__(size)
-            rng = np.random.default_rng(0)
-            self.pixels = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
-            self.labels = np.arange(n, dtype=np.int64) % 7
-            self.identities = np.arange(n, dtype=np.int64) // 7
-            self.sources = [f"mem:{i}" for i in range(n)]
-            self.true_pose = np.stack([rng.uniform(-60, 60, n), np.zeros(n), np.zeros(n)], 1).astype(np.float32)
-            self._finish()
-            attach_geometry(self, GeometryTable(self.true_pose.copy(),
-                                                rng.uniform(0.2, 0.8, (n, 68, 2)).astype(np.float32),
-                                                np.ones(n, bool)))
-        def _decode(self, i):
-            return self.pixels[i]
-        def content_key(self, i):
-            return str(i)
-
     def make_model(seed):
         torch.manual_seed(seed)  # different initial weights per rank: the trainer must broadcast rank 0's
         return build_model("ggpi", "small", image_size=32, use_geometry=True, backbone="tiny", enc_channels=8,
@@ -65,11 +45,11 @@ WORKER = textwrap.dedent('''
                            samples=False)
 
     # One epoch (32 images / (2 ranks x 4) = 4 steps) uninterrupted ...
-    full = Trainer(make_model(100 + rank), Arrays(), os.path.join(out, "full"), config())
+    full = Trainer(make_model(100 + rank), ArrayDataset(32), os.path.join(out, "full"), config())
     full.fit()
     # ... and interrupted after 2 steps, then resumed by a fresh trainer with other initial weights.
-    Trainer(make_model(100 + rank), Arrays(), os.path.join(out, "resumed"), config(max_steps=2)).fit()
-    resumed = Trainer(make_model(300 + rank), Arrays(), os.path.join(out, "resumed"), config())
+    Trainer(make_model(100 + rank), ArrayDataset(32), os.path.join(out, "resumed"), config(max_steps=2)).fit()
+    resumed = Trainer(make_model(300 + rank), ArrayDataset(32), os.path.join(out, "resumed"), config())
     resumed.fit(resume=True)
 
     def train_metrics(trainer):
@@ -97,7 +77,7 @@ def test_torchrun_two_processes_average_gradients_and_stay_in_sync(tmp_path):
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    cmd = [*launcher, "--standalone", "--nproc-per-node", "2", str(script), str(tmp_path)]
+    cmd = [*launcher, "--standalone", "--nproc-per-node", "2", str(script), str(tmp_path), os.path.dirname(__file__)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     r0 = torch.load(tmp_path / "rank0.pt", weights_only=False)

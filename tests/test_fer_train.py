@@ -2,12 +2,10 @@
 
 import json
 
-import numpy as np
 import pytest
 import torch
+from fer_arrays import ArrayDataset
 
-from fer.data.base import FerDataset
-from fer.geometry import GeometryTable, attach_geometry
 from fer.models import build_model
 from fer.train import LRSchedule, ResumableBatchSampler, TrainConfig, Trainer
 from fer.train.augment import IBUG_FLIP, augment_batch
@@ -15,31 +13,6 @@ from fer.train.augment import IBUG_FLIP, augment_batch
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 TINY = {"backbone": "tiny", "enc_channels": 8, "gen_channels": 32, "cls_hidden": 64, "datt_fc": 64}
-
-
-class ArrayDataset(FerDataset):
-    """In-memory images with random geometry (no files)."""
-
-    name = "arrays"
-
-    def __init__(self, n=24, size=32, seed=0):
-        super().__init__(size)
-        rng = np.random.default_rng(seed)
-        self.pixels = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
-        self.labels = np.arange(n, dtype=np.int64) % 7
-        self.identities = np.arange(n, dtype=np.int64) // 7
-        self.sources = [f"mem:{i}" for i in range(n)]
-        self.true_pose = np.stack([rng.uniform(-60, 60, n), np.zeros(n), np.zeros(n)], 1).astype(np.float32)
-        self._finish()
-        table = GeometryTable(self.true_pose.copy(), rng.uniform(0.2, 0.8, (n, 68, 2)).astype(np.float32),
-                              np.ones(n, bool))
-        attach_geometry(self, table)
-
-    def _decode(self, i):
-        return self.pixels[i]
-
-    def content_key(self, i):
-        return str(i)
 
 
 def _trainer(kind, out, max_steps, epochs=3, seed=11):
