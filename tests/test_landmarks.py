@@ -282,3 +282,48 @@ def test_dlib_on_rendered_default_face() -> None:
     big = det.detect(two)
     assert len(big) == 1 and big[0].box[2] < 300
     np.testing.assert_allclose(big[0].points, f.points, atol=2.0)
+
+
+def test_cnn_to_hog_rect_arithmetic() -> None:
+    dlib = pytest.importorskip("dlib")
+    from face3dkit.landmarks.dlib_backend import cnn_to_hog_rect
+
+    r = dlib.rectangle(100, 50, 200, 150)  # centre (150, 100), width 100
+    out = cnn_to_hog_rect(r, dlib, (0.1, 0.05, 1.2))
+    # centre (150 + 10, 100 + 5), side 120 -> [100, 220] x [45, 165]
+    assert (out.left(), out.top(), out.right(), out.bottom()) == (100, 45, 220, 165)
+    same = cnn_to_hog_rect(r, dlib, (0.0, 0.0, 1.0))
+    assert (same.left(), same.top(), same.right(), same.bottom()) == (100, 50, 200, 150)
+
+
+def test_cnn_detector_maps_its_box_for_the_predictor() -> None:
+    pytest.importorskip("dlib")
+    from face3dkit.landmarks.dlib_backend import CNN_TO_HOG_BOX, DlibDetector
+
+    try:
+        det = DlibDetector("cnn")
+    except DetectorUnavailableError as e:
+        pytest.skip(str(e))
+    seen = []
+
+    class Spy:
+        def __call__(self, img, rect):
+            seen.append((rect.left(), rect.top(), rect.right(), rect.bottom()))
+            raise StopIteration  # enough: only the rectangle handed over is checked
+
+    import dlib
+
+    rect = dlib.rectangle(40, 60, 140, 160)
+    det._rects = lambda img: [(rect, 1.0)]
+    det._predictor = Spy()
+    img = np.zeros((200, 200, 3), np.uint8)
+    for correction, expected in ((True, None), (False, (40, 60, 140, 160))):
+        det.cnn_box_correction = correction
+        seen.clear()
+        with pytest.raises(StopIteration):
+            det.detect(img)
+        if expected is None:
+            dx, dy, s = CNN_TO_HOG_BOX
+            cx, cy, half = 90 + dx * 100, 110 + dy * 100, s * 50
+            expected = tuple(int(round(v)) for v in (cx - half, cy - half, cx + half, cy + half))
+        assert seen == [expected]
