@@ -136,6 +136,7 @@ class _Pending:
     lm_image: np.ndarray  # (K, 2)
     matrix: np.ndarray  # (2, 3)
     inverse: np.ndarray  # (2, 3)
+    input_number: int = -1  # position of its input in the run (progress counts finished inputs)
 
 
 def _output_folder(out: Path, path: Path, root: Path | None) -> Path:
@@ -285,7 +286,6 @@ def reconstruct(
     pending: list[_Pending] = []
     done_images = 0
     waiting: dict[int, int] = {}  # input number -> its faces still to fit (progress counts finished inputs)
-    owner: dict[int, int] = {}  # id(pending face) -> input number
 
     def advance(n: int) -> None:
         nonlocal done_images
@@ -309,7 +309,7 @@ def reconstruct(
                 failures.append(Failure(p.image, f"fitting failed: {' '.join(str(e).split())}"))
         finished = 0
         for p in pending:
-            k = owner.pop(id(p))
+            k = p.input_number
             waiting[k] -= 1
             if waiting[k] == 0:
                 del waiting[k]
@@ -333,7 +333,7 @@ def reconstruct(
             failures.append(Failure(name, " ".join(str(e).split()) or type(e).__name__))
             new = []
         for p in new:
-            owner[id(p)] = number
+            p.input_number = number
             waiting[number] = waiting.get(number, 0) + 1
         pending += new
         if not new:  # failed, or every face already done: finished now
