@@ -54,14 +54,20 @@ from fer.train.run import write_run_info  # noqa: E402
 DEFAULT_CONFIGS = ("baseline:none", "ggpi:3dmm", "ggpi:landmarks", "ggpi:none")
 
 
-def run_config(kind: str, geometry: str, data: Path, args: argparse.Namespace, device: str,
-               seed: int) -> dict[str, Any]:
-    """Train and evaluate one configuration with one training seed; returns its row of results."""
-    profile = resolve_profile(args.profile, device)
+def prepare(data: Path, geometry: str, args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any], float]:
+    """Train/test sets decoded with ``geometry`` attached, their description, and the seconds it took."""
     t0 = time.perf_counter()
     train, test, data_info = prepare_data(data, args.image_size, geometry, cache_dir=args.cache_dir, progress=False,
-                                  echo=lambda s: None)
-    prep_s = time.perf_counter() - t0
+                                          echo=lambda s: None)
+    return train, test, data_info, time.perf_counter() - t0
+
+
+def run_config(kind: str, geometry: str, prepared: tuple[Any, Any, dict[str, Any], float],
+               args: argparse.Namespace, device: str, seed: int) -> dict[str, Any]:
+    """Train and evaluate one configuration with one training seed on data from :func:`prepare`;
+    returns its row of results."""
+    profile = resolve_profile(args.profile, device)
+    train, test, data_info, prep_s = prepared
     seed_everything(seed)
     model = build_model(kind, profile, image_size=args.image_size, use_geometry=geometry != "none",
                         backbone=args.backbone)
@@ -113,14 +119,11 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for name in dict.fromkeys(r["config"] for r in rows):
         rs = [r for r in rows if r["config"] == name]
-        mean, std = _mean, _std
+        col = {k: [r[k] for r in rs] for k in ("accuracy", "macro_f1", "train_images_per_s", "train_minutes")}
         yaw_bins = [b for b in YAW_BIN_NAMES if all(b in r["per_yaw"] for r in rs)]
-        out.append({**rs[0], "seeds": [r["seed"] for r in rs],
-                    "accuracy": mean([r["accuracy"] for r in rs]), "accuracy_std": std([r["accuracy"] for r in rs]),
-                    "macro_f1": mean([r["macro_f1"] for r in rs]), "macro_f1_std": std([r["macro_f1"] for r in rs]),
-                    "per_yaw": {b: mean([r["per_yaw"][b] for r in rs]) for b in yaw_bins},
-                    "train_images_per_s": mean([r["train_images_per_s"] for r in rs]),
-                    "train_minutes": mean([r["train_minutes"] for r in rs])})
+        out.append({**rs[0], "seeds": [r["seed"] for r in rs], **{k: _mean(v) for k, v in col.items()},
+                    "accuracy_std": _std(col["accuracy"]), "macro_f1_std": _std(col["macro_f1"]),
+                    "per_yaw": {b: _mean([r["per_yaw"][b] for r in rs]) for b in yaw_bins}})
     return out
 
 
@@ -171,12 +174,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"synthetic set ready in {time.perf_counter() - t0:.1f} s; {args.epochs} epochs at {args.image_size} px, "
           f"batch {args.batch_size}")
     rows = []
+    prepared: dict[str, tuple[Any, Any, dict[str, Any], float]] = {}  # per geometry, shared by models and seeds
     for spec in args.configs:
         kind, _, geometry = spec.partition(":")
         if kind not in ("baseline", "ggpi") or geometry not in ("3dmm", "landmarks", "none"):
             p.error(f"bad config {spec!r}: use model:geometry, e.g. ggpi:3dmm")
+        if geometry not in prepared:
+            prepared[geometry] = prepare(data, geometry, args)
         for seed in args.seeds:
-            row = run_config(kind, geometry or "none", data, args, device, seed)
+            row = run_config(kind, geometry, prepared[geometry], args, device, seed)
             rows.append(row)
             print(f"{row['config']} seed {seed}: accuracy {100 * row['accuracy']:.1f}% "
                   f"(macro-F1 {100 * row['macro_f1']:.1f}%), {row['train_images_per_s']:.0f} img/s, "
