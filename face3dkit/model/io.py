@@ -43,8 +43,13 @@ key                shape             dtype    meaning
                                               at the bottom-left of the texture image
 ``face_uv``        (F, 3)            int32    with ``uv``: 0-based ``uv`` ids per face corner
 ``id_names``       (K_id,)           str      optional component names
-``exp_names``      (K_exp,)          str      optional, e.g. ``'mouth-open'``
+``exp_names``      (K_exp,)          str      optional, e.g. ``'jawOpen'``
 ``tex_names``      (K_tex,)          str      optional
+``region_names``   (R,)              str      optional names of vertex regions, e.g. ``'face'``,
+                                              ``'eyeball'``, ``'teeth'``, ``'mouth_interior'``
+``vertex_region``  (N,)              int      with ``region_names``: region of each vertex
+                                              (index into ``region_names``); default: one
+                                              region ``'face'``
 ``meta``           ()                str      optional JSON object: ``name``, ``licence``,
                                               ``provenance``, ``units``, ``albedo_range``, ...
 =================  ================  =======  ==================================================
@@ -90,8 +95,13 @@ FORMAT_VERSION = 1
 
 #: Model names :func:`load_model` understands, with a one-line description.
 KNOWN_MODELS: dict[str, str] = {
-    "default": "face3dkit's embedded default model (face3dkit._assets/default_model.npz)",
+    "default": "face3dkit's embedded default model v2: ICT-FaceKit Light shape (MIT) with 53 ARKit "
+               "blendshapes, eyes, teeth, mouth interior, and a MakeHuman CC0 albedo (default_model.npz)",
+    "makehuman": "the MakeHuman CC0 model (v1 default: 34 MakeHuman expression units, face surface only; "
+                 "makehuman_model.npz)",
 }
+#: Asset file of each known model name.
+_MODEL_FILES = {"default": "default_model.npz", "makehuman": "makehuman_model.npz"}
 
 #: Keys of Deng et al.'s ``BFM_model_front.mat`` that :func:`load_model` needs.
 DENG_REQUIRED_KEYS = ("meanshape", "idBase", "exBase", "meantex", "texBase", "tri", "keypoints")
@@ -356,6 +366,16 @@ def _npz_kwargs(path: Path, d: dict[str, np.ndarray]) -> dict[str, Any]:
             p.add(f"{key} has shape {_shape(a)} but {basis} has {k} components")
         else:
             names[key] = [x.decode() if isinstance(x, bytes) else str(x) for x in a.tolist()]
+    regions = None
+    rn, vr = arr("region_names", "US", "strings"), arr("vertex_region", "iu", "an integer array")
+    if ("region_names" in d) != ("vertex_region" in d):
+        p.add("region_names and vertex_region must be given together")
+    elif rn is not None and vr is not None:
+        if rn.ndim != 1 or vr.shape != (n,):
+            p.add(f"vertex_region has shape {_shape(vr)} but mean_shape has {n} vertices")
+        else:
+            _check_range(p, "vertex_region", vr, 0, len(rn), f"region ids must be in [0, {len(rn)})")
+            regions = ([x.decode() if isinstance(x, bytes) else str(x) for x in rn.tolist()], vr)
     meta: dict[str, Any] = {}
     if "meta" in d:
         m = d["meta"]
@@ -379,6 +399,8 @@ def _npz_kwargs(path: Path, d: dict[str, np.ndarray]) -> dict[str, Any]:
         landmark_idx=d["landmark_idx"], skin_mask=d["skin_mask"], front_mask=d["front_mask"],
         front_faces=d.get("front_faces"), vertex_faces=d.get("vertex_faces"), uv=d.get("uv"),
         face_uv=d.get("face_uv"), **names, meta=meta, recenter=False,
+        region_names=None if regions is None else regions[0],
+        vertex_region=None if regions is None else regions[1],
     )
 
 
@@ -566,22 +588,22 @@ def read_model_file(path: str | os.PathLike) -> dict[str, Any]:
     return _deng_kwargs(path, read_mat(path))
 
 
-def default_model_path() -> Path:
-    """Where the embedded default model lives (it may not exist in a source checkout)."""
-    with as_file(_default_model_resource()) as p:
+def default_model_path(name: str = "default") -> Path:
+    """Where an embedded model (``'default'`` or ``'makehuman'``) lives."""
+    with as_file(_default_model_resource(name)) as p:
         return Path(p)
 
 
-def _default_model_resource() -> Any:
-    return files("face3dkit._assets") / "default_model.npz"
+def _default_model_resource(name: str = "default") -> Any:
+    return files("face3dkit._assets") / _MODEL_FILES[name]
 
 
 _DEFAULT_CACHE: dict[tuple, dict[str, Any]] = {}
 
 
-def _load_default_kwargs() -> dict[str, Any]:
-    """The default model's arguments, read once per file version (path, mtime, size)."""
-    res = _default_model_resource()
+def _load_default_kwargs(name: str = "default") -> dict[str, Any]:
+    """An embedded model's arguments, read once per file version (path, mtime, size)."""
+    res = _default_model_resource(name)
     if not res.is_file():
         raise ModelFileError(f"default model file missing: {res} "
                              f"(run assets/build/build_default_model.py)")
@@ -590,7 +612,6 @@ def _load_default_kwargs() -> dict[str, Any]:
         key = (str(path), st.st_mtime_ns, st.st_size)
         if key not in _DEFAULT_CACHE:
             kwargs = read_model_file(path)
-            _DEFAULT_CACHE.clear()
             _DEFAULT_CACHE[key] = kwargs
         cached = _DEFAULT_CACHE[key]
     # the module's buffers may share memory with these arrays: hand out copies
@@ -630,7 +651,7 @@ def load_model(name_or_path: str | os.PathLike, *, device: torch.device | str | 
     if dtype is not None and not dtype.is_floating_point:
         raise ValueError(f"dtype must be a floating dtype, got {dtype}")
     if isinstance(name_or_path, str) and name_or_path in KNOWN_MODELS:
-        kwargs = _load_default_kwargs()
+        kwargs = _load_default_kwargs(name_or_path)
     else:
         path = Path(name_or_path).expanduser()
         looks_like_name = (isinstance(name_or_path, str) and "/" not in name_or_path
@@ -672,6 +693,9 @@ def _model_arrays(model: MorphableModel) -> dict[str, np.ndarray]:
         names = getattr(model, key, None)
         if names is not None:
             out[key] = np.asarray([str(s) for s in names], dtype=str)
+    if model.region_names != ["face"]:
+        out["region_names"] = np.asarray(model.region_names, dtype=str)
+        out["vertex_region"] = get(model.vertex_region, np.int32)
     out["meta"] = np.asarray(json.dumps(dict(model.meta), default=str, sort_keys=True))
     return out
 

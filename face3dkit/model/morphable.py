@@ -105,8 +105,9 @@ class MorphableModel(nn.Module):
     Buffers (N vertices, F faces, ``*_basis`` of shape (N, 3, K)):
         ``mean_shape (N,3)``, ``id_basis``, ``exp_basis``, ``mean_albedo (N,3)``, ``albedo_basis``,
         ``faces (F,3)``, ``vertex_faces (N,M)`` (-1 padded), ``landmark_idx (68,)``,
-        ``skin_mask (N,)`` bool, ``front_mask (N,)`` bool, ``front_faces (F2,3)``, and optionally
-        ``uv (T,2)`` and ``face_uv (F,3)``.
+        ``skin_mask (N,)`` bool, ``front_mask (N,)`` bool, ``front_faces (F2,3)``,
+        ``vertex_region (N,)`` long (ids into ``region_names``), and optionally ``uv (T,2)`` and
+        ``face_uv (F,3)``.
 
     Args:
         mean_shape, id_basis, exp_basis, mean_albedo, albedo_basis, faces, landmark_idx: arrays.
@@ -115,6 +116,7 @@ class MorphableModel(nn.Module):
             vertices are in ``front_mask``).
         uv, face_uv: optional texture coordinates (origin bottom-left) and per-face UV indices.
         exp_names, id_names, tex_names: optional component names.
+        region_names, vertex_region: optional named vertex regions (default: one region ``'face'``).
         meta: free-form metadata (name, licence, provenance, units, albedo range).
         recenter: subtract the centroid of the mean shape (Deng et al.'s ``recenter``).
     """
@@ -152,6 +154,8 @@ class MorphableModel(nn.Module):
         tex_names: list[str] | None = None,
         meta: dict | None = None,
         recenter: bool = True,
+        region_names: list[str] | None = None,
+        vertex_region: Any = None,
     ) -> None:
         super().__init__()
         f32 = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float32))  # noqa: E731
@@ -187,6 +191,11 @@ class MorphableModel(nn.Module):
         self.exp_names = list(exp_names) if exp_names is not None else None
         self.id_names = list(id_names) if id_names is not None else None
         self.tex_names = list(tex_names) if tex_names is not None else None
+        if (region_names is None) != (vertex_region is None):
+            raise ValueError(f"{self.meta.get('source', 'model')}: region_names and vertex_region go together")
+        self.region_names = list(region_names) if region_names is not None else ["face"]
+        vr = np.zeros(n, np.int64) if vertex_region is None else np.asarray(vertex_region, np.int64).reshape(-1)
+        self.register_buffer("vertex_region", torch.as_tensor(vr))
         self._check()
 
     # ------------------------------------------------------------------------------------------
@@ -214,6 +223,9 @@ class MorphableModel(nn.Module):
             problems.append(f"{len(self.exp_names)} expression names for {self.n_exp} components")
         if self.uv is not None and (self.face_uv is None or self.face_uv.shape != self.faces.shape):
             problems.append("uv given without face_uv of the same shape as faces")
+        vr = self.vertex_region
+        if vr.shape != (n,) or (n and (int(vr.min()) < 0 or int(vr.max()) >= len(self.region_names))):
+            problems.append(f"vertex_region must be (N,) ids into {len(self.region_names)} region names")
         if problems:
             raise ValueError(f"{name}: " + "; ".join(problems))
 
@@ -257,6 +269,24 @@ class MorphableModel(nn.Module):
     @property
     def has_uv(self) -> bool:
         return self.uv is not None
+
+    def region_mask(self, *names: str) -> Tensor:
+        """(N,) bool mask of the vertices in the named regions (see ``region_names``).
+
+        The default model has ``'face'`` (skin of the face, ears and neck), ``'eye_socket'``,
+        ``'eyeball'``, ``'mouth_interior'``, ``'teeth'`` and ``'eyelashes'``; models without
+        regions (BFM, the MakeHuman model) have the single region ``'face'``.
+        """
+        unknown = [x for x in names if x not in self.region_names]
+        if unknown:
+            raise KeyError(f"unknown region(s) {', '.join(map(repr, unknown))}; known: {', '.join(self.region_names)}")
+        ids = torch.tensor([self.region_names.index(x) for x in names], device=self.vertex_region.device)
+        return torch.isin(self.vertex_region, ids)
+
+    def region_faces(self, *names: str) -> Tensor:
+        """(F', 3) triangles whose three vertices all lie in the named regions."""
+        m = self.region_mask(*names)
+        return self.faces[m[self.faces].all(-1)]
 
     # ------------------------------------------------------------------------------------------
     @staticmethod
