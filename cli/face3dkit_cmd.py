@@ -49,6 +49,8 @@ def model_info(name_or_path: str, as_json: bool) -> None:
         "coefficients": layout.total,
         "layout": {k: [s.start, s.stop] for k, s in layout.slices().items()},
         "expression_names": m.exp_names,
+        "expression_range": m.exp_range,
+        "regions": {r: int(m.region_mask(r).sum()) for r in m.region_names},
         "licence": m.meta.get("licence"),
         "provenance": m.meta.get("provenance") or m.meta.get("source"),
         "units": m.meta.get("units"),
@@ -60,11 +62,13 @@ def model_info(name_or_path: str, as_json: bool) -> None:
     click.echo(f"mesh         {m.n_verts} vertices, {m.n_faces} triangles "
                f"({info['front_triangles']} front), UVs: {'yes' if m.has_uv else 'no'}")
     click.echo(f"landmarks    {info['landmarks']} (iBUG 68), skin vertices {info['skin_vertices']}")
+    click.echo("regions      " + ", ".join(f"{r} ({n} vertices)" for r, n in info["regions"].items()))
     click.echo(f"coefficients {layout.total}:")
     for k, s in layout.slices().items():
         click.echo(f"  {k:<7} [{s.start:>3}:{s.stop:<3}]  {s.stop - s.start}")
     if m.exp_names:
-        click.echo("expression units: " + ", ".join(m.exp_names))
+        rng = f" (range {m.exp_range[0]:g}..{m.exp_range[1]:g})" if m.exp_range else ""
+        click.echo(f"expression units{rng}: " + ", ".join(m.exp_names))
     for key in ("units", "licence", "provenance", "source"):
         if m.meta.get(key):
             click.echo(f"{key:<12} {m.meta[key]}")
@@ -160,7 +164,7 @@ def model_convert_bfm(morphable_model_mat: str, exp_pca_bin: str, aux_dir: str, 
 @click.option("--iters", type=int, default=None, help="Photometric iterations (default 50).")
 @click.option("--landmark-iters", type=int, default=None, help="Landmark/pose iterations (default 150).")
 @click.option("--batch-size", type=int, default=8, show_default=True, help="Faces fitted together.")
-@click.option("--save", default=",".join(("obj", "mat", "npz", "lm", "pose", "png")), show_default=True,
+@click.option("--save", default=",".join(("obj", "mat", "npz", "lm", "pose", "blendshapes", "png")), show_default=True,
               help="Comma-separated outputs: obj,mat,npz,lm,pose,png.")
 @click.option("--recursive/--no-recursive", default=True, show_default=True)
 @click.option("--resume/--no-resume", default=True, show_default=True, help="Skip faces already written.")

@@ -33,14 +33,15 @@ def test_info_default(runner):
     n_id, n_exp, n_tex = (info["layout"][k][1] - info["layout"][k][0] for k in ("id", "exp", "tex"))
     assert info["coefficients"] == n_id + n_exp + n_tex + 33
     assert info["layout"]["trans"][1] == info["coefficients"]
-    assert "mouth-open" in info["expression_names"] and "CC0" in info["licence"]
+    assert "jawOpen" in info["expression_names"] and "MIT" in info["licence"] and "CC0" in info["licence"]
+    assert info["regions"]["teeth"] > 0 and info["coefficients"] == 100 + 53 + 19 + 33
     r = runner.invoke(main, ["model", "info"])
     assert r.exit_code == 0 and "coefficients" in r.output
 
 
 def test_sample_writes_textured_obj_and_preview(runner, tmp_path):
     out = tmp_path / "face.obj"
-    r = runner.invoke(main, ["model", "sample", "--seed", "2", "--exp", "mouth-open=0.5", "--out", str(out),
+    r = runner.invoke(main, ["model", "sample", "--seed", "2", "--exp", "jawOpen=0.5", "--out", str(out),
                              "--texture-size", "256"])
     assert r.exit_code == 0, r.output
     for name in ("face.obj", "face.mtl", "face_texture.png", "face.png"):

@@ -303,7 +303,7 @@ def test_save_is_atomic(tmp_path, monkeypatch):
 @pytest.fixture
 def fake_default(tmp_path, monkeypatch):
     path = tmp_path / "default_model.npz"
-    monkeypatch.setattr(model_io, "_default_model_resource", lambda: path)
+    monkeypatch.setattr(model_io, "_default_model_resource", lambda name="default": path)
     monkeypatch.setattr(model_io, "_DEFAULT_CACHE", {})
     return path
 

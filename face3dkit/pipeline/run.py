@@ -202,7 +202,8 @@ def _fit_group(model: MorphableModel, batch: list[_Pending], cfg: ReconstructCon
             render = mask = None
             if res.render is not None:
                 render = (res.render[i].clamp(0, 1).cpu().numpy() * 255).round().astype(np.uint8)
-                mask = res.mask[i, ..., 0].cpu().numpy() > 0
+                shown = res.display_mask if res.display_mask is not None else res.mask
+                mask = shown[i, ..., 0].cpu().numpy() > 0
             written = write_face_outputs(
                 p.folder, p.stem, c1, verts=verts[i], faces=model.faces, albedo=albedo[i],
                 lm68_image=lm_fit_img, lm68_detected_image=p.lm_image, pose_deg=tuple(float(x) for x in ypr[i]),
@@ -210,6 +211,7 @@ def _fit_group(model: MorphableModel, batch: list[_Pending], cfg: ReconstructCon
                 lm68_detected_crop=p.lm_crop, crop_matrix=p.matrix, uv=model.uv, face_uv=model.face_uv,
                 save=cfg.save, extra={"image": p.image, "face_index": p.face_index,
                                       "landmark_error_px": float(res.landmark_error[i])},
+                exp_names=model.exp_names,
             )
             files = [str(f) for f in written]
         results.append(FaceResult(p.image, p.face_index, c1, tuple(float(x) for x in ypr[i]), lm_fit_img,

@@ -15,9 +15,12 @@ from fer.data.base import FerDataset, collate_samples, resize_rgb
 from fer.data.formats import FER2013_SPLITS, RAFDB_LABEL_FILE, Fer2013Dataset, ImageFolderDataset, RafDbDataset
 from fer.data.report import DataReport, Problem
 from fer.data.synthetic import (
+    ARKIT_EXPRESSION_UNITS,
     EXPRESSION_UNITS,
+    MAKEHUMAN_EXPRESSION_UNITS,
     SynthConfig,
     SyntheticDataset,
+    expression_units_for,
     expression_weights,
     generate_synthetic,
     is_synthetic_dir,
@@ -25,7 +28,10 @@ from fer.data.synthetic import (
 
 __all__ = [
     "DataReport",
+    "ARKIT_EXPRESSION_UNITS",
     "EXPRESSION_UNITS",
+    "MAKEHUMAN_EXPRESSION_UNITS",
+    "expression_units_for",
     "FER2013_SPLITS",
     "Fer2013Dataset",
     "FerDataset",

@@ -1,7 +1,31 @@
 """A synthetic expression set rendered with face3dkit's default model, and its Dataset.
 
-The seven basic expressions are mapped onto the default model's 34 named MakeHuman expression
-units following the EMFACS prototypes of Friesen & Ekman (action units in brackets):
+The seven basic expressions are mapped onto a model's named expression units following the EMFACS
+prototypes of Friesen & Ekman. For the default model (ICT-FaceKit's 53 ARKit-named blendshapes,
+:data:`ARKIT_EXPRESSION_UNITS`) each action unit (AU) maps to the blendshapes ICT-FaceKit's README
+pairs with it: AU1 browInnerUp, AU2 browOuterUp, AU4 browDown, AU5 eyeWide, AU6 cheekSquint, AU7
+eyeSquint, AU9 noseSneer, AU10 mouthShrugUpper + mouthUpperUp, AU12 mouthSmile, AU15 mouthFrown,
+AU16 mouthLowerDown, AU17 mouthShrugLower, AU20 mouthStretch, AU23/24 mouthPress, AU26/27 jawOpen,
+AU43/45 eyeBlink (both sides, ``_L``/``_R`` = the subject's left/right):
+
+===========  ==============================================================================
+neutral      (none)
+anger        AU4 + AU7 + AU23/24 (+ AU9 a little): brows down, lids tight, lips pressed
+disgust      AU9 + AU10 + AU15/16 + AU4 (+ AU6): nose wrinkled, upper lip raised, brows down
+fear         AU1 + AU2 + AU4 + AU5 + AU20 + AU26: brows up and drawn together, eyes wide, lips
+             stretched, jaw slightly dropped
+happiness    AU6 + AU12 (+ AU25/26 a little, so teeth show): cheeks raised, lip corners pulled
+sadness      AU1 + AU4 + AU15 + AU17 (+ AU43 a little): inner brows up, lip corners down, lids
+             drooping (the only class with a blink component)
+surprise     AU1 + AU2 + AU5 + AU26/27: brows raised, eyes wide, jaw dropped
+===========  ==============================================================================
+
+Eyes are open with a random gaze (eyeLook* units, both eyes together); random nuisance units never
+include blinks or gaze, so eyes close only where the expression has it, and teeth and the mouth
+interior show whenever the jaw opens (the default model has them).
+
+For the MakeHuman model (``load_model('makehuman')``, 34 MakeHuman units,
+:data:`MAKEHUMAN_EXPRESSION_UNITS`) the same prototypes use its unit names:
 
 ===========  ==============================================================================
 neutral      (none)
@@ -14,7 +38,7 @@ sadness      inner brows raised (AU1), lip corners depressed (AU15), lids droopi
 surprise     brows raised (AU1+2), upper lids raised (AU5), jaw dropped (AU26/27)
 ===========  ==============================================================================
 
-(exact unit weights: :data:`EXPRESSION_UNITS`). Each image scales its prototype by a random
+(exact unit weights: :func:`expression_units_for`). Each image scales its prototype by a random
 intensity, jitters every unit, and adds small random activations of a few other units (so that
 neutral is not exactly zero and the classes overlap a little). Identity and albedo are drawn
 from the model's PCA priors, lighting is random spherical harmonics, yaw is uniform in ±60°,
@@ -38,7 +62,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +73,10 @@ from fer.data.base import FerDataset, file_digest, read_image_file
 from fer.labels import EXPRESSIONS, NUM_CLASSES
 
 __all__ = [
+    "ARKIT_EXPRESSION_UNITS",
     "EXPRESSION_UNITS",
+    "MAKEHUMAN_EXPRESSION_UNITS",
+    "expression_units_for",
     "SYNTH_FORMAT",
     "SynthConfig",
     "SyntheticDataset",
@@ -67,8 +94,32 @@ def _both(stem: str, w: float) -> dict[str, float]:
     return {stem.format("left"): w, stem.format("right"): w}
 
 
-#: Canonical expression -> {default-model expression unit: weight at full intensity}.
-EXPRESSION_UNITS: dict[str, dict[str, float]] = {
+def _lr(stem: str, w: float) -> dict[str, float]:
+    """``{'browDown_L': w, 'browDown_R': w}`` for stem ``'browDown'``."""
+    return {f"{stem}_L": w, f"{stem}_R": w}
+
+
+#: Canonical expression -> {ARKit/ICT blendshape: weight at full intensity} (the default model).
+ARKIT_EXPRESSION_UNITS: dict[str, dict[str, float]] = {
+    "neutral": {},
+    "anger": {**_lr("browDown", 1.0), **_lr("eyeSquint", 0.6), **_lr("mouthPress", 0.9), **_lr("noseSneer", 0.3),
+              "mouthShrugLower": 0.3},
+    "disgust": {**_lr("noseSneer", 1.0), "mouthShrugUpper": 0.8, **_lr("mouthUpperUp", 0.6),
+                **_lr("mouthFrown", 0.4), **_lr("mouthLowerDown", 0.3), **_lr("browDown", 0.5),
+                **_lr("cheekSquint", 0.4)},
+    "fear": {**_lr("browInnerUp", 1.0), **_lr("browOuterUp", 0.5), **_lr("browDown", 0.35), **_lr("eyeWide", 1.0),
+             **_lr("mouthStretch", 1.0), "jawOpen": 0.3},
+    "happiness": {**_lr("mouthSmile", 1.0), **_lr("cheekSquint", 0.7), **_lr("eyeSquint", 0.25), "jawOpen": 0.15},
+    "sadness": {**_lr("browInnerUp", 1.0), **_lr("browDown", 0.3), **_lr("mouthFrown", 1.0), "mouthShrugLower": 0.5,
+                **_lr("eyeBlink", 0.25)},
+    "surprise": {**_lr("browInnerUp", 1.0), **_lr("browOuterUp", 1.0), **_lr("eyeWide", 1.0), "jawOpen": 0.7},
+}
+
+#: Units that random nuisance activations never touch (blinks and gaze are drawn on purpose).
+_NO_NUISANCE = ("eyeBlink", "eyeLook", "eye-left-closure", "eye-right-closure")
+
+#: Canonical expression -> {MakeHuman expression unit: weight at full intensity} (the MakeHuman model).
+MAKEHUMAN_EXPRESSION_UNITS: dict[str, dict[str, float]] = {
     "neutral": {},
     "anger": {**_both("eyebrows-{}-down", 1.0), **_both("eye-{}-slit", 0.6), "mouth-compression": 1.0,
               "mouth-pursing": 0.3, **_both("nose-{}-dilatation", 0.7)},
@@ -81,6 +132,19 @@ EXPRESSION_UNITS: dict[str, dict[str, float]] = {
                 **_both("eye-{}-closure", 0.35)},
     "surprise": {**_both("eyebrows-{}-up", 1.0), **_both("eye-{}-opened-up", 1.0), "mouth-open": 0.8},
 }
+
+#: Back-compatible name: the default model's mapping.
+EXPRESSION_UNITS = ARKIT_EXPRESSION_UNITS
+
+
+def expression_units_for(exp_names: list[str]) -> dict[str, dict[str, float]]:
+    """The EMFACS unit mapping that fits a model's expression names (ARKit/ICT or MakeHuman)."""
+    if "jawOpen" in exp_names:
+        return ARKIT_EXPRESSION_UNITS
+    if "mouth-open" in exp_names:
+        return MAKEHUMAN_EXPRESSION_UNITS
+    raise ValueError("no EMFACS mapping for this model's expression units (need ARKit names such as 'jawOpen' "
+                     "or MakeHuman names such as 'mouth-open'); pass SynthConfig(units=...)")
 
 
 @dataclass
@@ -101,6 +165,8 @@ class SynthConfig:
         light_dc, light_dir: SH DC offset range (±) and maximum first-band strength.
         distance: range of the camera distance in model units (the default camera sits at 10).
         render_batch: faces per render call (fixed so that a seed gives identical bytes).
+        units: class -> {unit: weight} mapping (default: :func:`expression_units_for` the model).
+        gaze_max: with eyeLook* units, horizontal / vertical gaze drawn from U(-g, g) (unit weights).
     """
 
     n: int = 7000
@@ -120,8 +186,8 @@ class SynthConfig:
     light_dir: float = 0.4
     distance: tuple[float, float] = (10.5, 11.5)
     render_batch: int = 64
-    units: dict[str, dict[str, float]] = field(default_factory=lambda: {k: dict(v) for k, v in
-                                                                           EXPRESSION_UNITS.items()})
+    units: dict[str, dict[str, float]] | None = None
+    gaze_max: tuple[float, float] = (0.4, 0.3)
 
     def identities(self) -> int:
         """The number of identities actually used."""
@@ -136,7 +202,7 @@ class SynthConfig:
 def expression_weights(exp_names: list[str], label: int, units: dict[str, dict[str, float]] | None = None
                        ) -> np.ndarray:
     """(n_exp,) full-intensity unit weights of canonical class ``label`` for a model's unit names."""
-    units = units or EXPRESSION_UNITS
+    units = units or expression_units_for(exp_names)
     out = np.zeros(len(exp_names), np.float32)
     for name, w in units[EXPRESSIONS[label]].items():
         if name not in exp_names:
@@ -160,12 +226,15 @@ def _sample_parameters(cfg: SynthConfig, exp_names: list[str], n_id: int, n_tex:
     tex = (rng.standard_normal((k, n_tex)) * cfg.tex_scale).astype(np.float32)
     n_test = max(1, round(k * cfg.test_fraction)) if cfg.test_fraction > 0 else 0
     test_ids = set(rng.permutation(k)[:n_test].tolist())
-    protos = np.stack([expression_weights(exp_names, c, cfg.units) for c in range(NUM_CLASSES)])
+    units = cfg.units or expression_units_for(exp_names)
+    protos = np.stack([expression_weights(exp_names, c, units) for c in range(NUM_CLASSES)])
     intensity = rng.uniform(*cfg.intensity, n).astype(np.float32)
     jitter = rng.uniform(1 - cfg.unit_jitter, 1 + cfg.unit_jitter, (n, len(exp_names))).astype(np.float32)
     exp = protos[label] * intensity[:, None] * jitter
+    arkit = "jawOpen" in exp_names
+    allowed = np.asarray([i for i, u in enumerate(exp_names) if not (arkit and u.startswith(_NO_NUISANCE))])
     for _ in range(cfg.nuisance_units):
-        which = rng.integers(0, len(exp_names), n)
+        which = allowed[rng.integers(0, len(allowed), n)]
         exp[idx, which] += rng.uniform(0, cfg.nuisance_max, n).astype(np.float32)
     yaw = rng.uniform(-cfg.yaw_max, cfg.yaw_max, n)
     pitch = rng.uniform(-cfg.pitch_max, cfg.pitch_max, n)
@@ -190,6 +259,14 @@ def _sample_parameters(cfg: SynthConfig, exp_names: list[str], n_id: int, n_tex:
     order = rng.permutation(n)  # render order: batches mix classes (the background is per batch)
     n_batches = math.ceil(n / cfg.render_batch)
     background = rng.uniform(0.1, 0.9, n_batches).astype(np.float32)
+    if all(f"eyeLook{d}_{s}" in exp_names for d in ("In", "Out", "Up", "Down") for s in "LR"):
+        # gaze: +h = towards the subject's left (left eye looks out, right eye looks in), +v = up
+        h = rng.uniform(-cfg.gaze_max[0], cfg.gaze_max[0], n)
+        v = rng.uniform(-cfg.gaze_max[1], cfg.gaze_max[1], n)
+        col = {u: i for i, u in enumerate(exp_names)}
+        for name, val in (("eyeLookOut_L", h), ("eyeLookIn_R", h), ("eyeLookIn_L", -h), ("eyeLookOut_R", -h),
+                          ("eyeLookUp_L", v), ("eyeLookUp_R", v), ("eyeLookDown_L", -v), ("eyeLookDown_R", -v)):
+            exp[:, col[name]] = np.maximum(val, 0.0)
     return {
         "identity": identity, "label": label, "id": ids, "tex": tex, "exp": exp.astype(np.float32),
         "intensity": intensity, "angles": np.stack([pitch, yaw, roll], 1).astype(np.float32), "gamma": gamma,
@@ -295,6 +372,7 @@ def generate_synthetic(out: str | Path, config: SynthConfig | None = None, model
         "counts": {s: int((split == s).sum()) for s in ("train", "test")},
         "test_identities": sorted(int(i) for i in np.flatnonzero(prm["test"])),
         "labels": list(EXPRESSIONS),
+        "units": cfg.units or expression_units_for(list(model.exp_names)),
         "seconds": round(seconds, 2),
     }
     meta_path.write_text(json.dumps(meta, indent=2))
