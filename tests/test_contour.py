@@ -14,9 +14,9 @@ from face3dkit.geometry import PerspectiveCamera, euler_to_rotation
 from face3dkit.render import rasterize
 
 
-@pytest.fixture(scope="module")
-def model():
-    return face3dkit.load_model("default")
+@pytest.fixture(scope="module", params=["default", "makehuman"])
+def model(request):
+    return face3dkit.load_model(request.param)
 
 
 def test_candidates_are_the_inward_strip(model):
@@ -48,8 +48,11 @@ def _silhouette_case(model, yaw_deg, size=448):
     cam = PerspectiveCamera.for_image_size(size)
     with torch.no_grad():
         out = model(c, camera=cam)
-        frags = rasterize(cam.to_screen(out.verts_world), model.faces, (size, size))
-        cand = contour_candidates(model.mean_shape, model.landmark_idx)
+        # the default model has a neck, whose outline below the jaw is not the jaw contour: the
+        # jaw's silhouette is that of the front (narrow face) region there
+        faces = model.faces if model.region_names == ["face"] else model.front_faces
+        frags = rasterize(cam.to_screen(out.verts_world), faces, (size, size))
+        cand = contour_candidates(model.mean_shape, model.landmark_idx, mask=model.region_mask("face"))
         marched = marched_landmarks(out.verts_world, model.landmark_idx, euler_to_rotation(c.angles), cam, cand)
     cover = (frags.pix_to_face[0].reshape(size, size, -1)[..., 0] >= 0).numpy()
     return cover, marched[0].numpy(), out.landmarks2d[0].numpy()
@@ -70,7 +73,8 @@ def test_marched_far_side_lies_on_the_rendered_silhouette(model, yaw):
     assert covered(marched[far] - 3 * outward).all()
     assert not covered(marched[far] + 3 * outward).any()
     # The fixed vertices of that side are hidden well inside the outline (what marching corrects).
-    assert (np.abs(marched[far, 0] - fixed[far, 0]) > 3).all()
+    moved = np.abs(marched[far, 0] - fixed[far, 0])
+    assert (moved[1:] > 3).all() if yaw > 0 else (moved[:-1] > 3).all()  # all but the one nearest the chin
     # The side turned towards the camera keeps its fixed vertices.
     near = [16 - i for i in far]
     np.testing.assert_array_equal(marched[near], fixed[near])

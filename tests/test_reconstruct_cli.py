@@ -94,7 +94,8 @@ def test_python_api_returns_results(scene):
     s = face3dkit.reconstruct([root / "face.png"], None, cfg)
     assert s.ok and len(s.results) == 1
     r = s.results[0]
-    assert r.coeffs.id.shape == (1, 80) and np.abs(r.landmarks - lm_true).mean() < 3.0
+    n_id = face3dkit.load_model("default").n_id
+    assert r.coeffs.id.shape == (1, n_id) and np.abs(r.landmarks - lm_true).mean() < 3.0
 
 
 def test_progress_counts_inputs_when_their_faces_are_fitted(scene):

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from face3dkit.align import align_image
+from face3dkit.align.template import template_5p_from_model
 from face3dkit.fit import FitConfig, fit, yaw_pitch_roll_degrees
 from face3dkit.io import ImageReadError, list_images, load_image
 from face3dkit.io.atomic import atomic_write_text
@@ -146,7 +147,7 @@ def _output_folder(out: Path, path: Path, root: Path | None) -> Path:
 
 
 def _prepare(image: np.ndarray, name: str, detector: LandmarkDetector, faces_sel: str, folder: Path | None,
-             resume: bool, path: Path | None) -> tuple[list[_Pending], list[str]]:
+             resume: bool, path: Path | None, template: torch.Tensor | None = None) -> tuple[list[_Pending], list[str]]:
     faces: list[FaceLandmarks] = detector.detect(image, path=path)
     if not faces:
         raise LookupError("no face found")
@@ -159,7 +160,7 @@ def _prepare(image: np.ndarray, name: str, detector: LandmarkDetector, faces_sel
         if folder is not None and resume and is_done(folder, stem):
             skipped.append(f"{name}#{k}")
             continue
-        al = align_image(image, f)
+        al = align_image(image, f, template)  # the fitted model's own 5-point template
         pending.append(_Pending(name, k, folder, stem, np.asarray(al.image), np.asarray(al.landmarks),
                                 f.points.copy(), np.asarray(al.matrix, dtype=np.float64),
                                 np.asarray(al.inverse, dtype=np.float64)))
@@ -245,6 +246,7 @@ def reconstruct(
     cfg = config or ReconstructConfig()
     t0 = time.perf_counter()
     m = model if model is not None else load_model(cfg.model, device=cfg.device)
+    template = template_5p_from_model(m).detach().cpu().double()
     det = detector
     if det is None:
         kw: dict[str, Any] = {}
@@ -329,7 +331,7 @@ def reconstruct(
                 img = load_image(src)
                 path = src
                 folder = _output_folder(out_dir, src, root) if out_dir is not None else None
-            new, skip = _prepare(img, name, det, cfg.faces, folder, cfg.resume, path)
+            new, skip = _prepare(img, name, det, cfg.faces, folder, cfg.resume, path, template)
             skipped += skip
         except (ImageReadError, LookupError, ValueError, OSError) as e:
             failures.append(Failure(name, " ".join(str(e).split()) or type(e).__name__))
