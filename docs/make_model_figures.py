@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Render the pictures of the default model shown in the README (docs/img/*.png).
+"""Render the pictures of an embedded model shown in the README (docs/img/<model>_*.png).
 
-    python docs/make_model_figures.py [--model default] [--out docs/img]
+    python docs/make_model_figures.py [--model default|makehuman] [--out docs/img]
 """
 
 from __future__ import annotations
@@ -89,7 +89,8 @@ def main() -> None:
     mean_img = Image.new("RGB", (size * 4, size), "white")
     for i, pnl in enumerate(panels):
         mean_img.paste(pnl, (i * size, 0))
-    mean_img.save(out / "default_mean_face.png")
+    pre = args.model if args.model in ("default", "makehuman") else "model"
+    mean_img.save(out / f"{pre}_mean_face.png")
 
     # 2. Identity samples (id ~ N(0, 1), albedo ~ N(0, 1)), slight yaw.
     g = torch.Generator().manual_seed(3)
@@ -97,7 +98,7 @@ def main() -> None:
     c.id = torch.randn(8, L.n_id, generator=g)
     c.tex = torch.randn(8, L.n_tex, generator=g)
     c.angles[:, 1] = torch.linspace(-25, 25, 8) * math.pi / 180
-    grid(list(render(m, c, 224)), 4).save(out / "default_identity_samples.png")
+    grid(list(render(m, c, 224)), 4).save(out / f"{pre}_identity_samples.png")
 
     # 3. Every expression unit at weight 1 (mean identity), frontal.
     names = m.exp_names or [f"exp{i}" for i in range(L.n_exp)]
@@ -105,8 +106,23 @@ def main() -> None:
     c.exp[1:] = torch.eye(len(names))
     c.angles[:, 1] = 12 * math.pi / 180
     imgs = list(render(m, c, 176))
-    grid(imgs, 7, ["neutral"] + names).save(out / "default_expression_units.png")
-    print(f"wrote {out}/default_mean_face.png, default_identity_samples.png, default_expression_units.png")
+    grid(imgs, 7, ["neutral"] + names).save(out / f"{pre}_expression_units.png")
+    written = [f"{pre}_mean_face.png", f"{pre}_identity_samples.png", f"{pre}_expression_units.png"]
+
+    # 4. Albedo samples (mean identity, frontal): skin PCA ~ N(0, 1) and, where the model has
+    #    them, the brow components at -2, 0, +2 (darkness) and thickness.
+    if m.tex_names and "brow_darkness" in m.tex_names:
+        g = torch.Generator().manual_seed(5)
+        c = coeffs(8)
+        c.tex = torch.randn(8, L.n_tex, generator=g)
+        kd, kt = m.tex_names.index("brow_darkness"), m.tex_names.index("brow_thickness")
+        c.tex[:, kd] = torch.tensor([-2.0, 0, 2, -1, 1, 2, 0, -2])
+        c.tex[:, kt] = torch.tensor([0.0, 2, -2, 1, -1, 2, 0, 2])
+        labels = [f"brow dark {float(a):+.0f} thick {float(b):+.0f}" for a, b in zip(c.tex[:, kd], c.tex[:, kt],
+                                                                                    strict=True)]
+        grid(list(render(m, c, 224)), 4, labels).save(out / f"{pre}_albedo_samples.png")
+        written.append(f"{pre}_albedo_samples.png")
+    print(f"wrote {out}/: " + ", ".join(written))
 
 
 if __name__ == "__main__":
