@@ -59,8 +59,8 @@ from face3dkit.runtime import resolve_device, threads_scope
 
 LOG = logging.getLogger("face3dkit.pipeline")
 
-__all__ = ["ReconstructConfig", "FaceResult", "Failure", "RunSummary", "reconstruct", "settings_fingerprint",
-           "shard", "SUMMARY_COLUMNS"]
+__all__ = ["ReconstructConfig", "FaceResult", "Failure", "RunSummary", "SUMMARY_COLUMNS", "face_settings",
+           "reconstruct", "settings_fingerprint", "shard"]
 
 #: Columns of ``summary.csv`` (the first eight as before; later ones are additions).
 SUMMARY_COLUMNS = ("image", "face_index", "yaw", "pitch", "roll", "landmark_error_px", "status", "reason", "folder",
@@ -209,8 +209,22 @@ def _sha256_file(path: str) -> str:
     return h.hexdigest()
 
 
-def _settings(cfg: ReconstructConfig, model: MorphableModel, detector_given: LandmarkDetector | None) -> dict[str, Any]:
-    """What a face's result depends on (model by content), plus the model name for reading."""
+def face_settings(cfg: ReconstructConfig, model: MorphableModel,
+                  detector_given: LandmarkDetector | None = None) -> dict[str, Any]:
+    """The settings a face is made with, as recorded in its ``.done.json`` and in the summary.
+
+    Result-deciding (fingerprinted, :func:`settings_fingerprint`): the model's content (SHA-256 of
+    its buffers, so a renamed or moved file is the same model), the landmark source (and folder),
+    the face selection, the whole :class:`FitConfig`, the identity network's content. Recorded for
+    reading only: the model name and the identity network path. Device, threads, batch size,
+    progress and output location are not settings of a face.
+
+    Args:
+        cfg: the run's configuration.
+        model: the loaded model.
+        detector_given: a detector passed to :func:`reconstruct` instead of ``cfg.landmarks``
+            (recorded by its class).
+    """
     landmarks = cfg.landmarks if detector_given is None else \
         f"{type(detector_given).__module__}.{type(detector_given).__qualname__}"
     return {
@@ -521,7 +535,7 @@ def _run(inputs: Any, out: str | os.PathLike | None, cfg: ReconstructConfig, mod
             LOG.warning("perceptual loss off: no identity network given (pass an insightface backbone.pth "
                         "with --identity-net / ReconstructConfig.identity_net)")
         if out_dir is not None:
-            settings = _settings(cfg, m, detector)
+            settings = face_settings(cfg, m, detector)
             fingerprint = settings_fingerprint(settings)
             marker = {"settings_fingerprint": fingerprint, "settings": settings}
     if out_dir is not None:
