@@ -25,7 +25,9 @@ from PIL import Image
 import face3dkit
 from face3dkit._cli.face3dkit_cmd import main
 
-FAST = ["--landmarks", "file", "--landmark-iters", "2", "--iters", "0", "--save", "pose,lm", "--no-progress"]
+# one thread: the test machines are shared (the default would take one per core)
+FAST = ["--landmarks", "file", "--landmark-iters", "2", "--iters", "0", "--save", "pose,lm", "--no-progress",
+        "--threads", "1"]
 SIZE = 96
 
 
@@ -161,7 +163,7 @@ def test_summary_accumulates_across_resumes(tmp_path, lm68):
 def test_changed_settings_redo_keep_and_force(tmp_path, lm68):
     photos, out = tmp_path / "photos", tmp_path / "out"
     photo(photos, "face.png", lm68)
-    base = ["--landmarks", "file", "--iters", "0", "--no-progress"]
+    base = ["--landmarks", "file", "--iters", "0", "--no-progress", "--threads", "1"]
     assert run(photos, "-o", out, *base, "--landmark-iters", "2", "--save", "pose,lm").exit_code == 0
     face = out / "face"
     m1 = marker(face, "face")
@@ -241,10 +243,13 @@ def test_temp_files_of_a_killed_run_are_removed(tmp_path, lm68):
     photo(photos, "face.png", lm68)
     face = out / "face"
     face.mkdir(parents=True)
+    atomic_py = Path(face3dkit.__file__).parent / "io" / "atomic.py"
     kill = textwrap.dedent(f"""
-        import os, signal, sys
-        sys.path.insert(0, {str(Path(face3dkit.__file__).parents[1])!r})
-        from face3dkit.io.atomic import atomic_path
+        import importlib.util, os, signal
+        spec = importlib.util.spec_from_file_location("atomic", {str(atomic_py)!r})
+        atomic = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(atomic)  # the writer alone (standard library only): no torch import to wait for
+        atomic_path = atomic.atomic_path
         open_writes = [atomic_path(final) for final in ({str(face / "face.png")!r}, {str(out / "summary.json")!r})]
         for ctx in open_writes:  # killed while both are being written
             ctx.__enter__().write_bytes(b"half written")
@@ -335,7 +340,7 @@ def test_python_api_missing_and_bad_config(tmp_path, lm68):
     from face3dkit.pipeline import ReconstructConfig
 
     a = photo(tmp_path, "a.png", lm68)
-    cfg = ReconstructConfig(landmarks="file", fit=FitConfig(landmark_iters=2, photo_iters=0))
+    cfg = ReconstructConfig(landmarks="file", threads=1, fit=FitConfig(landmark_iters=2, photo_iters=0))
     s = face3dkit.reconstruct([a, tmp_path / "missing"], None, cfg)
     assert len(s.results) == 1 and [f.image for f in s.failures] == [str(tmp_path / "missing")]
     for bad in (ReconstructConfig(batch_size=0), ReconstructConfig(threads=-1),
@@ -392,6 +397,7 @@ def test_readme_python_quick_start_runs_here():
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     block = re.search(r"## Python quick start\s+```python\n(.*?)```", readme, re.S)
     assert block is not None
+    torch.set_num_threads(1)  # restored by _keep_torch_threads
     exec(compile(block.group(1), "README.md quick start", "exec"), {})
 
 
@@ -455,6 +461,6 @@ def test_threads_are_set_during_the_run_and_restored(tmp_path, lm68):
         assert seen == [1, 2] and s.threads == 2  # 0: torch's setting left as it is
     finally:
         run_mod._fit_batch = real
-    r = run(a, "-o", tmp_path / "o", *FAST, "--threads", "1")
+    r = run(a, "-o", tmp_path / "o", *FAST)  # FAST ends with --threads 1
     assert r.exit_code == 0 and "1 thread(s)" in r.output
     assert summary(tmp_path / "o")["threads"] == 1 and summary(tmp_path / "o")["device"] == "cpu"
