@@ -467,8 +467,6 @@ def _check_config(cfg: ReconstructConfig) -> None:
                         f"landmark_iters={cfg.fit.landmark_iters}")
     if cfg.threads is not None and (not isinstance(cfg.threads, int) or cfg.threads < 0):
         problems.append(f"threads must be None, 0 (leave as is) or >= 1, got {cfg.threads!r}")
-    if cfg.faces not in ("largest", "all"):
-        problems.append(f"faces must be 'largest' or 'all', got {cfg.faces!r}")
     bad = [k for k in cfg.save if k not in OUTPUT_KINDS]
     if bad:
         problems.append(f"unknown output kind(s) {', '.join(bad)}; choose from {','.join(OUTPUT_KINDS)}")
