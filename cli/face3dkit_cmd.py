@@ -173,7 +173,7 @@ class DeviceParam(click.ParamType):
               help="auto (cuda when available, else cpu), cpu, cuda, cuda:1 ...")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="torch CPU threads [default: one per physical core available to this process, divided "
-                   "among torchrun's local ranks].")
+                   "among torchrun's local ranks, less the share other jobs keep busy (load average)].")
 @click.option("--landmarks", type=click.Choice(["dlib", "dlib-cnn", "file"]), default="dlib", show_default=True,
               help="Landmark source: dlib detector, or files next to the images (.pts/.txt/.npy, detections/).")
 @click.option("--landmarks-dir", type=click.Path(file_okay=False), default=None, help="Folder of landmark files.")
@@ -225,7 +225,15 @@ def reconstruct_cmd(inputs: tuple[str, ...], out: str, model_name: str, device: 
     if bad or not kinds:
         raise click.BadParameter(f"unknown output kind(s) {', '.join(bad) or '(none given)'}; choose from "
                                  f"{','.join(OUTPUT_KINDS)}", param_hint="--save")
-    n_threads = set_threads(threads)  # intra- and inter-op, before any torch work of this process
+    # intra- and inter-op, before any torch work of this process; by default also leaving the cores
+    # other jobs keep busy (the load average is this process's own only later)
+    n_threads = set_threads(threads, load_aware=True)
+    if threads is None:
+        from face3dkit.runtime import busy_fraction, physical_cores
+
+        logging.getLogger("face3dkit").info(
+            "%d CPU thread(s): %d physical core(s) available, %.0f%% of the CPUs busy with other work "
+            "(--threads N to choose)", n_threads, physical_cores(), 100 * busy_fraction())
     fit_cfg = FitConfig(seed=seed)
     if contour == "3d":
         fit_cfg.contour_marching, fit_cfg.contour_tangent_weight = False, 1.0

@@ -10,10 +10,17 @@ divided by the number of processes that share the machine under ``torchrun``
   information every logical CPU counts as a core. A cgroup CPU quota (``cpu.max`` of cgroup v2,
   ``cpu.cfs_quota_us / cpu.cfs_period_us`` of v1; ``docker --cpus``) caps the count, rounded up.
 - ranks: ``LOCAL_WORLD_SIZE`` (set by torchrun), else 1.
+- other processes (``load_aware``, what the ``face3dkit reconstruct`` command does at start-up):
+  the share of the machine's logical CPUs that the 1-minute load average says are busy is taken
+  off (rounded, at least 1 thread is left), so a machine shared with other jobs is not
+  oversubscribed either. Not the library default: inside a long-lived process the load average
+  also counts that process's own earlier work.
 
 PyTorch's own default is one thread per *logical* CPU of the machine regardless of affinity,
-quota or other ranks; on a shared 2-core machine that oversubscription made one face take 14.7 s
-instead of 2.5 s with one thread.
+quota, other ranks or other jobs. Oversubscribed OpenMP threads wait on each other at every
+parallel region: on a shared 2-CPU machine with a load average of about 15, one face of
+``face3dkit reconstruct`` took 15-16 s with one thread and 120-126 s with two (torch's default
+there); a user reported 14.7 s against 2.5 s on another busy 2-core machine.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import torch
 __all__ = [
     "DeviceUnavailableError",
     "available_cpus",
+    "busy_fraction",
     "cgroup_cpu_limit",
     "default_threads",
     "physical_cores",
@@ -123,11 +131,22 @@ def cgroup_cpu_limit(root: str | os.PathLike = "/sys/fs/cgroup") -> float | None
         return None
 
 
-def default_threads(local_world_size: int | None = None) -> int:
+def busy_fraction() -> float:
+    """Share of the machine's logical CPUs busy with runnable work (1-minute load average / CPUs, in [0, 1];
+    0 where the platform has no load average)."""
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return 0.0
+    return min(max(load / max(os.cpu_count() or 1, 1), 0.0), 1.0)
+
+
+def default_threads(local_world_size: int | None = None, load_aware: bool = False) -> int:
     """One CPU thread per physical core available, shared among local ranks (see the module docstring).
 
     Args:
         local_world_size: processes on this machine (default: ``LOCAL_WORLD_SIZE``, else 1).
+        load_aware: leave the cores that other processes keep busy (:func:`busy_fraction`).
     """
     n = physical_cores()
     quota = cgroup_cpu_limit()
@@ -138,14 +157,17 @@ def default_threads(local_world_size: int | None = None) -> int:
             local_world_size = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
         except ValueError:
             local_world_size = 1
-    return max(1, n // max(local_world_size, 1))
+    n = max(1, n // max(local_world_size, 1))
+    if load_aware:
+        n = max(1, int(n * (1.0 - busy_fraction()) + 0.5))
+    return n
 
 
-def set_threads(threads: int | None = None, interop: int | None = None) -> int:
+def set_threads(threads: int | None = None, interop: int | None = None, load_aware: bool = False) -> int:
     """Set torch's intra-op threads (and inter-op threads while that is still possible).
 
     Args:
-        threads: intra-op threads (default: :func:`default_threads`); must be >= 1.
+        threads: intra-op threads (default: :func:`default_threads` with ``load_aware``); must be >= 1.
         interop: inter-op threads (default: ``threads``). Torch accepts this once per process and
             only before inter-op work started; later calls keep the current value (logged at
             debug level).
@@ -153,7 +175,7 @@ def set_threads(threads: int | None = None, interop: int | None = None) -> int:
     Returns:
         The intra-op thread count now in effect.
     """
-    n = default_threads() if threads is None else int(threads)
+    n = default_threads(load_aware=load_aware) if threads is None else int(threads)
     if n < 1:
         raise ValueError(f"threads must be >= 1, got {n}")
     torch.set_num_threads(n)

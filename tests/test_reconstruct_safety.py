@@ -424,8 +424,14 @@ def test_default_threads_physical_cores_quota_and_ranks(tmp_path, monkeypatch):
 
     monkeypatch.setattr(runtime, "physical_cores", lambda: 8)
     monkeypatch.setattr(runtime, "cgroup_cpu_limit", lambda: None)
+    monkeypatch.setattr(runtime.os, "getloadavg", lambda: (6.0, 5.0, 4.0))
+    monkeypatch.setattr(runtime.os, "cpu_count", lambda: 16)
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert runtime.busy_fraction() == 6.0 / 16
     assert runtime.default_threads() == 8
+    assert runtime.default_threads(load_aware=True) == 5  # 8 * (1 - 6/16) = 5
+    monkeypatch.setattr(runtime.os, "getloadavg", lambda: (40.0, 5.0, 4.0))
+    assert runtime.busy_fraction() == 1.0 and runtime.default_threads(load_aware=True) == 1
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "3")  # torchrun --nproc-per-node 3: no oversubscription
     assert runtime.default_threads() == 2
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "16")
