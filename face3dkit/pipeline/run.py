@@ -712,7 +712,10 @@ def _write_summary(out: Path, s: RunSummary, cfg: ReconstructConfig, items: list
         kept_old.append(r)
         if r.get("settings") in old_settings:
             used.setdefault(r["settings"], old_settings[r["settings"]])
-    rows = kept_old + now
+    unique: dict[tuple[str, Any, Any], dict[str, Any]] = {}  # an input given twice is listed once
+    for r in kept_old + now:
+        unique[(str(r.get("path")), r.get("face_index"), r.get("reason") if r["status"] == "failed" else None)] = r
+    rows = list(unique.values())
     faces = sorted((r for r in rows if r["status"] != "failed"), key=lambda r: (str(r["image"]), r["face_index"]))
     fails = sorted((r for r in rows if r["status"] == "failed"), key=lambda r: str(r["image"]))
     n = len(s.results)
