@@ -335,6 +335,17 @@ def test_missing_path_fails_alone(tmp_path, lm68):
     assert summary(out)["failures"][0]["reason"] == "no such file or folder"
 
 
+def test_missing_file_in_a_list_fails_alone(tmp_path, lm68):
+    a = photo(tmp_path / "p", "a.png", lm68)
+    lst = tmp_path / "inputs.txt"
+    lst.write_text(f"{a}\np/gone.png\n")
+    out = tmp_path / "out"
+    r = run(lst, "-o", out, *FAST)
+    assert r.exit_code == 1 and "1 face(s) reconstructed from 2 image(s)" in r.output, r.output
+    (f,) = summary(out)["failures"]
+    assert f["image"] == str(tmp_path / "p" / "gone.png") and f["reason"] == f"no such image file (line 2 of {lst})"
+
+
 def test_python_api_missing_and_bad_config(tmp_path, lm68):
     from face3dkit.fit import FitConfig
     from face3dkit.pipeline import ReconstructConfig

@@ -151,7 +151,8 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
     return np.ascontiguousarray(out)
 
 
-def _read_list_file(list_path: Path) -> list[Path]:
+def _read_list_file(list_path: Path, problems: list[tuple[str, str]] | None = None) -> list[Path]:
+    """Image paths of a list file; a line naming a missing file raises, or goes to ``problems`` when given."""
     try:
         text = list_path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
@@ -170,7 +171,10 @@ def _read_list_file(list_path: Path) -> list[Path]:
         if not p.is_absolute():
             p = base / p
         if not p.is_file():
-            raise ImageReadError(list_path, f"line {lineno}: no such image file {line!r}")
+            if problems is None:
+                raise ImageReadError(list_path, f"line {lineno}: no such image file {line!r}")
+            problems.append((str(p), f"no such image file (line {lineno} of {list_path})"))
+            continue
         out.append(p)
     return out
 
@@ -223,13 +227,15 @@ def _walk(folder: Path, recursive: bool, scan: ImageScan, seen: set[str]) -> Non
             scan.images.append(p)
 
 
-def scan_images(input: str | os.PathLike, recursive: bool = True) -> ImageScan:
+def scan_images(input: str | os.PathLike, recursive: bool = True, strict_lists: bool = False) -> ImageScan:
     """:func:`list_images` for one input argument, also reporting what it had to leave out.
 
     A folder is walked with ``os.scandir`` (symbolic links to folders followed, each real folder
     once); a broken link or a non-regular file with an image extension, and a sub-folder that
     cannot be read, go to :attr:`ImageScan.problems` instead of being skipped silently. Files
-    without an image extension (landmark files, notes) are not inputs and are not reported.
+    without an image extension (landmark files, notes) are not inputs and are not reported. A line
+    of a list file that names a missing file is a problem too (``strict_lists``: an error, as in
+    :func:`list_images`).
 
     Raises:
         ImageReadError: a missing input, an unreadable folder given as the input itself, or a list
@@ -246,7 +252,9 @@ def scan_images(input: str | os.PathLike, recursive: bool = True) -> ImageScan:
     if root.is_file():
         if root.suffix.lower() in IMAGE_EXTENSIONS:
             return ImageScan([root])
-        return ImageScan(_read_list_file(root))
+        scan = ImageScan()
+        scan.images = _read_list_file(root, None if strict_lists else scan.problems)
+        return scan
     if root.is_symlink():
         raise ImageReadError(root, f"broken symbolic link (target {os.readlink(root)!r} does not exist)")
     raise ImageReadError(root, "no such file or folder")
@@ -278,4 +286,4 @@ def list_images(input: str | os.PathLike | Iterable[str | os.PathLike], recursiv
     """
     if not isinstance(input, (str, os.PathLike)):
         return [p for item in input for p in list_images(item, recursive=recursive)]
-    return scan_images(input, recursive=recursive).images
+    return scan_images(input, recursive=recursive, strict_lists=True).images
