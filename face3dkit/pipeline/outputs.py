@@ -29,7 +29,7 @@ other input maps there; inputs that would share one (``face.jpg`` and ``face.png
 and ``b/face.png`` given as two arguments; names that differ only in case) get, in this order,
 the first that is unique: ``<out>/<sub/folders>/<name with extension>/`` (``out/face.jpg/``), the
 path relative to the common folder of all the run's images (``out/a/face.png/``), that path plus
-``~`` and 8 hex digits of the input's absolute path. Adding an input that collides with an
+``~`` and the first 8 hex digits of the SHA-1 of the input's absolute path. Adding an input that collides with an
 earlier one therefore moves both to the longer names (the earlier ``out/face/`` is left as it was).
 
 ``<stem>.done.json`` also records the settings the face was made with (``settings`` and their
