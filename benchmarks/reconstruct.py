@@ -168,7 +168,7 @@ def main() -> None:
         fit_cfg.contour_marching = False
     if args.tangent_weight is not None:
         fit_cfg.contour_tangent_weight = args.tangent_weight
-    cfg = ReconstructConfig(device=args.device, batch_size=args.batch_size, fit=fit_cfg)
+    cfg = ReconstructConfig(device=args.device, batch_size=args.batch_size, fit=fit_cfg, threads=args.threads)
     print(f"# machine: {machine_summary(args.device)}")
     print(f"# fit: {fit_cfg.landmark_iters} landmark + {fit_cfg.photo_iters} photometric iterations, "
           f"batch {args.batch_size}, contour weight {fit_cfg.contour_weight}, marching {fit_cfg.contour_marching}, "
@@ -183,7 +183,7 @@ def main() -> None:
     for name, det in runs:
         run_cfg = cfg
         if name == "true landmarks":  # projections of the fixed landmark vertices: the 3D contour convention
-            run_cfg = ReconstructConfig(device=args.device, batch_size=args.batch_size,
+            run_cfg = ReconstructConfig(device=args.device, batch_size=args.batch_size, threads=args.threads,
                                         fit=dataclasses.replace(fit_cfg, contour_marching=False,
                                                                 contour_tangent_weight=1.0))
         s = reconstruct(imgs, None, run_cfg, model=model, detector=det)

@@ -89,13 +89,15 @@ def _parse_exp(values: tuple[str, ...]) -> dict[str, float]:
 
 @model.command("sample")
 @click.option("--model", "model_name", default="default", show_default=True, help="Model name or path.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Random seed for identity and albedo.")
+@click.option("--seed", type=click.IntRange(min=0, max=2**63 - 1), default=0, show_default=True,
+              help="Random seed for identity and albedo.")
 @click.option("--mean/--random", default=False, help="Mean face instead of a random identity.")
 @click.option("--exp", "exps", multiple=True, metavar="NAME=W", help="Drive a named expression unit (repeatable).")
 @click.option("--yaw", type=float, default=20.0, show_default=True, help="Preview yaw, degrees.")
 @click.option("--out", "out", type=click.Path(dir_okay=False), required=True, help="Output mesh (.obj/.ply/.glb).")
 @click.option("--preview/--no-preview", default=True, show_default=True, help="Also write <out>.png.")
-@click.option("--texture-size", type=int, default=1024, show_default=True)
+@click.option("--texture-size", type=click.IntRange(min=1, max=16384), default=1024, show_default=True,
+              help="Side of the baked texture PNG, pixels.")
 @fail_cleanly
 def model_sample(model_name: str, seed: int, mean: bool, exps: tuple[str, ...], yaw: float, out: str,
                  preview: bool, texture_size: int) -> None:
@@ -138,9 +140,9 @@ def model_sample(model_name: str, seed: int, mean: bool, exps: tuple[str, ...], 
 @click.option("--aux", "aux_dir", type=click.Path(file_okay=False), required=True,
               help="Folder with BFM_front_idx.mat, BFM_exp_idx.mat, facemodel_info.mat, std_exp.txt.")
 @click.option("-o", "--out", "out", type=click.Path(dir_okay=False), default="BFM_model_front.mat", show_default=True)
-@click.option("--n-id", type=int, default=80, show_default=True, help="Identity components kept.")
-@click.option("--n-exp", type=int, default=64, show_default=True, help="Expression components kept.")
-@click.option("--n-tex", type=int, default=80, show_default=True, help="Albedo components kept.")
+@click.option("--n-id", type=click.IntRange(min=1), default=80, show_default=True, help="Identity components kept.")
+@click.option("--n-exp", type=click.IntRange(min=1), default=64, show_default=True, help="Expression components kept.")
+@click.option("--n-tex", type=click.IntRange(min=1), default=80, show_default=True, help="Albedo components kept.")
 @fail_cleanly
 def model_convert_bfm(morphable_model_mat: str, exp_pca_bin: str, aux_dir: str, out: str, n_id: int, n_exp: int,
                       n_tex: int) -> None:
@@ -151,55 +153,91 @@ def model_convert_bfm(morphable_model_mat: str, exp_pca_bin: str, aux_dir: str, 
     click.echo(f"wrote {path}")
 
 
+class DeviceParam(click.ParamType):
+    """``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:<index>``, checked at once:
+    a device this machine lacks is a usage error (one line, exit 2), not a traceback later."""
+
+    name = "auto|cpu|cuda[:N]"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        from face3dkit.runtime import DeviceUnavailableError, resolve_device
+
+        try:
+            return str(resolve_device(str(value)))
+        except DeviceUnavailableError as e:
+            self.fail(str(e), param, ctx)
+
+
 @main.command("reconstruct")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @click.option("-o", "--out", "out", type=click.Path(file_okay=False), default="out", show_default=True,
-              help="Output folder (one sub-folder per image).")
+              help="Output folder (one sub-folder per input image).")
 @click.option("--model", "model_name", default="default", show_default=True, help="Model name or path.")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1 ...")
+@click.option("--device", type=DeviceParam(), default="auto", show_default=True,
+              help="auto (cuda when available, else cpu), cpu, cuda, cuda:1 ...")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="torch CPU threads [default: one per physical core available to this process, divided "
+                   "among torchrun's local ranks, less the share other jobs keep busy (load average)].")
 @click.option("--landmarks", type=click.Choice(["dlib", "dlib-cnn", "file"]), default="dlib", show_default=True,
               help="Landmark source: dlib detector, or files next to the images (.pts/.txt/.npy, detections/).")
 @click.option("--landmarks-dir", type=click.Path(file_okay=False), default=None, help="Folder of landmark files.")
 @click.option("--faces", type=click.Choice(["largest", "all"]), default="largest", show_default=True)
-@click.option("--iters", type=int, default=None, help="Photometric iterations (default 50).")
-@click.option("--landmark-iters", type=int, default=None, help="Landmark/pose iterations (default 150).")
-@click.option("--batch-size", type=int, default=8, show_default=True, help="Faces fitted together.")
+@click.option("--iters", type=click.IntRange(min=0), default=None, help="Photometric iterations (default 50).")
+@click.option("--landmark-iters", type=click.IntRange(min=0), default=None,
+              help="Landmark/pose iterations (default 150).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Faces fitted together.")
 @click.option("--save", default=",".join(("obj", "mat", "npz", "lm", "pose", "blendshapes", "png")), show_default=True,
-              help="Comma-separated outputs: obj,mat,npz,lm,pose,png.")
+              help="Comma-separated outputs: obj,mat,npz,lm,pose,blendshapes,png.")
 @click.option("--recursive/--no-recursive", default=True, show_default=True)
-@click.option("--resume/--no-resume", default=True, show_default=True, help="Skip faces already written.")
+@click.option("--resume/--no-resume", default=True, show_default=True,
+              help="Skip faces already finished with the same settings (--no-resume: same as --force).")
+@click.option("--force", is_flag=True, help="Redo every face, finished or not.")
+@click.option("--redo-changed/--keep-changed", default=True, show_default=True,
+              help="Redo finished faces made with other settings (model, landmarks, faces, fitting options), "
+                   "or keep them (listed as kept in the summary).")
 @click.option("--progress/--no-progress", default=True, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0, max=2**63 - 1), default=0, show_default=True)
 @click.option("--identity-net", type=click.Path(dir_okay=False), default=None,
               help="insightface backbone.pth for the perceptual loss (off without it).")
 @click.option("--contour", type=click.Choice(["2d", "3d"]), default="2d", show_default=True,
               help="Jaw-contour landmark convention: 2d = on the visible outline (dlib, iBUG 300-W; contour "
                    "marching and sliding on), 3d = projections of fixed 3D points (300W-LP/AFLW2000-3D style).")
 @fail_cleanly
-def reconstruct_cmd(inputs: tuple[str, ...], out: str, model_name: str, device: str, landmarks: str,
-                    landmarks_dir: str | None, faces: str, iters: int | None, landmark_iters: int | None,
-                    batch_size: int, save: str, recursive: bool, resume: bool, progress: bool, seed: int,
-                    identity_net: str | None, contour: str) -> None:
+def reconstruct_cmd(inputs: tuple[str, ...], out: str, model_name: str, device: str, threads: int | None,
+                    landmarks: str, landmarks_dir: str | None, faces: str, iters: int | None,
+                    landmark_iters: int | None, batch_size: int, save: str, recursive: bool, resume: bool,
+                    force: bool, redo_changed: bool, progress: bool, seed: int, identity_net: str | None,
+                    contour: str) -> None:
     """Reconstruct every face in INPUTS (folders, images, or text files listing images).
 
     Per face: mesh (.obj + texture), coefficients (.mat with Deng et al.'s keys, .npz), 68 landmarks
     in image pixels (_lm68.txt), pose in degrees (_pose.json) and a picture (.png); summary.json and
-    summary.csv for the run. Exit code 1 when any input failed (each listed with its reason).
+    summary.csv accumulate every face of the output folder (done now or earlier, with its settings)
+    and every failure with its reason. A missing or unreadable input fails alone; the exit code is
+    1 when any input failed.
     """
     import logging
 
     from face3dkit.fit import FitConfig
     from face3dkit.pipeline import OUTPUT_KINDS, ReconstructConfig, reconstruct
+    from face3dkit.runtime import set_threads
 
     logging.basicConfig(format="%(message)s", level=logging.INFO)
 
     kinds = tuple(k.strip() for k in save.split(",") if k.strip())
     bad = [k for k in kinds if k not in OUTPUT_KINDS]
-    if bad:
-        raise click.BadParameter(f"unknown output kind(s) {', '.join(bad)}; choose from {','.join(OUTPUT_KINDS)}",
-                                 param_hint="--save")
-    if batch_size < 1:
-        raise click.BadParameter("must be >= 1", param_hint="--batch-size")
+    if bad or not kinds:
+        raise click.BadParameter(f"unknown output kind(s) {', '.join(bad) or '(none given)'}; choose from "
+                                 f"{','.join(OUTPUT_KINDS)}", param_hint="--save")
+    # intra- and inter-op, before any torch work of this process; by default also leaving the cores
+    # other jobs keep busy (the load average is this process's own only later)
+    n_threads = set_threads(threads, load_aware=True)
+    if threads is None:
+        from face3dkit.runtime import busy_fraction, physical_cores
+
+        logging.getLogger("face3dkit").info(
+            "%d CPU thread(s): %d physical core(s) available, %.0f%% of the CPUs busy with other work "
+            "(--threads N to choose)", n_threads, physical_cores(), 100 * busy_fraction())
     fit_cfg = FitConfig(seed=seed)
     if contour == "3d":
         fit_cfg.contour_marching, fit_cfg.contour_tangent_weight = False, 1.0
@@ -207,17 +245,18 @@ def reconstruct_cmd(inputs: tuple[str, ...], out: str, model_name: str, device: 
         fit_cfg.photo_iters = iters
     if landmark_iters is not None:
         fit_cfg.landmark_iters = landmark_iters
-    for p in inputs:
-        if not Path(p).exists():
-            raise click.ClickException(f"{p}: no such file or folder")
     cfg = ReconstructConfig(model=model_name, device=device, landmarks=landmarks, landmarks_dir=landmarks_dir,
                             faces=faces, batch_size=batch_size, fit=fit_cfg, save=kinds, recursive=recursive,
-                            resume=resume, identity_net=identity_net)
+                            resume=resume and not force, redo_changed=redo_changed, identity_net=identity_net,
+                            threads=n_threads)
     summary = reconstruct(list(inputs), out, cfg, progress=progress)
     n = len(summary.results)
     rate = f", {summary.seconds / n:.2f} s/face" if n else ""
+    extra = f"; {len(summary.redone)} redone (settings changed)" if summary.redone else ""
+    extra += f"; {len(summary.kept)} kept with other settings" if summary.kept else ""
     click.echo(f"{n} face(s) reconstructed from {summary.n_images} image(s) in {summary.seconds:.1f} s{rate}; "
-               f"{len(summary.skipped)} already done; {len(summary.failures)} failed -> {out}/summary.json")
+               f"{len(summary.skipped)} already done; {len(summary.failures)} failed{extra} -> {out}/summary.json "
+               f"({summary.device}, {summary.threads} thread(s))")
     for f in summary.failures:
         click.echo(f"failed: {f.image}: {f.reason}", err=True)
     if summary.failures:

@@ -2,9 +2,19 @@
 
 - :func:`load_image` — any image file -> (H, W, 3) uint8 RGB (EXIF orientation applied, alpha
   composited on white, 16-bit scaled); errors are :class:`ImageReadError` (one line).
-- :func:`list_images` — a folder, an image or a text list of images -> sorted image paths.
+- :func:`list_images` — a folder, an image or a text list of images -> sorted image paths;
+  :func:`scan_images` also reports what it left out (broken links, unreadable sub-folders).
 """
 
-from face3dkit.io.image import IMAGE_EXTENSIONS, ImageReadError, list_images, load_image, to_rgb_uint8
+from face3dkit.io.image import (
+    IMAGE_EXTENSIONS,
+    ImageReadError,
+    ImageScan,
+    list_images,
+    load_image,
+    scan_images,
+    to_rgb_uint8,
+)
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageReadError", "list_images", "load_image", "to_rgb_uint8"]
+__all__ = ["IMAGE_EXTENSIONS", "ImageReadError", "ImageScan", "list_images", "load_image", "scan_images",
+           "to_rgb_uint8"]

@@ -27,12 +27,14 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageReadError", "load_image", "list_images", "to_rgb_uint8"]
+__all__ = ["IMAGE_EXTENSIONS", "ImageReadError", "ImageScan", "load_image", "list_images", "scan_images",
+           "to_rgb_uint8"]
 
 #: File extensions (lower case, with the dot) that :func:`list_images` treats as images.
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
@@ -149,11 +151,8 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
     return np.ascontiguousarray(out)
 
 
-def _is_hidden(path: Path, root: Path) -> bool:
-    return any(part.startswith(".") for part in path.relative_to(root).parts)
-
-
-def _read_list_file(list_path: Path) -> list[Path]:
+def _read_list_file(list_path: Path, problems: list[tuple[str, str]] | None = None) -> list[Path]:
+    """Image paths of a list file; a line naming a missing file raises, or goes to ``problems`` when given."""
     try:
         text = list_path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
@@ -172,9 +171,93 @@ def _read_list_file(list_path: Path) -> list[Path]:
         if not p.is_absolute():
             p = base / p
         if not p.is_file():
-            raise ImageReadError(list_path, f"line {lineno}: no such image file {line!r}")
+            if problems is None:
+                raise ImageReadError(list_path, f"line {lineno}: no such image file {line!r}")
+            problems.append((str(p), f"no such image file (line {lineno} of {list_path})"))
+            continue
         out.append(p)
     return out
+
+
+@dataclass
+class ImageScan:
+    """What :func:`scan_images` found.
+
+    Attributes:
+        images: image paths, in :func:`list_images` order.
+        problems: ``(path, reason)`` for every entry that looked like an input but was left out:
+            a broken symbolic link or a non-regular file with an image extension, a sub-folder
+            that cannot be read.
+    """
+
+    images: list[Path] = field(default_factory=list)
+    problems: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _walk(folder: Path, recursive: bool, scan: ImageScan, seen: set[str]) -> None:
+    """Images under ``folder`` (hidden names skipped); folder symlinks followed once (no loops)."""
+    try:
+        with os.scandir(folder) as it:
+            entries = sorted(it, key=lambda e: e.name)
+    except OSError as e:
+        scan.problems.append((str(folder), f"folder not readable ({e.strerror or type(e).__name__})"))
+        return
+    for e in entries:
+        if e.name.startswith("."):
+            continue
+        p = folder / e.name
+        try:
+            is_dir = e.is_dir()
+        except OSError:
+            is_dir = False
+        if is_dir:
+            if recursive:
+                real = os.path.realpath(p)
+                if real not in seen:
+                    seen.add(real)
+                    _walk(p, recursive, scan, seen)
+            continue
+        if p.suffix.lower() not in IMAGE_EXTENSIONS:
+            continue
+        if e.is_symlink() and not p.exists():
+            scan.problems.append((str(p), f"broken symbolic link (target {os.readlink(p)!r} does not exist)"))
+        elif not p.is_file():
+            scan.problems.append((str(p), "not a regular file"))
+        else:
+            scan.images.append(p)
+
+
+def scan_images(input: str | os.PathLike, recursive: bool = True, strict_lists: bool = False) -> ImageScan:
+    """:func:`list_images` for one input argument, also reporting what it had to leave out.
+
+    A folder is walked with ``os.scandir`` (symbolic links to folders followed, each real folder
+    once); a broken link or a non-regular file with an image extension, and a sub-folder that
+    cannot be read, go to :attr:`ImageScan.problems` instead of being skipped silently. Files
+    without an image extension (landmark files, notes) are not inputs and are not reported. A line
+    of a list file that names a missing file is a problem too (``strict_lists``: an error, as in
+    :func:`list_images`).
+
+    Raises:
+        ImageReadError: a missing input, an unreadable folder given as the input itself, or a list
+            file that is unreadable or names a missing file.
+    """
+    root = Path(input)
+    if root.is_dir():
+        scan = ImageScan()
+        _walk(root, recursive, scan, {os.path.realpath(root)})
+        if scan.problems and scan.problems[0][0] == str(root):
+            raise ImageReadError(root, scan.problems[0][1])
+        scan.images.sort()
+        return scan
+    if root.is_file():
+        if root.suffix.lower() in IMAGE_EXTENSIONS:
+            return ImageScan([root])
+        scan = ImageScan()
+        scan.images = _read_list_file(root, None if strict_lists else scan.problems)
+        return scan
+    if root.is_symlink():
+        raise ImageReadError(root, f"broken symbolic link (target {os.readlink(root)!r} does not exist)")
+    raise ImageReadError(root, "no such file or folder")
 
 
 def list_images(input: str | os.PathLike | Iterable[str | os.PathLike], recursive: bool = True) -> list[Path]:
@@ -184,8 +267,10 @@ def list_images(input: str | os.PathLike | Iterable[str | os.PathLike], recursiv
         input: one of
 
             - a folder: its image files (extension in :data:`IMAGE_EXTENSIONS`, case-insensitive),
-              recursively when ``recursive``; hidden files and folders (name starting with ``.``)
-              are skipped; sorted by path.
+              recursively when ``recursive`` (symbolic links to folders followed, each folder
+              once); hidden files and folders (name starting with ``.``) are skipped; sorted by
+              path. Broken links and unreadable sub-folders are left out (:func:`scan_images`
+              reports them).
             - an image file (extension in :data:`IMAGE_EXTENSIONS`): ``[input]``.
             - any other file: a UTF-8 text list, one image path per line; relative paths are
               relative to the list file's folder; blank lines and lines starting with ``#`` are
@@ -201,16 +286,4 @@ def list_images(input: str | os.PathLike | Iterable[str | os.PathLike], recursiv
     """
     if not isinstance(input, (str, os.PathLike)):
         return [p for item in input for p in list_images(item, recursive=recursive)]
-    root = Path(input)
-    if root.is_dir():
-        it = root.rglob("*") if recursive else root.iterdir()
-        found = [
-            p for p in it
-            if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file() and not _is_hidden(p, root)
-        ]
-        return sorted(found)
-    if root.is_file():
-        if root.suffix.lower() in IMAGE_EXTENSIONS:
-            return [root]
-        return _read_list_file(root)
-    raise ImageReadError(root, "no such file or folder")
+    return scan_images(input, recursive=recursive, strict_lists=True).images

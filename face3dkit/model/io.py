@@ -76,6 +76,7 @@ from typing import IO, Any
 import numpy as np
 import torch
 
+from face3dkit.io.atomic import temp_prefix
 from face3dkit.model.morphable import MorphableModel
 
 __all__ = [
@@ -168,7 +169,7 @@ def _atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -
     path = Path(path)
     if not path.parent.is_dir():
         raise FileNotFoundError(f"{path}: directory {path.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path.name), suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)

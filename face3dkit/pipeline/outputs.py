@@ -22,14 +22,32 @@ file                       content
 ``<stem>.done.json``       written last: marks the face as finished (resume skips it)
 =========================  =====================================================================
 
-Every file is written to a temporary name and renamed, so an interrupted run never leaves a
-half-written output that a resumed run would trust.
+Every file is written to a temporary name (``.<file>.f3dtmp-<random><suffix>``) and renamed, so
+an interrupted run never leaves a half-written output that a resumed run would trust; temporaries
+left by a killed run are removed when a later run works in that folder again.
+
+Output folders (:func:`output_folders`) are unique per input and depend only on the set of inputs
+of the run: ``<out>/<stem>/`` (``<out>/<sub/folders>/<stem>/`` below a single input folder) when no
+other input maps there; inputs that would share one (``face.jpg`` and ``face.png``; ``a/face.png``
+and ``b/face.png`` given as two arguments; names that differ only in case) get, in this order,
+the first that is unique: ``<out>/<sub/folders>/<name with extension>/`` (``out/face.jpg/``), the
+path relative to the common folder of all the run's images (``out/a/face.png/``), that path plus
+``~`` and the first 8 hex digits of the SHA-1 of the input's absolute path. Adding an input that collides with an
+earlier one therefore moves both to the longer names (the earlier ``out/face/`` is left as it was).
+
+``<stem>.done.json`` also records the settings the face was made with (``settings`` and their
+``settings_fingerprint``: model content, landmark source, face selection, fitting configuration,
+identity network; not device, threads or batch size), the output kinds saved, the status and the
+time it was finished (``finished_utc``); a resumed run skips a face only when they match.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-from pathlib import Path
+import os
+from collections.abc import Sequence
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -40,7 +58,7 @@ from face3dkit.io.atomic import atomic_path, atomic_write_text
 from face3dkit.model.coefficients import Coefficients
 from face3dkit.viz import draw_landmarks, save_png
 
-__all__ = ["OUTPUT_KINDS", "face_stem", "write_face_outputs", "is_done"]
+__all__ = ["OUTPUT_KINDS", "face_stem", "is_done", "output_folders", "read_marker", "write_face_outputs"]
 
 #: Output kinds selectable with ``--save``.
 OUTPUT_KINDS = ("obj", "mat", "npz", "lm", "pose", "blendshapes", "png")
@@ -64,6 +82,58 @@ def _atomic_savez(path: Path, data: dict[str, Any]) -> None:
 def is_done(folder: Path, stem: str) -> bool:
     """True when ``<folder>/<stem>.done.json`` exists (the face was finished by an earlier run)."""
     return (folder / f"{stem}.done.json").exists()
+
+
+def read_marker(folder: Path, stem: str) -> dict[str, Any] | None:
+    """The ``<folder>/<stem>.done.json`` marker, or None when it is missing or unreadable (not done)."""
+    try:
+        data = json.loads((folder / f"{stem}.done.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def output_folders(inputs: Sequence[tuple[str, str | None, str]]) -> list[PurePosixPath]:
+    """Unique output folders (relative to the output root) for the inputs of one run.
+
+    Args:
+        inputs: per input ``(key, rel_parent, name)``: ``key`` identifies the input (its absolute
+            path; equal keys are the same input and share a folder), ``rel_parent`` its folder
+            relative to the input folder given (``''`` for none) or None for an in-memory array,
+            ``name`` its file name (``'face.jpg'``; ``'array3'`` for an array).
+
+    Returns:
+        One folder per input, following the rule in the module docstring. Collisions are found
+        case-insensitively (a case-insensitive file system would merge ``Face/`` and ``face/``).
+    """
+    files = [key for key, rel, _ in inputs if rel is not None]
+    common = os.path.commonpath([os.path.dirname(k) for k in files]) if files else ""
+
+    def candidate(i: int, level: int) -> PurePosixPath:
+        key, rel, name = inputs[i]
+        if rel is None:  # an array: its name is already unique among arrays
+            return PurePosixPath(name)
+        if level == 0:
+            return PurePosixPath(rel or ".", PurePosixPath(name).stem)
+        if level == 1:
+            return PurePosixPath(rel or ".", name)
+        path = PurePosixPath(Path(os.path.relpath(key, common)).as_posix())
+        if level == 2:
+            return path
+        return path.with_name(f"{path.name}~{hashlib.sha1(key.encode()).hexdigest()[:8]}")
+
+    level = [0] * len(inputs)
+    while True:
+        folders = [candidate(i, level[i]) for i in range(len(inputs))]
+        owners: dict[str, set[str]] = {}
+        for i, f in enumerate(folders):
+            owners.setdefault(str(f).casefold(), set()).add(inputs[i][0])
+        clash = [i for i, f in enumerate(folders) if len(owners[str(f).casefold()]) > 1 and level[i] < 3
+                 and inputs[i][1] is not None]
+        if not clash:
+            return folders
+        for i in clash:
+            level[i] += 1
 
 
 def write_face_outputs(
