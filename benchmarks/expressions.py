@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -63,6 +64,8 @@ def measures(lm: np.ndarray) -> np.ndarray:
 
 
 def synthetic_scenes(model, n: int, seed: int) -> tuple[list[np.ndarray], np.ndarray]:
+    # this folder holds benchmarks/fer.py, which would shadow the fer package
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
     from fer.data.synthetic import expression_units_for, expression_weights
 
     rng = np.random.default_rng(seed)
