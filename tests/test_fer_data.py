@@ -204,3 +204,30 @@ def test_synthetic_bad_rows_reported(tiny_synth, tmp_path):
     (bad / "labels.csv").write_text("\n".join(lines) + "\n")
     ds = SyntheticDataset(bad)
     assert len(ds) == 26 and [p.line for p in ds.report.problems] == [3, 5]
+
+
+def test_synthetic_arkit_mapping_gaze_and_blinks():
+    """The default model's set: each class is its EMFACS prototype on the ARKit units (times an
+    intensity that never reaches neutral), eyes gaze randomly, only sadness blinks."""
+    import face3dkit
+    from fer.data.synthetic import ARKIT_EXPRESSION_UNITS, SynthConfig, _sample_parameters, expression_units_for
+    from fer.labels import EXPRESSIONS
+
+    names = face3dkit.load_model("default").exp_names
+    assert expression_units_for(names) is ARKIT_EXPRESSION_UNITS
+    cfg = SynthConfig(n=700, nuisance_units=2)
+    prm = _sample_parameters(cfg, names, 100, 19)
+    exp, label = prm["exp"], prm["label"]
+    col = {u: i for i, u in enumerate(names)}
+    for k, cls in enumerate(EXPRESSIONS):
+        rows = exp[label == k]
+        for unit, w in ARKIT_EXPRESSION_UNITS[cls].items():
+            # prototype x intensity U(0.6, 1) x jitter U(0.8, 1.2), + at most 2 nuisances of 0.2
+            assert rows[:, col[unit]].min() >= 0.6 * 0.8 * w - 1e-6, (cls, unit)
+            assert rows[:, col[unit]].max() <= 1.2 * w + 0.4 + 1e-6, (cls, unit)
+        blink = rows[:, [col["eyeBlink_L"], col["eyeBlink_R"]]]
+        assert (blink > 0).all() if cls == "sadness" else (blink == 0).all(), cls
+    gaze = exp[:, [col[f"eyeLook{d}_{s}"] for d in ("In", "Out", "Up", "Down") for s in "LR"]]
+    assert (gaze > 0).any(1).mean() > 0.95 and gaze.max() <= 0.4 + 1e-6
+    # both eyes look the same way: left-out goes with right-in
+    np.testing.assert_allclose(exp[:, col["eyeLookOut_L"]], exp[:, col["eyeLookIn_R"]])

@@ -59,6 +59,11 @@ def test_reconstruct_folder_reports_and_resumes(scene, tmp_path):
     assert np.abs(lm - lm_true).mean() < 3.0  # back in original-image pixels
     pose = json.loads((face / "face_pose.json").read_text())
     assert abs(pose["yaw"] - 25.0) < 4.0
+    # the named expression weights, in the model's order, equal to the .mat's exp row, in [0, 1]
+    blend = json.loads((face / "face_blendshapes.json").read_text())
+    assert list(blend) == m.exp_names and "jawOpen" in blend
+    np.testing.assert_allclose(list(blend.values()), mat["exp"][0], atol=1e-5)
+    assert all(0.0 <= w <= 1.0 for w in blend.values())
     csv = (out / "summary.csv").read_text().splitlines()
     assert csv[0].startswith("image,face_index,yaw") and len(csv) == 5
     # Second run: the finished face is skipped, failures are reported again.

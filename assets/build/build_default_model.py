@@ -153,8 +153,14 @@ def triangulate(polys: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(tris, np.int64), np.asarray(src, np.int64)
 
 
-def read_ict(root: Path) -> dict:
-    """All ICT data the build needs, in ICT's own units (cm) and vertex order."""
+def read_ict(root: Path, n_identities: int = 100, check_landmarks: bool = True) -> dict:
+    """All ICT data the build needs, in ICT's own units (cm) and vertex order.
+
+    Returns:
+        ``verts`` (N, 3) neutral, ``polys`` / ``tpolys`` (vertex / UV ids per polygon), ``mats``,
+        ``uv`` (T, 2), ``ids`` (N, 3, n_identities) and ``exps`` (N, 3, E) differences to the
+        neutral, ``exp_names`` (E,) in ``vertex_indices.json`` order.
+    """
     fx = root / "FaceXModel"
     if not (fx / "generic_neutral_mesh.obj").is_file():
         raise SystemExit(f"{root}: not an ICT-FaceKit clone (no FaceXModel/generic_neutral_mesh.obj)")
@@ -162,15 +168,21 @@ def read_ict(root: Path) -> dict:
     info = json.loads((fx / "vertex_indices.json").read_text())
     exp_names = list(info["expressions"])
     id_files = sorted(fx.glob("identity[0-9][0-9][0-9].obj"))
-    if len(id_files) != 100:
-        raise SystemExit(f"{fx}: expected 100 identityNNN.obj files, found {len(id_files)}")
+    if len(id_files) != n_identities:
+        raise SystemExit(f"{fx}: expected {n_identities} identityNNN.obj files, found {len(id_files)}")
     neutral = topo["verts"]
     t0 = time.time()
-    ids = np.stack([read_obj_vertices(p) - neutral for p in id_files], -1)
-    exps = np.stack([read_obj_vertices(fx / f"{n}.obj") - neutral for n in exp_names], -1)
+    def delta(p: Path) -> np.ndarray:
+        v = read_obj_vertices(p)
+        if v.shape != neutral.shape:
+            raise SystemExit(f"{p}: {len(v)} vertices, the neutral mesh has {len(neutral)}")
+        return v - neutral
+
+    ids = np.stack([delta(p) for p in id_files], -1)
+    exps = np.stack([delta(fx / f"{n}.obj") for n in exp_names], -1)
     print(f"read ICT: {neutral.shape[0]} vertices, {ids.shape[-1]} identity modes, {exps.shape[-1]} "
           f"expressions in {time.time() - t0:.1f} s")
-    if list(info["idx_to_landmark_verts"]) != ICT_LANDMARKS:
+    if check_landmarks and list(info["idx_to_landmark_verts"]) != ICT_LANDMARKS:
         raise SystemExit(f"{fx / 'vertex_indices.json'}: landmark ids differ from the README's")
     return {**topo, "ids": ids, "exps": exps, "exp_names": exp_names}
 
