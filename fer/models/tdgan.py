@@ -153,6 +153,8 @@ class TDGANModel(FerModel):
         self.D_f = ConvEncoder(c.image_size, c.channels, c.num_identities + 1, c.disc_channels)
         self.D_e = ConvEncoder(c.image_size, c.channels, NUM_CLASSES, c.disc_channels)
         self.register_buffer("steps_done", torch.zeros((), dtype=torch.long))  # discriminator schedule
+        # The latest discriminator losses (reported on steps that skip the update; checkpointed).
+        self.register_buffer("last_d", torch.full((2,), float("nan")))
 
     # -- trainer interface ------------------------------------------------------------------------
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
@@ -249,18 +251,17 @@ class TDGANModel(FerModel):
         step = int(self.steps_done)
         with ctx.autocast():
             fw = self._forward(batch)
-        nan = float("nan")
-        out: dict[str, float] = {"d_face": nan, "d_exp": nan}
         if step % max(1, c.d_face_every) == 0:
             with ctx.autocast():
                 d_face = self._d_face_loss(batch, fw)
             ctx.step("d_face", d_face)
-            out["d_face"] = float(d_face.detach())
+            self.last_d[0] = d_face.detach()
         if step % max(1, c.d_exp_every) == 0:
             with ctx.autocast():
                 d_exp = self._d_exp_loss(batch, fw)
             ctx.step("d_exp", d_exp)
-            out["d_exp"] = float(d_exp.detach())
+            self.last_d[1] = d_exp.detach()
+        out = {"d_face": float(self.last_d[0]), "d_exp": float(self.last_d[1])}
         with frozen(self.D_f, self.D_e), ctx.autocast():
             g = self._gen_loss(batch, fw)
         ctx.step("gen", g["g"])
