@@ -94,6 +94,25 @@ def test_training_steps_lower_the_losses_on_a_fixed_batch(multi):
         assert fw["x_g"].shape[0] == 8 + 3 and sorted(fw["y_g"][8:].tolist()) == [0, 3, 6]
 
 
+def test_target_poses_from_the_data_and_the_reconstruction_option():
+    torch.manual_seed(0)
+    batch = _batch()
+    frontal = {**batch, "geom_pose": torch.zeros(8, 3)}  # CK+-like: every face in the 0 degree bin
+    m = build_model("drgan", "small", image_size=32, target_poses="data", w_rec=1.0, lr=1e-3, **TINY)
+    fw = m._forward(frontal)
+    assert fw["t"].tolist() == [4] * 8 and fw["x_rec"].shape == (8, 3, 32, 32)
+    fw = m._forward(batch)
+    assert set(fw["t"].tolist()) <= {0, 2, 4, 5, 7, 8}  # only the batch's known classes
+    before = _terms(m, batch)
+    ctx = Ctx(m)
+    for _ in range(8):
+        m.train_step(batch, ctx)
+    assert _terms(m, batch)["rec"] < before["rec"]
+    assert build_model("drgan", "small", image_size=32, **TINY).loss_terms(batch)["rec"] == 0
+    with pytest.raises(ValueError, match="target_poses"):
+        DRGANModel(DRGANConfig(image_size=32, target_poses="random", **TINY))
+
+
 def test_shapes_poses_and_the_no_geometry_twin():
     m = DRGANModel(DRGANConfig(image_size=32, **TINY)).eval()
     batch = _batch()

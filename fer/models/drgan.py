@@ -27,7 +27,8 @@ Networks (``s`` = image side, a power of two; ``c`` = 3 RGB or 1 grey):
 One step on a batch (x, expression y, pose class p), target poses ``t`` drawn uniformly:
 
 * D: ``CE_d(D(x), y) + w_pose_adv CE_p(D(x), p) + CE_d(D(x_g), fake)`` with ``x_g = G_dec(f(x), t, z)``;
-* G (encoder, decoder, head): ``w_adv CE_d(D(x_g), y) + w_pose_adv CE_p(D(x_g), t) + w_cls CE(head(f(x)), y)``.
+* G (encoder, decoder, head): ``w_adv CE_d(D(x_g), y) + w_pose_adv CE_p(D(x_g), t) + w_cls CE(head(f(x)), y)``
+  (+ ``w_rec L1(G_dec(f(x), p, z), x)``, an option outside the paper, off by default).
 
 Multi-image variant (``multi_image=True``): images of the batch sharing expression and (when
 known) identity are fused, ``f_fused = sum_i w_i f(x_i) / sum_i w_i``; one image is generated
@@ -73,6 +74,12 @@ class DRGANConfig:
         disc_channels: first-stage channels of D (doubling per stage).
         cls_dropout: dropout before the expression head.
         multi_image: also train the confidence-weighted multi-image fusion.
+        target_poses: ``'uniform'`` (the paper: every pose bin equally) or ``'data'`` (a random
+            permutation of the batch's known pose classes, uniform where none is known): for data
+            without the full pose range, e.g. CK+'s frontal faces, where uniform targets ask D's
+            pose head for poses it has never seen.
+        w_rec: weight of an L1 reconstruction of each input from ``G_dec(f(x), its own pose, z)``
+            (not in the paper, 0 by default; it gives the decoder a pixel signal in short runs).
         w_adv, w_pose_adv, w_cls: generator weights of the class, pose and expression-head terms
             (``w_pose_adv`` also weights D's pose term).
         lr, beta1, beta2: Adam settings of every network.
@@ -91,6 +98,8 @@ class DRGANConfig:
     disc_channels: int = 32
     cls_dropout: float = 0.5
     multi_image: bool = False
+    target_poses: str = "uniform"
+    w_rec: float = 0.0
     w_adv: float = 1.0
     w_pose_adv: float = 1.0
     w_cls: float = 1.0
@@ -160,6 +169,8 @@ class DRGANModel(FerModel):
         num_stages(c.image_size)
         if c.channels not in (1, 3):
             raise ValueError(f"DR-GAN channels must be 1 (grey) or 3 (RGB), got {c.channels}")
+        if c.target_poses not in ("uniform", "data"):
+            raise ValueError(f"DR-GAN target_poses must be 'uniform' or 'data', got {c.target_poses!r}")
         self.num_poses = num_pose_bins(c.yaw_step, c.yaw_max) if c.use_geometry else 0
         weights = os.fspath(c.backbone_weights) if c.backbone_weights else None
         self.enc = DRGANEncoder(c.backbone, c.feat_dim, weights)
@@ -210,10 +221,16 @@ class DRGANModel(FerModel):
         out = self.D(x).float()
         return out[:, :NUM_CLASSES + 1], (out[:, NUM_CLASSES + 1:] if self.num_poses else None)
 
-    def _random_poses(self, n: int, device: torch.device) -> Tensor:
+    def _random_poses(self, n: int, device: torch.device, known: Tensor | None = None) -> Tensor:
+        """(n,) target pose classes: uniform, or (``target_poses='data'``) drawn from ``known`` classes."""
         if not self.num_poses:
             return torch.full((n,), -1, dtype=torch.long, device=device)
-        return torch.randint(0, self.num_poses, (n,), device=device)
+        uniform = torch.randint(0, self.num_poses, (n,), device=device)
+        if self.config.target_poses == "data" and known is not None:
+            pool = known[known >= 0]
+            if len(pool):
+                return pool[torch.randint(0, len(pool), (n,), device=device)]
+        return uniform
 
     def _groups(self, batch: dict[str, Any]) -> Tensor:
         """Group id per sample for fusion: the expression, and the identity when known."""
@@ -226,13 +243,17 @@ class DRGANModel(FerModel):
         images = batch["image"]
         y = batch["label"]
         f, w = self.enc(images)
-        t = self._random_poses(y.shape[0], y.device)
+        own = self.pose_class(batch)
+        t = self._random_poses(y.shape[0], y.device, own)
         x_g = self.decode(f, t)
         out = {"x": to_network(images, c.channels), "f": f, "logits": self.head(f), "x_g": x_g, "t": t, "y_g": y}
+        if c.w_rec:
+            front = torch.full_like(own, self.num_poses // 2 if self.num_poses else -1)
+            out["x_rec"] = self.decode(f, torch.where(own >= 0, own, front))
         if c.multi_image:
             fused, _, first = fuse_by_group(f, w, self._groups(batch))
             if len(fused):
-                t_m = self._random_poses(len(fused), y.device)
+                t_m = self._random_poses(len(fused), y.device, own)
                 out["x_g"] = torch.cat([x_g, self.decode(fused, t_m)])
                 out["t"] = torch.cat([t, t_m])
                 out["y_g"] = torch.cat([y, y[first]])
@@ -258,8 +279,9 @@ class DRGANModel(FerModel):
         adv = F.cross_entropy(cls_fake, fw["y_g"])
         pose = self._pose_ce(pose_fake, fw["t"])
         cls = F.cross_entropy(fw["logits"].float(), batch["label"])
-        return {"g": c.w_adv * adv + c.w_pose_adv * pose + c.w_cls * cls, "g_adv": adv, "g_pose": pose,
-                "cls_real": cls}
+        rec = (fw["x_rec"].float() - fw["x"].float()).abs().mean() if "x_rec" in fw else torch.zeros_like(cls)
+        return {"g": c.w_adv * adv + c.w_pose_adv * pose + c.w_cls * cls + c.w_rec * rec, "g_adv": adv,
+                "g_pose": pose, "cls_real": cls, "rec": rec}
 
     # -- training ---------------------------------------------------------------------------------
     def train_step(self, batch: dict[str, Any], ctx: StepContext) -> dict[str, float]:
