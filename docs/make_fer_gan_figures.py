@@ -7,7 +7,8 @@ Each run is a ``fer train`` folder (``--model tdgan`` / ``--model drgan``); its 
 (``run.json``'s data) supplies the images. Without a run, one is trained briefly first
 (``--train-epochs``, small profile, CPU): TDGAN on ``--tdgan-data`` (default the CK+48 folder
 when present, else a synthetic set), DR-GAN on a synthetic set (yaw in ±60°, pose from the 3DMM
-fit), into ``--work``.
+fit) with an L1 reconstruction term (``--drgan-w-rec``, not in the paper: with the adversarial
+terms alone a run of a few CPU epochs renders noise), into ``--work``.
 
 * ``tdgan_transfer.png``: top row the expression images (one per class), left column the face
   images (different people); cell (i, j) is the expression of column j put on the face of row i.
@@ -37,16 +38,25 @@ CK48 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ck48"
 YAWS = (-45, -30, -15, 0, 15, 30, 45)
 
 
-def _train(kind: str, data: str, geometry: str, out: Path, epochs: int) -> Path:
-    from face3dkit._cli.fer_cmd import main as fer
+def _train(kind: str, data: str, geometry: str, out: Path, epochs: int, **overrides: object) -> Path:
+    """Train a small-profile run of ``kind`` into ``out`` (as ``fer train`` does), with config overrides."""
+    from fer.evaluate import evaluate_model, write_report
+    from fer.models import build_model
+    from fer.train import TrainConfig, Trainer, prepare_data, seed_everything, training_data, write_run_info
 
-    args = ["train", "--model", kind, "--data", data, "--geometry", geometry, "--epochs", str(epochs), "--out",
-            str(out), "--profile", "small", "--no-progress"]
-    try:
-        fer.main(args, standalone_mode=False)
-    except SystemExit as e:  # pragma: no cover - click's exit
-        if e.code:
-            raise
+    size = 64
+    train, val, info = prepare_data(data, size, geometry, progress=False)
+    train, extra = training_data(kind, train, seed=0)
+    seed_everything(0)
+    model = build_model(kind, "small", image_size=size, use_geometry=geometry != "none", **extra, **overrides)
+    cfg = TrainConfig(epochs=epochs, device="cpu", progress=False)
+    write_run_info(out, model, "small", size, info, cfg)
+    trainer = Trainer(model, train, out, cfg, val_set=val)
+    trainer.fit()
+    if val is not None:
+        m = evaluate_model(trainer.model, val, 128)
+        write_report(m, out / "eval" / "val")
+        print(f"{kind} trained {epochs} epochs on {data}: held-out accuracy {100 * m['accuracy']:.1f}%")
     return out
 
 
@@ -140,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tdgan-data", default=None, help="data of a TDGAN run trained here [default: CK+48 if present]")
     p.add_argument("--train-epochs", type=int, default=4, help="epochs of runs trained here")
     p.add_argument("--synth-n", type=int, default=1400, help="synthetic images for runs trained here")
+    p.add_argument("--drgan-w-rec", type=float, default=1.0,
+                   help="L1 reconstruction weight of a DR-GAN trained here (0 = the paper's losses only)")
     p.add_argument("--work", default="runs/fer-gan-figures", help="folder of runs trained here")
     p.add_argument("--scale", type=int, default=2, help="pixel upscaling of the pictures")
     p.add_argument("--out", default=str(Path(__file__).resolve().parent / "img"))
@@ -155,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     tdgan_run = Path(args.tdgan_run) if args.tdgan_run else _train(
         "tdgan", args.tdgan_data or (str(CK48) if CK48.is_dir() else synth), "none", work / "tdgan", args.train_epochs)
     drgan_run = Path(args.drgan_run) if args.drgan_run else _train(
-        "drgan", synth, "3dmm", work / "drgan", args.train_epochs)
+        "drgan", synth, "3dmm", work / "drgan", args.train_epochs, w_rec=args.drgan_w_rec)
     print(tdgan_figure(tdgan_run, out / "tdgan_transfer.png", args.scale))
     print(drgan_figure(drgan_run, out / "drgan_frontalize.png", args.scale))
     return 0
