@@ -30,7 +30,6 @@ from PIL import Image, ImageDraw
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
 
-from face3dkit.viz import save_png  # noqa: E402
 from fer.data import SynthConfig, collate_samples  # noqa: E402
 from fer.labels import EXPRESSIONS  # noqa: E402
 
@@ -58,6 +57,13 @@ def _train(kind: str, data: str, geometry: str, out: Path, epochs: int, **overri
         write_report(m, out / "eval" / "val")
         print(f"{kind} trained {epochs} epochs on {data}: held-out accuracy {100 * m['accuracy']:.1f}%")
     return out
+
+
+def save_png(image: np.ndarray, path: Path) -> Path:
+    """Write an (H, W, 3) uint8 picture as a 256-colour palette PNG (a third of the RGB size)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image).quantize(256).save(path, optimize=True)
+    return path
 
 
 def _to_uint8(t: torch.Tensor, scale: int) -> np.ndarray:
@@ -153,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--drgan-w-rec", type=float, default=1.0,
                    help="L1 reconstruction weight of a DR-GAN trained here (0 = the paper's losses only)")
     p.add_argument("--work", default="runs/fer-gan-figures", help="folder of runs trained here")
-    p.add_argument("--scale", type=int, default=2, help="pixel upscaling of the pictures")
+    p.add_argument("--scale", type=int, default=1, help="pixel upscaling of the pictures")
     p.add_argument("--out", default=str(Path(__file__).resolve().parent / "img"))
     args = p.parse_args(argv)
     torch.set_grad_enabled(False)
