@@ -6,6 +6,8 @@ Trains, on one synthetic set (held-out identities for test), each configuration
 * ``ggpi:3dmm``      - GGPI with face3dkit landmark+pose fitting as geometry,
 * ``ggpi:landmarks`` - GGPI with 2D landmarks and POS pose,
 * ``ggpi:none``      - GGPI conditioned on label codes instead of geometry,
+* ``drgan:3dmm`` / ``drgan:none`` and ``tdgan:none`` on request (``--configs``): DR-GAN with
+  pose codes from the 3DMM yaw and its no-pose-code twin; TDGAN on (expression, face) pairs.
 
 with the same classifier, seeds, epochs and data order (``--seeds``: each configuration once per
 training seed, the table giving mean ± std), then reports the held-out accuracy,
@@ -47,8 +49,8 @@ from face3dkit.sysinfo import machine_summary  # noqa: E402
 from fer.data import SynthConfig  # noqa: E402
 from fer.evaluate import evaluate_model, write_report  # noqa: E402
 from fer.labels import YAW_BIN_NAMES  # noqa: E402
-from fer.models import build_model, resolve_profile  # noqa: E402
-from fer.train import TrainConfig, Trainer, prepare_data, seed_everything, synthetic_set  # noqa: E402
+from fer.models import MODELS, build_model, resolve_profile  # noqa: E402
+from fer.train import TrainConfig, Trainer, prepare_data, seed_everything, synthetic_set, training_data  # noqa: E402
 from fer.train.run import write_run_info  # noqa: E402
 
 DEFAULT_CONFIGS = ("baseline:none", "ggpi:3dmm", "ggpi:landmarks", "ggpi:none")
@@ -68,9 +70,10 @@ def run_config(kind: str, geometry: str, prepared: tuple[Any, Any, dict[str, Any
     returns its row of results."""
     profile = resolve_profile(args.profile, device)
     train, test, data_info, prep_s = prepared
+    train, extra = training_data(kind, train, seed)  # TDGAN: (expression, face) pairs of the training set
     seed_everything(seed)
     model = build_model(kind, profile, image_size=args.image_size, use_geometry=geometry != "none",
-                        backbone=args.backbone)
+                        backbone=args.backbone, **extra)
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, seed=seed, device=device,
                       progress=not args.no_progress, samples=False, lr_schedule=args.lr_schedule)
     out = Path(args.out) / (f"{kind}-{geometry}" + (f"-seed{seed}" if len(args.seeds) > 1 else ""))
@@ -177,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     prepared: dict[str, tuple[Any, Any, dict[str, Any], float]] = {}  # per geometry, shared by models and seeds
     for spec in args.configs:
         kind, _, geometry = spec.partition(":")
-        if kind not in ("baseline", "ggpi") or geometry not in ("3dmm", "landmarks", "none"):
+        if kind not in MODELS or geometry not in ("3dmm", "landmarks", "none"):
             p.error(f"bad config {spec!r}: use model:geometry, e.g. ggpi:3dmm")
         if geometry not in prepared:
             prepared[geometry] = prepare(data, geometry, args)

@@ -59,7 +59,9 @@ def synth(out: str, n: int, size: int, seed: int, identities: int | None, test_f
 
 
 @main.command("train")
-@click.option("--model", "model_kind", type=click.Choice(["ggpi", "baseline"]), default="ggpi", show_default=True)
+@click.option("--model", "model_kind", type=click.Choice(["ggpi", "baseline", "tdgan", "drgan"]), default="ggpi",
+              show_default=True, help="tdgan pairs each image with a face of the training set (identities from the "
+              "synthetic labels or CK+ S<subject>_ file names).")
 @click.option("--geometry", type=click.Choice(["3dmm", "landmarks", "none"]), default="3dmm", show_default=True,
               help="Geometry conditioning (ignored by the baseline).")
 @click.option("--data", default="synthetic", show_default=True,
@@ -107,7 +109,7 @@ def train(model_kind: str, geometry: str, data: str, val_data: str | None, epoch
     from fer.data import SynthConfig
     from fer.evaluate import evaluate_model, write_report
     from fer.models import build_model, model_from_config, resolve_profile
-    from fer.train import TrainConfig, Trainer, distributed, prepare_data, seed_everything, synthetic_set
+    from fer.train import TrainConfig, Trainer, distributed, prepare_data, seed_everything, synthetic_set, training_data
     from fer.train.run import read_run_info, write_run_info
 
     t_start = time.perf_counter()
@@ -140,12 +142,13 @@ def train(model_kind: str, geometry: str, data: str, val_data: str | None, epoch
         distributed.barrier()
     if len(train_set) == 0:
         raise ValueError(f"{data_path}: no usable training samples")
+    train_set, data_overrides = training_data(model_kind, train_set, seed)
     seed_everything(seed)
     if prev is not None:
         model = model_from_config(prev["model"], {**prev["model_config"], "backbone_weights": None})
     else:
         model = build_model(model_kind, prof, image_size=size, use_geometry=geometry != "none", backbone=backbone,
-                            backbone_weights=backbone_weights, lr=lr)
+                            backbone_weights=backbone_weights, lr=lr, **data_overrides)
     nparams = sum(p.numel() for p in model.parameters())
     classifier = model.config.backbone
     echo(f"{model_kind} ({prof} profile: {classifier} classifier, {nparams / 1e6:.1f} M parameters), geometry "
@@ -222,6 +225,43 @@ def evaluate(run: str, data: str, split: str, batch_size: int, device: str, cach
     if ds.report.skipped or m["skipped"]:
         click.echo(f"skipped: {ds.report.summary()}")
     click.echo(f"report: {paths['metrics']}  confusion matrix: {paths['confusion']}")
+
+
+@main.command("generate")
+@click.argument("run", type=click.Path(file_okay=False, exists=True))
+@click.argument("image", type=click.Path(dir_okay=False, exists=True))
+@click.option("--yaw", type=float, default=0.0, show_default=True,
+              help="Target yaw in degrees (nearest pose bin; 0 frontalises).")
+@click.option("--out", "out", type=click.Path(dir_okay=False), default=None,
+              help="Output PNG [default: IMAGE's name with _yaw<YAW> next to it].")
+@click.option("--device", default="auto", show_default=True)
+@fail_cleanly
+def generate(run: str, image: str, yaw: float, out: str | None, device: str) -> None:
+    """Re-render the face crop IMAGE at --yaw with a trained DR-GAN run (frontalisation by default).
+
+    Writes the input (resized) and the generated face side by side.
+    """
+    import numpy as np
+    import torch
+
+    from face3dkit.io import load_image
+    from face3dkit.viz import save_png
+    from fer.data import resize_rgb
+    from fer.train.run import load_run
+
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                       ("cpu" if device == "auto" else device))
+    model, info = load_run(run, dev)
+    if not hasattr(model, "rotate"):
+        raise ValueError(f"{run}: a '{info['model']}' run cannot change the pose (train one with --model drgan)")
+    size = int(info["image_size"])
+    arr = resize_rgb(load_image(image), size)
+    x = torch.from_numpy(arr).permute(2, 0, 1)[None].float().div(255).to(dev)
+    y = model.rotate(x, yaw)  # type: ignore[operator]
+    gen = (y[0].permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
+    path = Path(out) if out else Path(image).with_name(f"{Path(image).stem}_yaw{yaw:+g}.png")
+    save_png(np.concatenate([arr, gen], 1), path)
+    click.echo(f"{image} at yaw {yaw:+g}° (input | generated, {size} px) -> {path}")
 
 
 @main.command("predict")

@@ -5,10 +5,11 @@
 * :mod:`fer.data` - datasets (class folders, FER2013, RAF-DB, the synthetic face3dkit set).
 * :mod:`fer.geometry` - pose + 68 landmarks per image (providers ``3dmm``, ``landmarks``, ``none``),
   cached on disk.
-* :mod:`fer.models` - GGPI (Zhang et al., TIP 2020) and the plain CNN baseline.
+* :mod:`fer.models` - GGPI (Zhang et al., TIP 2020), TDGAN (Xie et al., TCSVT 2020), DR-GAN
+  (Tran et al., CVPR 2017) and the plain CNN baseline.
 * :mod:`fer.train` - the trainer; :mod:`fer.evaluate` - metrics and reports.
 
-Command line: ``fer synth``, ``fer train``, ``fer evaluate``, ``fer predict``.
+Command line: ``fer synth``, ``fer train``, ``fer evaluate``, ``fer predict``, ``fer generate``.
 """
 
 from fer.labels import EXPRESSIONS, NUM_CLASSES, YAW_BIN_NAMES

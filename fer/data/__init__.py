@@ -4,6 +4,8 @@
 * :class:`Fer2013Dataset` - the FER2013 csv (``emotion,pixels,Usage``).
 * :class:`RafDbDataset` - RAF-DB's ``list_patition_label.txt``.
 * :class:`SyntheticDataset` / :func:`generate_synthetic` - expressions rendered with face3dkit.
+* :class:`PairedDataset` / :class:`IdentityFolderDataset` - (expression, face) pairs for TDGAN
+  (:mod:`fer.data.pairs`).
 * :func:`open_dataset` - any of the above from a path, detected from its content.
 """
 
@@ -13,6 +15,7 @@ from pathlib import Path
 
 from fer.data.base import FerDataset, collate_samples, resize_rgb
 from fer.data.formats import FER2013_SPLITS, RAFDB_LABEL_FILE, Fer2013Dataset, ImageFolderDataset, RafDbDataset
+from fer.data.pairs import IdentityFolderDataset, PairedDataset, attach_subject_identities, subject_ids_from_names
 from fer.data.report import DataReport, Problem
 from fer.data.synthetic import (
     ARKIT_EXPRESSION_UNITS,
@@ -35,12 +38,15 @@ __all__ = [
     "FER2013_SPLITS",
     "Fer2013Dataset",
     "FerDataset",
+    "IdentityFolderDataset",
+    "PairedDataset",
     "ImageFolderDataset",
     "Problem",
     "RAFDB_LABEL_FILE",
     "RafDbDataset",
     "SynthConfig",
     "SyntheticDataset",
+    "attach_subject_identities",
     "collate_samples",
     "detect_format",
     "expression_weights",
@@ -48,6 +54,7 @@ __all__ = [
     "is_synthetic_dir",
     "open_dataset",
     "resize_rgb",
+    "subject_ids_from_names",
 ]
 
 

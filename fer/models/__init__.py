@@ -1,4 +1,5 @@
-"""FER models: GGPI (:mod:`fer.models.ggpi`) and the plain CNN baseline (:mod:`fer.models.baseline`).
+"""FER models: GGPI (:mod:`fer.models.ggpi`), TDGAN (:mod:`fer.models.tdgan`), DR-GAN
+(:mod:`fer.models.drgan`) and the plain CNN baseline (:mod:`fer.models.baseline`).
 
 :func:`build_model` makes either from a kind, a size profile and overrides; the profile picks
 sizes that fit the hardware:
@@ -11,6 +12,10 @@ sizes that fit the hardware:
   ``--backbone resnet18`` is the torchvision alternative (slower, and its stride-4 stem loses
   detail on 64 px faces).
 * ``auto`` - ``paper`` on CUDA, ``small`` otherwise.
+
+TDGAN and DR-GAN take ``backbone`` from these profiles and their network widths from
+:data:`MODEL_PROFILES` (``paper``: the papers' decoders, 512 / 320 channels; ``small``: the ``cnn``
+encoder, a 16-channel face encoder, 128-channel decoders, 16-channel discriminators).
 """
 
 from __future__ import annotations
@@ -21,31 +26,54 @@ from typing import Any
 from fer.models.backbone import BACKBONES, ExpressionClassifier, build_backbone
 from fer.models.base import FerModel, StepContext
 from fer.models.baseline import BaselineConfig, BaselineModel
+from fer.models.drgan import DRGANConfig, DRGANModel
 from fer.models.ggpi import GGPIConfig, GGPIModel
+from fer.models.tdgan import TDGANConfig, TDGANModel
 
 __all__ = [
     "BACKBONES",
     "MODELS",
+    "MODEL_PROFILES",
     "PROFILES",
     "BaselineConfig",
     "BaselineModel",
+    "DRGANConfig",
+    "DRGANModel",
     "ExpressionClassifier",
     "FerModel",
     "GGPIConfig",
     "GGPIModel",
     "StepContext",
+    "TDGANConfig",
+    "TDGANModel",
     "build_backbone",
     "build_model",
     "model_from_config",
     "resolve_profile",
 ]
 
-MODELS = ("ggpi", "baseline")
+MODELS = ("ggpi", "baseline", "tdgan", "drgan")
+
+#: Model kind -> (model class, config dataclass).
+_CLASSES: dict[str, tuple[type[FerModel], type]] = {
+    "ggpi": (GGPIModel, GGPIConfig),
+    "baseline": (BaselineModel, BaselineConfig),
+    "tdgan": (TDGANModel, TDGANConfig),
+    "drgan": (DRGANModel, DRGANConfig),
+}
 
 #: Profiles: fields set on the model config (unknown fields for a model are ignored).
 PROFILES: dict[str, dict[str, Any]] = {
     "paper": {"backbone": "resnet50", "enc_channels": 64, "gen_channels": 1024},
     "small": {"backbone": "cnn", "enc_channels": 16, "gen_channels": 128, "w_pose": 0.1},
+}
+
+#: Per-model profile entries, applied over :data:`PROFILES`.
+MODEL_PROFILES: dict[str, dict[str, dict[str, Any]]] = {
+    "tdgan": {"paper": {"enc_channels": 64, "gen_channels": 512, "disc_channels": 64},
+              "small": {"enc_channels": 16, "gen_channels": 128, "disc_channels": 16}},
+    "drgan": {"paper": {"gen_channels": 320, "disc_channels": 32},
+              "small": {"gen_channels": 128, "disc_channels": 16}},
 }
 
 
@@ -59,25 +87,24 @@ def resolve_profile(profile: str, device: str) -> str:
 
 
 def build_model(kind: str, profile: str = "paper", **overrides: Any) -> FerModel:
-    """A model of ``kind`` (``'ggpi'`` or ``'baseline'``) with a profile and config overrides.
+    """A model of ``kind`` (one of :data:`MODELS`) with a profile and config overrides.
 
     Overrides set config fields by name (e.g. ``image_size=64, use_geometry=False, backbone='tiny'``);
     fields the model does not have are ignored, None values keep the default.
     """
     if kind not in MODELS:
         raise ValueError(f"unknown model {kind!r}; choose one of {', '.join(MODELS)}")
-    cls_cfg = GGPIConfig if kind == "ggpi" else BaselineConfig
+    cls_cfg = _CLASSES[kind][1]
     names = {f.name for f in dataclasses.fields(cls_cfg)}
     given = {k: v for k, v in overrides.items() if v is not None}
-    values = {k: v for k, v in {**PROFILES[profile], **given}.items() if k in names}
+    prof = {**PROFILES[profile], **MODEL_PROFILES.get(kind, {}).get(profile, {})}
+    values = {k: v for k, v in {**prof, **given}.items() if k in names}
     return model_from_config(kind, dataclasses.asdict(cls_cfg(**values)))
 
 
 def model_from_config(kind: str, config: dict[str, Any]) -> FerModel:
     """Rebuild a model from ``kind`` and ``dataclasses.asdict(config)`` (as stored in a run)."""
-    if kind == "ggpi":
-        cfg = GGPIConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()})
-        return GGPIModel(cfg)
-    if kind == "baseline":
-        return BaselineModel(BaselineConfig(**config))
-    raise ValueError(f"unknown model {kind!r}")
+    if kind not in _CLASSES:
+        raise ValueError(f"unknown model {kind!r}; choose one of {', '.join(MODELS)}")
+    model_cls, cfg_cls = _CLASSES[kind]
+    return model_cls(cfg_cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}))

@@ -1,6 +1,7 @@
 """Training of FER models: :class:`Trainer` (device-agnostic, AMP on CUDA, exact resume, DDP under
 torchrun), the resumable sampler, and run-folder helpers (:mod:`fer.train.run`)."""
 
+from fer.train.model_data import open_face_set, training_data
 from fer.train.run import load_run, prepare_data, read_run_info, synthetic_set, write_run_info
 from fer.train.sampler import ResumableBatchSampler
 from fer.train.trainer import LRSchedule, TrainConfig, Trainer, seed_everything
@@ -11,9 +12,11 @@ __all__ = [
     "TrainConfig",
     "Trainer",
     "load_run",
+    "open_face_set",
     "prepare_data",
     "read_run_info",
     "seed_everything",
     "synthetic_set",
+    "training_data",
     "write_run_info",
 ]

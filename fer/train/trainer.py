@@ -300,6 +300,8 @@ class Trainer:
 
         while self.epoch < cfg.epochs:
             self.sampler.set_epoch(self.epoch, self.batch_in_epoch)
+            if hasattr(self.train_set, "set_epoch"):  # per-epoch data draws (TDGAN's face pairs)
+                self.train_set.set_epoch(self.epoch)
             self.model.train()
             t0 = time.perf_counter()
             seen = 0
