@@ -153,10 +153,13 @@ def model_convert_bfm(morphable_model_mat: str, exp_pca_bin: str, aux_dir: str, 
               help="Output folder (one sub-folder per image).")
 @click.option("--model", "model_name", default="default", show_default=True, help="Model name or path.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1 ...")
-@click.option("--landmarks", type=click.Choice(["dlib", "dlib-cnn", "file"]), default="dlib", show_default=True,
-              help="Landmark source: dlib detector, or files next to the images (.pts/.txt/.npy, detections/).")
+@click.option("--landmarks", "--detector", "landmarks", type=click.Choice(["dlib", "dlib-cnn", "mtcnn", "file"]),
+              default="dlib", show_default=True,
+              help="Landmark source: dlib HOG (upsample 0+1 merged) / CNN detector, MTCNN (needs `pip install "
+                   "--no-deps facenet-pytorch`), or files next to the images (.pts/.txt/.npy, detections/).")
 @click.option("--landmarks-dir", type=click.Path(file_okay=False), default=None, help="Folder of landmark files.")
-@click.option("--faces", type=click.Choice(["largest", "all"]), default="largest", show_default=True)
+@click.option("--faces", type=click.Choice(["largest", "all", "center"]), default="largest", show_default=True,
+              help="Faces per image: the largest, all, or the one whose box centre is nearest the image centre.")
 @click.option("--iters", type=int, default=None, help="Photometric iterations (default 50).")
 @click.option("--landmark-iters", type=int, default=None, help="Landmark/pose iterations (default 150).")
 @click.option("--batch-size", type=int, default=8, show_default=True, help="Faces fitted together.")

@@ -27,7 +27,7 @@ from face3dkit.align import align_image
 from face3dkit.fit import FitConfig, fit, yaw_pitch_roll_degrees
 from face3dkit.io import ImageReadError, list_images, load_image
 from face3dkit.io.atomic import atomic_write_text
-from face3dkit.landmarks import FaceLandmarks, LandmarkDetector, make_detector
+from face3dkit.landmarks import FaceLandmarks, LandmarkDetector, make_detector, select_faces
 from face3dkit.model import Coefficients, MorphableModel, load_model
 from face3dkit.pipeline.outputs import OUTPUT_KINDS, face_stem, is_done, write_face_outputs
 
@@ -43,10 +43,13 @@ class ReconstructConfig:
     Attributes:
         model: model name or path (``'default'``, a ``BFM_model_front.mat``, a ``.npz``).
         device: ``'cpu'``, ``'cuda'``, ``'cuda:1'``...
-        landmarks: ``'dlib'`` (HOG), ``'dlib-cnn'`` or ``'file'`` (landmark files next to images).
+        landmarks: ``'dlib'`` (HOG, upsample 0 and 1 merged), ``'dlib-cnn'``, ``'mtcnn'`` (MTCNN boxes,
+            dlib's 68 points where they agree with MTCNN's 5, else the 5) or ``'file'`` (landmark
+            files next to images).
         landmarks_dir: folder of landmark files for ``'file'`` (default: next to each image or in
             its ``detections/`` folder, Deng et al.'s layout).
-        faces: ``'all'`` or ``'largest'`` face per image.
+        faces: ``'all'``, the ``'largest'`` or the ``'center'`` face (box centre closest to the image
+            centre) per image.
         batch_size: faces fitted together.
         fit: :class:`face3dkit.fit.FitConfig` (iterations, learning rates, weights, seed).
         save: output kinds (:data:`face3dkit.pipeline.outputs.OUTPUT_KINDS`).
@@ -150,8 +153,7 @@ def _prepare(image: np.ndarray, name: str, detector: LandmarkDetector, faces_sel
     faces: list[FaceLandmarks] = detector.detect(image, path=path)
     if not faces:
         raise LookupError("no face found")
-    if faces_sel == "largest":
-        faces = [max(faces, key=lambda f: f.area)]
+    faces = select_faces(faces, faces_sel, image.shape[:2])  # type: ignore[arg-type]
     pending, skipped = [], []
     stem_base = Path(name).stem
     for k, f in enumerate(faces):
