@@ -10,19 +10,19 @@ P-Net cell ``(i, j)`` of a pyramid level resized by ``(sx, sy)`` is the window
 ``[2 j, 2 j + 12) x [2 i, 2 i + 12)`` of that level, i.e. ``[2 j / sx, (2 j + 12) / sx) x ...`` of the
 image. Regression offsets move each corner by a fraction of the box size
 (``x0 + r0 w, y0 + r1 h, x1 + r2 w, y1 + r3 h``). Crops for R-Net / O-Net are the box rounded to whole
-pixels, zero-padded where it leaves the image (as the original MATLAB code; facenet-pytorch clips
-instead), area-resampled to 24² / 48². O-Net's points are fractions of its crop:
-``x = x0 + p w`` (corner convention, so no +0.5 is added).
+pixels, edge-padded where it leaves the image (:func:`crop_boxes`), area-resampled to 24² / 48².
+O-Net's points are fractions of its crop: ``x = x0 + p w`` (corner convention, so no +0.5 is added).
 
 Five points come in :data:`face3dkit.landmarks.LM5_NAMES` order (image-left eye, image-right eye,
 nose tip, image-left and image-right mouth corner) — the layout of Deng et al.'s ``detections/``
 files, which the aligner and the fitter take as ``(B, 5, 2)``.
 
 68 points (``points='68'`` or ``'auto'`` with dlib installed): dlib's 68-point predictor is run in
-the MTCNN box mapped to where dlib's HOG detector puts its box (:data:`MTCNN_TO_HOG_BOX`; the
-predictor was trained on HOG boxes). Its result is kept only where it agrees with MTCNN's own 5
-points (mean distance of its 68 → 5 reduction ≤ :data:`AGREEMENT` × MTCNN's eye distance); otherwise
-the face keeps MTCNN's 5 points and is fitted from those (5-point fit), with ``source`` saying so.
+a box placed where dlib's HOG detector puts its box (:func:`mtcnn_to_hog_box`: centred on MTCNN's 5
+points, sized by its box; the predictor was trained on HOG boxes). Its result is kept only where it
+agrees with MTCNN's own 5 points (mean distance of its 68 → 5 reduction ≤ :data:`AGREEMENT` × MTCNN's
+eye distance); otherwise the face keeps MTCNN's 5 points and is fitted from those (5-point fit), with
+``source`` saying so.
 """
 
 from __future__ import annotations
@@ -41,11 +41,15 @@ from face3dkit.landmarks.base import DetectorUnavailableError, FaceLandmarks, Se
 from face3dkit.landmarks.boxes import nms, square_boxes
 from face3dkit.nets.mtcnn import load_mtcnn_nets, mtcnn_normalize
 
-__all__ = ["AGREEMENT", "MTCNN_TO_HOG_BOX", "MTCNNDetector", "crop_boxes", "mtcnn_scales"]
+__all__ = ["AGREEMENT", "MTCNN_TO_HOG_BOX", "MTCNNDetector", "crop_boxes", "mtcnn_scales",
+           "mtcnn_to_hog_box"]
 
-#: HOG detector box in terms of the MTCNN box of the same face: centre shift right / down in MTCNN
-#: box widths, side scale (see ``benchmarks/detect.py --fit-boxes``).
-MTCNN_TO_HOG_BOX = (0.0, 0.0, 1.0)
+#: Where dlib's HOG detector puts its (square) box, from MTCNN's result for the same face
+#: ``(dx, dy, s)``: centre = mean of the 5 points + ``(dx, dy)`` · eye-to-mouth distance (eye midpoint
+#: to mouth-corner midpoint), side = ``s`` · MTCNN box width. Medians over the 19 faces of the seed-1
+#: renders both found (``benchmarks/detect.py --fit-boxes --per-bin 6 --seed 1``); the 5-point centre
+#: varies 3.6 % of the side horizontally against 13 % for a shift of MTCNN's box centre.
+MTCNN_TO_HOG_BOX = (-0.027, -0.089, 1.110)
 #: Largest mean distance between dlib's 68 → 5 points and MTCNN's 5 points, in MTCNN eye distances,
 #: for the 68 points to be kept.
 AGREEMENT = 0.25
@@ -67,7 +71,10 @@ def crop_boxes(image: Tensor, boxes: Tensor, size: int) -> Tensor:
 
     Args:
         image: (C, H, W) float image.
-        boxes: (N, 4) corners; rounded to whole pixels, parts outside the image are zeros.
+        boxes: (N, 4) corners; rounded to whole pixels. Parts outside the image repeat the nearest
+            edge pixel (the box keeps its shape; the original MATLAB code pads with zeros,
+            facenet-pytorch stretches the part inside: edge padding found the most faces of the three
+            on the seed-1 renders of ``benchmarks/detect.py``, 21 / 19 / 18 of 36).
         size: output side in pixels.
 
     Returns:
@@ -79,12 +86,25 @@ def crop_boxes(image: Tensor, boxes: Tensor, size: int) -> Tensor:
     for k, (x0, y0, x1, y1) in enumerate(ib):
         if x1 <= x0 or y1 <= y0:
             continue
-        patch = image.new_zeros((c, y1 - y0, x1 - x0))
-        sx0, sy0, sx1, sy1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
-        if sx1 > sx0 and sy1 > sy0:
-            patch[:, sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = image[:, sy0:sy1, sx0:sx1]
+        ys = torch.arange(y0, y1, device=image.device).clamp_(0, h - 1)
+        xs = torch.arange(x0, x1, device=image.device).clamp_(0, w - 1)
+        patch = image.index_select(1, ys).index_select(2, xs)
         out[k] = F.interpolate(patch[None], size=(size, size), mode="area")[0]
     return out
+
+
+def mtcnn_to_hog_box(box: np.ndarray, lm5: np.ndarray,
+                     shift: tuple[float, float, float] = MTCNN_TO_HOG_BOX) -> np.ndarray:
+    """The square box dlib's HOG detector would give, from an MTCNN box (4,) and its 5 points (5, 2).
+
+    See :data:`MTCNN_TO_HOG_BOX`. Returns (4,) corners (x0, y0, x1, y1), not rounded.
+    """
+    dx, dy, s = shift
+    box, lm5 = np.asarray(box, np.float64), np.asarray(lm5, np.float64)
+    d = float(np.linalg.norm((lm5[3] + lm5[4]) / 2 - (lm5[0] + lm5[1]) / 2))
+    c = lm5.mean(0) + np.array([dx, dy]) * d
+    half = s * (box[2] - box[0]) / 2
+    return np.r_[c - half, c + half]
 
 
 def _regress(boxes: Tensor, reg: Tensor) -> Tensor:
@@ -208,13 +228,8 @@ class MTCNNDetector:
         return boxes[keep], sc[keep], points[keep]
 
     def _predict68(self, img: np.ndarray, box: np.ndarray, lm5: np.ndarray) -> np.ndarray | None:
-        dx, dy, s = MTCNN_TO_HOG_BOX
-        side = box[2] - box[0]
-        cx, cy = (box[0] + box[2]) / 2 + dx * side, (box[1] + box[3]) / 2 + dy * side
-        half = s * side / 2
-        # dlib rectangles are inclusive pixel indices: corners [l, r + 1).
-        rect = self._dlib.rectangle(int(round(cx - half)), int(round(cy - half)),
-                                    int(round(cx + half)) - 1, int(round(cy + half)) - 1)
+        x0, y0, x1, y1 = (int(round(v)) for v in mtcnn_to_hog_box(box, lm5))
+        rect = self._dlib.rectangle(x0, y0, x1 - 1, y1 - 1)  # dlib: inclusive pixel indices
         shape = self._predictor(img, rect)
         pts = np.array([[shape.part(i).x, shape.part(i).y] for i in range(shape.num_parts)], np.float64) + 0.5
         if pts.shape[0] != 68:
