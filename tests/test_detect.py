@@ -448,3 +448,34 @@ def test_mtcnn_on_the_group_photo() -> None:
     got = _matches([f.box for f in faces], regions)
     assert got[:2] == [1, 1], [f.box for f in faces]  # the two photographed faces, once each
     assert len(faces) == sum(got)  # nothing else
+
+
+def test_cli_faces_center_and_detector_alias(tmp_path: Path) -> None:
+    """`--faces center` keeps the face nearest the image centre (here not the largest one)."""
+    from click.testing import CliRunner
+
+    import face3dkit
+    from face3dkit._cli.face3dkit_cmd import main
+    from face3dkit.viz import render_faces
+
+    m = face3dkit.load_model("default")
+    c = m.sample(1, generator=torch.Generator().manual_seed(4), id_scale=0.6, tex_scale=0.6)
+    cam = face3dkit.PerspectiveCamera.for_image_size(256)
+    img = render_faces(m, c, camera=cam, background=0.5)[0]
+    with torch.no_grad():
+        lm = m(c, camera=cam).landmarks2d[0].double().numpy()
+    photos = tmp_path / "p"
+    photos.mkdir()
+    Image.fromarray(img).save(photos / "two.png")
+    big = (lm - lm.mean(0)) * 1.3 + lm.mean(0) + [110.0, 0.0]  # larger, off centre (partly outside)
+    np.save(photos / "two.npy", np.stack([big, lm]) - 0.5)  # 0-based indices in the file
+    for faces, expected in (("center", lm), ("largest", big)):
+        out = tmp_path / faces
+        r = CliRunner().invoke(main, ["reconstruct", str(photos), "-o", str(out), "--detector", "file", "--faces",
+                                      faces, "--landmark-iters", "10", "--iters", "0", "--save", "lm",
+                                      "--no-progress"])
+        assert r.exit_code == 0, r.output
+        files = sorted((out / "two").glob("*lm68*.txt"))
+        assert files, list((out / "two").iterdir())
+        fitted = np.loadtxt(files[0])[:, :2]
+        assert np.linalg.norm(fitted.mean(0) - expected.mean(0)) < 15.0, (faces, fitted.mean(0), expected.mean(0))
