@@ -161,7 +161,7 @@ def main() -> None:
     heads = [f"{lo}-{hi}°" for lo, hi in zip(BINS[:-1], BINS[1:], strict=True)]
     print(f"# recall per |yaw| bin ({args.per_bin} faces each); FP = false detections in all {len(imgs)} images")
     print("| detector | " + " | ".join(heads) + " | all | FP | s/img |")
-    print("|---|" + "---:|" * (len(heads) + 4))
+    print("|---|" + "---:|" * (len(heads) + 3))
     for name, res in runs.items():
         hit = np.array([found(b, lm).any() for (b, _), lm in zip(res, lms, strict=True)])
         fp = sum(int((~found(b, lm)).sum()) for (b, _), lm in zip(res, lms, strict=True))
