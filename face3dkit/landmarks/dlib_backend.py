@@ -93,9 +93,10 @@ class DlibDetector:
         upsample: times the image is upsampled before detection (finds faces smaller than ~80 px at
             0, ~40 px at 1; each step costs ~4x time), or several such counts: the detector runs at
             each and the detections are merged by :func:`~face3dkit.landmarks.boxes.nms` (IoU
-            ``merge_iou``, the best-scoring box of each face kept). Default ``(0, 1)``: dlib's
-            pyramid steps by 5/6 from each start, so the two runs interleave and find turned faces
-            that either alone misses (``benchmarks/detect.py``).
+            ``merge_iou``, the best-scoring box of each face kept). Default: ``(0, 1)`` for HOG (dlib's
+            pyramid steps by 5/6 from each start, so the two runs interleave; a face turned ~60° that
+            upsample 1 misses is found at 0, and small faces only at 1: ``benchmarks/detect.py``), 1
+            for the CNN (each CNN run costs seconds on a CPU).
         scales: extra image resize factors (e.g. ``(1.5,)``), each run at upsample 0 and merged the
             same way; boxes and points are mapped back to the original image.
         merge_iou: overlap above which two detections are the same face.
@@ -114,7 +115,7 @@ class DlibDetector:
         DetectorUnavailableError: dlib or a model file is missing (one line with the install hint).
     """
 
-    def __init__(self, detector: Literal["hog", "cnn"] = "hog", upsample: int | Sequence[int] = (0, 1),
+    def __init__(self, detector: Literal["hog", "cnn"] = "hog", upsample: int | Sequence[int] | None = None,
                  predictor_path: str | os.PathLike | None = None, cnn_model_path: str | os.PathLike | None = None,
                  select: Select = "all", threshold: float = 0.0, cnn_box_correction: bool = True,
                  scales: Sequence[float] = (), merge_iou: float = 0.3) -> None:
@@ -123,6 +124,8 @@ class DlibDetector:
         if select not in SELECT_CHOICES:
             raise ValueError(f"select must be one of {', '.join(SELECT_CHOICES)}, got {select!r}")
         self.kind = detector
+        if upsample is None:
+            upsample = (0, 1) if detector == "hog" else 1
         ups = (upsample,) if isinstance(upsample, int) else tuple(upsample)
         if not ups or any(int(u) != u or u < 0 for u in ups):
             raise ValueError(f"upsample must be a count >= 0 or several, got {upsample!r}")
