@@ -9,7 +9,10 @@ Coordinates (docs/conventions.md): boxes are corners ``(x0, y0, x1, y1)`` in fac
 P-Net cell ``(i, j)`` of a pyramid level resized by ``(sx, sy)`` is the window
 ``[2 j, 2 j + 12) x [2 i, 2 i + 12)`` of that level, i.e. ``[2 j / sx, (2 j + 12) / sx) x ...`` of the
 image. Regression offsets move each corner by a fraction of the box size
-(``x0 + r0 w, y0 + r1 h, x1 + r2 w, y1 + r3 h``). Crops for R-Net / O-Net are the box rounded to whole
+(``x0 + r0 w, y0 + r1 h, x1 + r2 w, y1 + r3 h``); P-Net's proposals are regressed before their
+non-maximum suppression (IoU 0.5 within a pyramid level, 0.7 across levels; the original code
+suppresses the raw cells first), R-Net's after theirs (0.7), O-Net's before a final suppression by
+intersection over the smaller box (0.7). Crops for R-Net / O-Net are the box rounded to whole
 pixels, edge-padded where it leaves the image (:func:`crop_boxes`), area-resampled to 24² / 48².
 O-Net's points are fractions of its crop: ``x = x0 + p w`` (corner convention, so no +0.5 is added).
 
