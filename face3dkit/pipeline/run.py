@@ -250,6 +250,8 @@ def reconstruct(
         kw: dict[str, Any] = {}
         if cfg.landmarks == "file" and cfg.landmarks_dir:
             kw["landmarks_dir"] = cfg.landmarks_dir
+        if cfg.landmarks == "mtcnn":
+            kw["device"] = cfg.device  # the nets run where the fit runs
         det = make_detector(cfg.landmarks, **kw)
     perceptual = None
     if cfg.identity_net:
