@@ -93,7 +93,9 @@ class DlibDetector:
         upsample: times the image is upsampled before detection (finds faces smaller than ~80 px at
             0, ~40 px at 1; each step costs ~4x time), or several such counts: the detector runs at
             each and the detections are merged by :func:`~face3dkit.landmarks.boxes.nms` (IoU
-            ``merge_iou``, the best-scoring box of each face kept). Default: ``(0, 1)`` for HOG (dlib's
+            ``merge_iou``; of overlapping boxes the one from the most upsampled run is kept, as
+            dlib's predictor works best in it; faces only a less upsampled run finds are added).
+            Default: ``(0, 1)`` for HOG (dlib's
             pyramid steps by 5/6 from each start, so the two runs interleave; a face turned ~60° that
             upsample 1 misses is found at 0, and small faces only at 1: ``benchmarks/detect.py``), 1
             for the CNN (each CNN run costs seconds on a CPU).
@@ -169,8 +171,17 @@ class DlibDetector:
     def _rects(self, image: np.ndarray) -> list[tuple[Any, float]]:
         """Detections of every upsample count and extra scale, merged: one (rectangle, score) per face,
         best score first."""
-        found = [d for u in self.upsample for d in self._run(image, u)]
-        for f in self.scales:
+        # Where runs overlap, the box of the run with the most upsampling wins (then the extra scales,
+        # largest first), whatever the scores: dlib's predictor places the points better in those
+        # boxes (benchmarks/reconstruct.py seed 0: yaw error 2.51 deg with upsample-1 boxes, 2.76 deg
+        # when the best score picked upsample-0 boxes); faces only another run finds are added.
+        found: list[tuple[Any, float]] = []
+        rank: list[int] = []
+        for k, u in enumerate(sorted(self.upsample, reverse=True)):
+            new = self._run(image, u)
+            found += new
+            rank += [k] * len(new)
+        for k, f in enumerate(sorted(self.scales, reverse=True), start=len(self.upsample)):
             h, w = image.shape[:2]
             size = (max(1, round(w * f)), max(1, round(h * f)))
             resized = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
@@ -179,11 +190,14 @@ class DlibDetector:
                 found.append((self._dlib.rectangle(int(round(r.left() * fx)), int(round(r.top() * fy)),
                                                    int(round((r.right() + 1) * fx)) - 1,
                                                    int(round((r.bottom() + 1) * fy)) - 1), sc))
+                rank.append(k)
         if len(self.upsample) + len(self.scales) == 1 or len(found) <= 1:
             return sorted(found, key=lambda d: -d[1])
         boxes = torch.tensor([_corners(r) for r, _ in found], dtype=torch.float64)
-        keep = nms(boxes, torch.tensor([s for _, s in found], dtype=torch.float64), self.merge_iou)
-        return [found[i] for i in keep.tolist()]
+        scores = torch.tensor([s for _, s in found], dtype=torch.float64)
+        # priority: run rank first, score within a run (scores span a few units, so 1e3 separates ranks)
+        keep = nms(boxes, scores - 1e3 * torch.tensor(rank, dtype=torch.float64), self.merge_iou)
+        return sorted((found[i] for i in keep.tolist()), key=lambda d: -d[1])
 
     def _predictor_box(self, rect: Any) -> Any:
         """The rectangle handed to the shape predictor (the CNN box mapped to a HOG-like box)."""
