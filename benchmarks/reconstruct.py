@@ -140,7 +140,7 @@ def main() -> None:
     p.add_argument("--landmark-iters", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--detectors", nargs="*", default=["dlib"],
-                   help="landmark backends to run (dlib, dlib-cnn); none: only the true landmarks")
+                   help="landmark backends to run (dlib, dlib-cnn, mtcnn); none: only the true landmarks")
     p.add_argument("--no-true", action="store_true", help="skip the run with the true landmarks")
     p.add_argument("--contour-weight", type=float, default=None, help="FitConfig.contour_weight")
     p.add_argument("--no-marching", action="store_true", help="FitConfig.contour_marching = False (detector run)")
@@ -178,7 +178,7 @@ def main() -> None:
     if args.detectors:
         from face3dkit.landmarks import make_detector
 
-        names = {"dlib": "dlib HOG detector", "dlib-cnn": "dlib CNN detector"}
+        names = {"dlib": "dlib HOG detector", "dlib-cnn": "dlib CNN detector", "mtcnn": "MTCNN (+ dlib 68)"}
         runs += [(names.get(d, d), make_detector(d)) for d in args.detectors]
     for name, det in runs:
         run_cfg = cfg

@@ -178,10 +178,13 @@ class DeviceParam(click.ParamType):
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="torch CPU threads [default: one per physical core available to this process, divided "
                    "among torchrun's local ranks, less the share other jobs keep busy (load average)].")
-@click.option("--landmarks", type=click.Choice(["dlib", "dlib-cnn", "file"]), default="dlib", show_default=True,
-              help="Landmark source: dlib detector, or files next to the images (.pts/.txt/.npy, detections/).")
+@click.option("--landmarks", "--detector", "landmarks", type=click.Choice(["dlib", "dlib-cnn", "mtcnn", "file"]),
+              default="dlib", show_default=True,
+              help="Landmark source: dlib HOG (upsample 0+1 merged) / CNN detector, MTCNN (needs `pip install "
+                   "--no-deps facenet-pytorch`), or files next to the images (.pts/.txt/.npy, detections/).")
 @click.option("--landmarks-dir", type=click.Path(file_okay=False), default=None, help="Folder of landmark files.")
-@click.option("--faces", type=click.Choice(["largest", "all"]), default="largest", show_default=True)
+@click.option("--faces", type=click.Choice(["largest", "all", "center"]), default="largest", show_default=True,
+              help="Faces per image: the largest, all, or the one whose box centre is nearest the image centre.")
 @click.option("--iters", type=click.IntRange(min=0), default=None, help="Photometric iterations (default 50).")
 @click.option("--landmark-iters", type=click.IntRange(min=0), default=None,
               help="Landmark/pose iterations (default 150).")

@@ -21,6 +21,7 @@ from torch import Tensor
 
 __all__ = [
     "LM5_NAMES",
+    "SELECT_CHOICES",
     "FaceLandmarks",
     "LandmarkDetector",
     "LandmarkError",
@@ -32,7 +33,10 @@ __all__ = [
 #: Order of the 5 points everywhere in face3dkit (Deng et al.'s ``extract_5p`` order).
 LM5_NAMES: tuple[str, ...] = ("left_eye", "right_eye", "nose_tip", "mouth_left", "mouth_right")
 
-Select = Literal["all", "largest"]
+Select = Literal["all", "largest", "center"]
+
+#: Names accepted by :func:`select_faces` (``--faces``).
+SELECT_CHOICES: tuple[str, ...] = ("all", "largest", "center")
 
 
 class LandmarkError(ValueError):
@@ -95,16 +99,33 @@ class LandmarkDetector(Protocol):
         ...
 
 
-def select_faces(faces: list[FaceLandmarks], select: Select) -> list[FaceLandmarks]:
-    """Keep ``'all'`` faces or only the ``'largest'`` (largest box area; first on ties)."""
+def select_faces(faces: list[FaceLandmarks], select: Select,
+                 image_shape: tuple[int, ...] | None = None) -> list[FaceLandmarks]:
+    """Keep ``'all'`` faces, the ``'largest'`` (largest box area) or the ``'center'`` one.
+
+    ``'center'`` keeps the face whose box centre is closest to the image centre (the usual choice for
+    portraits and passport-style photos); it needs ``image_shape`` ``(H, W, ...)``. Ties keep the
+    earlier face (detectors list faces best score first).
+    """
     if select == "all":
         return list(faces)
+    if select not in ("largest", "center"):
+        raise ValueError(f"select must be one of {', '.join(SELECT_CHOICES)}, got {select!r}")
+    if not faces:
+        return []
     if select == "largest":
-        if not faces:
-            return []
         best = max(range(len(faces)), key=lambda i: (faces[i].area, -i))
         return [faces[best]]
-    raise ValueError(f"select must be 'all' or 'largest', got {select!r}")
+    if image_shape is None or len(image_shape) < 2:
+        raise ValueError("select='center' needs the image shape (H, W)")
+    cy, cx = image_shape[0] / 2.0, image_shape[1] / 2.0
+
+    def dist2(f: FaceLandmarks) -> float:
+        x0, y0, x1, y1 = f.box
+        return ((x0 + x1) / 2 - cx) ** 2 + ((y0 + y1) / 2 - cy) ** 2
+
+    best = min(range(len(faces)), key=lambda i: (dist2(faces[i]), i))
+    return [faces[best]]
 
 
 # 0-based iBUG indices used by the reduction.

@@ -30,7 +30,7 @@ from typing import Literal
 
 import numpy as np
 
-from face3dkit.landmarks.base import FaceLandmarks, LandmarkError, Select, select_faces
+from face3dkit.landmarks.base import SELECT_CHOICES, FaceLandmarks, LandmarkError, Select, select_faces
 
 __all__ = [
     "LANDMARK_SUFFIXES",
@@ -222,7 +222,8 @@ class FileLandmarks:
     Args:
         landmarks_dir: folder holding the landmark files (optional).
         image_root: root of the image tree, to mirror sub-folders under ``landmarks_dir``.
-        select: ``'all'`` faces in the file or the ``'largest'`` (largest landmark box).
+        select: ``'all'`` faces in the file, the ``'largest'`` (largest landmark box) or the ``'center'``
+            one (box centre closest to the image centre; needs the image).
         index_offset, pts_one_based: coordinate conventions, see :func:`read_landmark_file`.
         missing: ``'error'`` (raise :class:`LandmarkError` when no file exists) or ``'empty'`` (no
             faces).
@@ -231,8 +232,8 @@ class FileLandmarks:
     def __init__(self, landmarks_dir: str | os.PathLike | None = None, image_root: str | os.PathLike | None = None,
                  select: Select = "all", index_offset: float = 0.5, pts_one_based: bool = True,
                  missing: Literal["error", "empty"] = "error") -> None:
-        if select not in ("all", "largest"):
-            raise ValueError(f"select must be 'all' or 'largest', got {select!r}")
+        if select not in SELECT_CHOICES:
+            raise ValueError(f"select must be one of {', '.join(SELECT_CHOICES)}, got {select!r}")
         if missing not in ("error", "empty"):
             raise ValueError(f"missing must be 'error' or 'empty', got {missing!r}")
         self.landmarks_dir = Path(landmarks_dir) if landmarks_dir is not None else None
@@ -302,7 +303,7 @@ class FileLandmarks:
                         f"{f}: landmarks lie outside the {w}x{h} image {Path(image_path).name} "
                         "(wrong file or coordinate convention?)"
                     )
-        return select_faces(faces, self.select)
+        return select_faces(faces, self.select, image_size)
 
     def detect(self, image: np.ndarray | None, path: str | Path | None = None) -> list[FaceLandmarks]:
         """:class:`~face3dkit.landmarks.LandmarkDetector` interface: ``path`` is required;

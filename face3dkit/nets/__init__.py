@@ -6,6 +6,8 @@
   :func:`load_torchvision_weights`.
 * :mod:`.vgg` - torchvision VGG16 / VGG16-BN with named intermediate feature maps.
 * :mod:`.deform_conv` - deformable convolution v1/v2 (torchvision / mmcv layouts).
+* :mod:`.mtcnn` - MTCNN's P-Net, R-Net, O-Net (facenet-pytorch ``pnet.pt`` / ``rnet.pt`` / ``onet.pt``);
+  :func:`load_mtcnn_nets`.
 
 Networks take ``(B, C, H, W)`` tensors as ``torch.nn`` does (see ``docs/conventions.md``).
 No weights are downloaded: loaders read files the user already has.
@@ -30,6 +32,7 @@ from .iresnet import (
     iresnet100,
     load_iresnet,
 )
+from .mtcnn import ONet, PNet, RNet, find_mtcnn_weights, load_mtcnn_nets, mtcnn_normalize
 from .resnet import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -80,4 +83,10 @@ __all__ = [
     "DeformConv2d",
     "DeformConv2dPack",
     "ModulatedDeformConv2dPack",
+    "PNet",
+    "RNet",
+    "ONet",
+    "find_mtcnn_weights",
+    "load_mtcnn_nets",
+    "mtcnn_normalize",
 ]

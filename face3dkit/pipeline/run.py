@@ -53,7 +53,7 @@ from face3dkit.align.template import template_5p_from_model
 from face3dkit.fit import FitConfig, fit, yaw_pitch_roll_degrees
 from face3dkit.io import ImageReadError, load_image, scan_images
 from face3dkit.io.atomic import atomic_write_text, clean_temp_files
-from face3dkit.landmarks import FaceLandmarks, LandmarkDetector, make_detector
+from face3dkit.landmarks import FaceLandmarks, LandmarkDetector, make_detector, select_faces
 from face3dkit.model import Coefficients, MorphableModel, load_model
 from face3dkit.pipeline.outputs import OUTPUT_KINDS, face_stem, output_folders, read_marker, write_face_outputs
 from face3dkit.runtime import resolve_device, threads_scope
@@ -75,10 +75,13 @@ class ReconstructConfig:
     Attributes:
         model: model name or path (``'default'``, a ``BFM_model_front.mat``, a ``.npz``).
         device: ``'auto'`` (CUDA when available, else CPU), ``'cpu'``, ``'cuda'``, ``'cuda:1'``...
-        landmarks: ``'dlib'`` (HOG), ``'dlib-cnn'`` or ``'file'`` (landmark files next to images).
+        landmarks: ``'dlib'`` (HOG, upsample 0 and 1 merged), ``'dlib-cnn'``, ``'mtcnn'`` (MTCNN boxes,
+            dlib's 68 points where they agree with MTCNN's 5, else the 5) or ``'file'`` (landmark
+            files next to images).
         landmarks_dir: folder of landmark files for ``'file'`` (default: next to each image or in
             its ``detections/`` folder, Deng et al.'s layout).
-        faces: ``'all'`` or ``'largest'`` face per image.
+        faces: ``'all'``, the ``'largest'`` or the ``'center'`` face (box centre closest to the image
+            centre) per image.
         batch_size: faces fitted together (>= 1).
         fit: :class:`face3dkit.fit.FitConfig` (iterations, learning rates, weights, seed).
         save: output kinds (:data:`face3dkit.pipeline.outputs.OUTPUT_KINDS`).
@@ -357,8 +360,7 @@ def _prepare(image: np.ndarray, name: str, detector: LandmarkDetector, cfg: Reco
     faces: list[FaceLandmarks] = detector.detect(image, path=path)
     if not faces:
         raise LookupError("no face found")
-    if cfg.faces == "largest":
-        faces = [max(faces, key=lambda f: f.area)]
+    faces = select_faces(faces, cfg.faces, image.shape[:2])  # type: ignore[arg-type]
     prep = _Prepared()
     stem_base = Path(name).stem
     for k, f in enumerate(faces):
@@ -530,6 +532,8 @@ def _run(inputs: Any, out: str | os.PathLike | None, cfg: ReconstructConfig, mod
             kw: dict[str, Any] = {}
             if cfg.landmarks == "file" and cfg.landmarks_dir:
                 kw["landmarks_dir"] = cfg.landmarks_dir
+            if cfg.landmarks == "mtcnn":
+                kw["device"] = m.mean_shape.device  # the nets run where the fit runs
             det = make_detector(cfg.landmarks, **kw)
         if cfg.identity_net:
             from face3dkit.losses import PerceptualLoss
