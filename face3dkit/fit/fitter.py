@@ -4,9 +4,12 @@ Stages (batched over faces, CPU or CUDA, deterministic for a seed):
 
 1. **Initialisation** — POS similarity of the 68 detected landmarks to the model's mean-shape
    landmarks gives rotation, scale and 2D position, turned into Deng et al.'s perspective camera
-   pose (depth from the scale: ``d = f / s``).
+   pose (depth from the scale: ``d = f / s``). With a robust landmark loss (the default) POS is
+   iteratively reweighted (Geman-McClure weights, starting from the 51 inner points), so gross
+   outliers among the given landmarks do not set the starting pose.
 2. **Landmarks and pose** (coarse) — Adam on pose, identity and expression with the landmark loss
-   and the coefficient prior; only the 68 landmark vertices are evaluated, so this stage is cheap.
+   (robust by default: :func:`face3dkit.losses.robust_landmark_loss`) and the coefficient prior;
+   only the 68 landmark vertices are evaluated, so this stage is cheap.
 3. **Photometric** (fine) — all coefficients (adding albedo and SH lighting) with the
    skin-attention-weighted photometric loss through the differentiable rasterizer, plus the
    landmark, coefficient, lighting, reflectance and (when an identity network is given)
@@ -24,18 +27,26 @@ import torch
 from torch import Tensor
 
 from face3dkit.fit.contour import ContourCandidates, contour_candidates, marched_landmarks
-from face3dkit.geometry import PerspectiveCamera, euler_to_rotation, pos_similarity, rotate, rotation_to_euler
+from face3dkit.geometry import (
+    PerspectiveCamera,
+    PosResult,
+    euler_to_rotation,
+    pos_similarity,
+    rotate,
+    rotation_to_euler,
+)
 from face3dkit.losses import (
     LossWeights,
     PerceptualLoss,
     coefficient_regularization,
     gamma_regularization,
-    landmark_loss,
     landmark_weights,
     photometric_loss,
     reflectance_loss,
+    robust_landmark_loss,
     skin_attention,
 )
+from face3dkit.losses.landmark import ROBUST_KINDS, ROBUST_SCALE_PX
 from face3dkit.model.coefficients import Coefficients
 from face3dkit.model.morphable import MorphableModel
 
@@ -79,6 +90,13 @@ class FitConfig:
             outline, which slides along the jaw as the head turns; with a small weight the contour
             constrains the outline (its normal component) but hardly where on it each point is.
             Needs 68 points; ignored with 5.
+        landmark_loss: per-point penalty of the landmark terms: ``'l2'`` (Deng et al.'s squared
+            distance), ``'huber'`` or ``'gm'`` (Geman-McClure, the default; see
+            :mod:`face3dkit.losses.landmark`). With ``'huber'`` / ``'gm'`` the POS initialisation is
+            reweighted the same way, so landmarks far off (a detector failure, a corrupted file)
+            neither set the starting pose nor pull the fit.
+        landmark_scale: robust scale ``s`` in pixels of a 224 x 224 crop (rescaled with the crop
+            size): points much closer than ``s`` count as in ``'l2'``, points much farther hardly.
         deterministic: run with ``torch.use_deterministic_algorithms(True, warn_only=True)``
             (restored afterwards) so a fit is bitwise reproducible; without it the order of
             parallel float reductions (``index_add`` in the rasterizer's backward) varies by ~1e-9.
@@ -97,6 +115,15 @@ class FitConfig:
     contour_weight: float = 1.0
     contour_marching: bool = True
     contour_tangent_weight: float = 0.3
+    landmark_loss: str = "gm"
+    landmark_scale: float = ROBUST_SCALE_PX
+
+    def __post_init__(self) -> None:
+        if self.landmark_loss not in ROBUST_KINDS:
+            raise ValueError(f"FitConfig.landmark_loss must be one of {', '.join(ROBUST_KINDS)}, "
+                             f"got {self.landmark_loss!r}")
+        if not self.landmark_scale > 0:
+            raise ValueError(f"FitConfig.landmark_scale must be > 0 pixels, got {self.landmark_scale}")
 
 
 @dataclass
@@ -121,7 +148,8 @@ class FitResult:
     landmark_error: Tensor
 
 
-def init_pose_from_landmarks(model: MorphableModel, lm2d: Tensor, camera: PerspectiveCamera) -> tuple[Tensor, Tensor]:
+def init_pose_from_landmarks(model: MorphableModel, lm2d: Tensor, camera: PerspectiveCamera,
+                             robust_scale: float | None = None, robust_iters: int = 4) -> tuple[Tensor, Tensor]:
     """Pose that puts the mean face's landmarks on ``lm2d`` (POS + depth from scale).
 
     Args:
@@ -129,6 +157,10 @@ def init_pose_from_landmarks(model: MorphableModel, lm2d: Tensor, camera: Perspe
         lm2d: (B, 68, 2) landmarks in pixels of the camera's image (or (B, 5, 2) in Deng et al.'s
             5-point order).
         camera: the perspective camera.
+        robust_scale: None for plain POS; else iteratively reweighted POS with Geman-McClure
+            weights ``(s^2 / (s^2 + r^2))^2`` of each point's residual ``r`` (pixels) for the
+            scale ``s`` (pixels), starting (with 68 points) from the 51 inner points 17-67.
+        robust_iters: reweighted POS solves after the first.
 
     Returns:
         angles (B, 3) radians and trans (B, 3) model units.
@@ -139,7 +171,7 @@ def init_pose_from_landmarks(model: MorphableModel, lm2d: Tensor, camera: Perspe
         mean_lm = _to_five(mean_lm[None])[0]
     # To a y-up frame centred on the principal point.
     xy = torch.stack([lm2d[..., 0] - camera.cx, camera.cy - lm2d[..., 1]], -1)
-    res = pos_similarity(xy, mean_lm)
+    res = pos_similarity(xy, mean_lm) if robust_scale is None else _robust_pos(xy, mean_lm, robust_scale, robust_iters)
     angles = rotation_to_euler(res.rotation)
     depth = camera.focal / res.scale  # s = f / d for a weak-perspective view at depth d
     tz = camera.camera_distance - depth
@@ -147,6 +179,25 @@ def init_pose_from_landmarks(model: MorphableModel, lm2d: Tensor, camera: Perspe
     # f * t_xy / d, so t_xy = trans2d * d / f.
     txy = res.trans * (depth / camera.focal)[:, None]
     return angles, torch.cat([txy, tz[:, None]], -1)
+
+
+def _robust_pos(xy: Tensor, mean_lm: Tensor, scale: float, iters: int) -> PosResult:
+    """Iteratively reweighted POS (Geman-McClure weights; see :func:`init_pose_from_landmarks`)."""
+    b, n, _ = xy.shape
+    w = torch.ones(b, n, dtype=torch.float64, device=xy.device)
+    if n == 68:
+        w[:, :17] = 0.0  # the jaw contour is the least reliable part of a detection: start without it
+    x64, m64, s2 = xy.to(torch.float64), mean_lm.to(torch.float64), float(scale) ** 2
+    res = pos_similarity(xy, mean_lm, w)
+    for _ in range(iters):
+        rot = res.rotation.to(torch.float64)
+        proj = res.scale.to(torch.float64)[:, None, None] * (m64 @ rot[:, :2].transpose(1, 2)) + res.trans.to(
+            torch.float64)[:, None]
+        r2 = ((proj - x64) ** 2).sum(-1)
+        w = (s2 / (s2 + r2)) ** 2
+        w = w / w.amax(-1, keepdim=True).clamp_min(1e-300)
+        res = pos_similarity(xy, mean_lm, w)
+    return res
 
 
 def _landmarks_only(model: MorphableModel, c: Coefficients, camera: PerspectiveCamera) -> Tensor:
@@ -274,9 +325,15 @@ def _fit(model: MorphableModel, images: Tensor, lm2d: Tensor, cfg: FitConfig, ca
              else (lambda x: x))
     reduce = _to_five if five else slide
     project_lm = _LandmarkProjector(model, cam, cfg.contour_marching and not five)
+    robust = cfg.landmark_loss != "l2"
+    lm_scale = cfg.landmark_scale * h / 224.0  # the scale is given in pixels of a 224 crop
+
+    def landmark_loss(pred: Tensor, target: Tensor, weights: Tensor) -> Tensor:
+        return robust_landmark_loss(pred, target, weights, cfg.landmark_loss, lm_scale)
+
     if init is None:
         c = Coefficients.zeros(model.layout, b, device=dev, dtype=dtype)
-        c.angles, c.trans = init_pose_from_landmarks(model, lm2d, cam)
+        c.angles, c.trans = init_pose_from_landmarks(model, lm2d, cam, lm_scale if robust else None)
     else:
         c = Coefficients(**{k: v.detach().clone().to(dev, dtype) for k, v in init.as_dict().items()})
     params = c.as_dict()
