@@ -24,10 +24,10 @@ import numpy as np
 import torch
 
 from face3dkit.align import align_image
-from face3dkit.fit import FitConfig, fit, yaw_pitch_roll_degrees
+from face3dkit.fit import FitConfig, QualityThresholds, assess_fit, fit, yaw_pitch_roll_degrees
 from face3dkit.io import ImageReadError, list_images, load_image
 from face3dkit.io.atomic import atomic_write_text
-from face3dkit.landmarks import FaceLandmarks, LandmarkDetector, make_detector
+from face3dkit.landmarks import FaceLandmarks, LandmarkDetector, lm68_to_lm5, make_detector
 from face3dkit.model import Coefficients, MorphableModel, load_model
 from face3dkit.pipeline.outputs import OUTPUT_KINDS, face_stem, is_done, write_face_outputs
 
@@ -53,6 +53,8 @@ class ReconstructConfig:
         recursive: descend into sub-folders of an input folder.
         resume: skip faces whose outputs are complete.
         identity_net: optional path to an insightface ``backbone.pth`` for the perceptual loss.
+        quality: limits beyond which a face is reported ``poor_fit``
+            (:class:`face3dkit.fit.QualityThresholds`, :func:`face3dkit.fit.assess_fit`).
     """
 
     model: str = "default"
@@ -66,6 +68,7 @@ class ReconstructConfig:
     recursive: bool = True
     resume: bool = True
     identity_net: str | None = None
+    quality: QualityThresholds = field(default_factory=QualityThresholds)
 
 
 @dataclass
@@ -82,6 +85,9 @@ class FaceResult:
         crop_matrix: (2, 3) original image → 224 crop.
         landmark_error: mean distance fitted ↔ detected landmarks, crop pixels.
         files: written outputs (empty for the Python API without ``out``).
+        status: ``'ok'`` or ``'poor_fit'`` (:func:`face3dkit.fit.assess_fit`).
+        reason: why the fit is poor ('' when ok).
+        quality: :func:`face3dkit.fit.assess_fit` metrics (fitted-vs-given landmark NME ...).
     """
 
     image: str
@@ -93,6 +99,9 @@ class FaceResult:
     crop_matrix: np.ndarray
     landmark_error: float
     files: list[str] = field(default_factory=list)
+    status: str = "ok"
+    reason: str = ""
+    quality: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -197,6 +206,9 @@ def _fit_group(model: MorphableModel, batch: list[_Pending], cfg: ReconstructCon
         c1 = Coefficients(**{k: v[i:i + 1].cpu() for k, v in res.coeffs.as_dict().items()})
         lm_fit_crop = res.landmarks2d[i].cpu().numpy()
         lm_fit_img = _apply(lm_fit_crop, p.inverse)
+        # Fitted vs the landmarks it was fitted to (5-point faces: the fit reduced to 5 points).
+        q = assess_fit(lm_fit_crop if len(p.lm_crop) == 68 else lm68_to_lm5(lm_fit_crop), p.lm_crop,
+                       tuple(float(x) for x in ypr[i]), c1.id, cfg.quality)
         files: list[str] = []
         if out_written and p.folder is not None:
             render = mask = None
@@ -209,11 +221,13 @@ def _fit_group(model: MorphableModel, batch: list[_Pending], cfg: ReconstructCon
                 crop=p.crop, render=render, render_mask=mask, lm68_crop=lm_fit_crop,
                 lm68_detected_crop=p.lm_crop, crop_matrix=p.matrix, uv=model.uv, face_uv=model.face_uv,
                 save=cfg.save, extra={"image": p.image, "face_index": p.face_index,
-                                      "landmark_error_px": float(res.landmark_error[i])},
+                                      "landmark_error_px": float(res.landmark_error[i]),
+                                      "status": q.status, "reason": q.reason, "quality": q.metrics},
             )
             files = [str(f) for f in written]
         results.append(FaceResult(p.image, p.face_index, c1, tuple(float(x) for x in ypr[i]), lm_fit_img,
-                                  p.lm_image, p.matrix, float(res.landmark_error[i]), files))
+                                  p.lm_image, p.matrix, float(res.landmark_error[i]), files, q.status, q.reason,
+                                  q.metrics))
     return results
 
 
@@ -357,19 +371,21 @@ def _write_summary(out: Path, s: RunSummary, cfg: ReconstructConfig) -> None:
     suffix = f".rank{rank}" if int(os.environ.get("WORLD_SIZE", 1)) > 1 else ""
     faces = [{"image": r.image, "face_index": r.face_index, "yaw": r.pose_deg[0], "pitch": r.pose_deg[1],
               "roll": r.pose_deg[2], "landmark_error_px": r.landmark_error,
-              "outputs": r.files[0] if r.files else ""} for r in s.results]
+              "outputs": r.files[0] if r.files else "", "status": r.status, "reason": r.reason,
+              "landmark_nme": r.quality.get("landmark_nme", float("nan"))} for r in s.results]
     cfg_d = asdict(cfg)
     data = {
         "images": s.n_images, "faces": len(s.results), "skipped_done": len(s.skipped), "failed": len(s.failures),
-        "seconds": round(s.seconds, 3),
+        "poor_fit": sum(r.status != "ok" for r in s.results), "seconds": round(s.seconds, 3),
         "seconds_per_face": round(s.seconds / max(len(s.results), 1), 3) if s.results else None,
         "failures": [asdict(f) for f in s.failures], "faces_detail": faces, "config": cfg_d,
     }
     atomic_write_text(out / f"summary{suffix}.json", json.dumps(data, indent=2, default=str))
-    lines = ["image,face_index,yaw,pitch,roll,landmark_error_px,status,reason"]
+    lines = ["image,face_index,yaw,pitch,roll,landmark_error_px,status,reason,landmark_nme"]
     lines += [f"{_csv(f['image'])},{f['face_index']},{f['yaw']:.3f},{f['pitch']:.3f},{f['roll']:.3f},"
-              f"{f['landmark_error_px']:.3f},ok," for f in faces]
-    lines += [f"{_csv(f.image)},,,,,,failed,{_csv(f.reason)}" for f in s.failures]
+              f"{f['landmark_error_px']:.3f},{f['status']},{_csv(f['reason'])},{f['landmark_nme']:.4f}"
+              for f in faces]
+    lines += [f"{_csv(f.image)},,,,,,failed,{_csv(f.reason)}," for f in s.failures]
     atomic_write_text(out / f"summary{suffix}.csv", "\n".join(lines) + "\n")
 
 
