@@ -13,18 +13,24 @@ Stages (batched over faces, CPU or CUDA, deterministic for a seed):
 3. **Photometric** (fine) — all coefficients (adding albedo and SH lighting) with the
    skin-attention-weighted photometric loss through the differentiable rasterizer, plus the
    landmark, coefficient, lighting, reflectance and (when an identity network is given)
-   perceptual terms, weighted as in the paper (:class:`face3dkit.losses.LossWeights`).
+   perceptual terms, weighted as in the paper (:class:`face3dkit.losses.LossWeights`). By default
+   this stage renders at half the crop resolution (``photo_size = 112`` for 224 crops: the crop is
+   area-averaged and the camera scaled, a quarter of the pixels to rasterize, interpolate and
+   backpropagate); the landmark terms stay in crop pixels, and the final render is at full size.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
+from torch.nn import functional as F
 
 from face3dkit.fit.contour import ContourCandidates, contour_candidates, marched_landmarks
 from face3dkit.geometry import (
@@ -68,6 +74,9 @@ class FitConfig:
     Attributes:
         landmark_iters: Adam steps of the landmark/pose stage.
         photo_iters: Adam steps of the photometric stage (0 = landmarks and pose only).
+        photo_size: height in pixels at which the photometric stage renders and compares (the
+            crop is area-averaged to it and the camera scaled); None = the crop's own size. The
+            photometric loss is a mean over face pixels, so its weight does not depend on it.
         lr_landmark, lr_photo: Adam learning rates of the two stages.
         weights: loss weights (paper defaults).
         skin_model: skin colour model name for the photometric attention (``'jones_rehg'`` or
@@ -104,6 +113,7 @@ class FitConfig:
 
     landmark_iters: int = 150
     photo_iters: int = 50
+    photo_size: int | None = 112
     lr_landmark: float = 0.05
     lr_photo: float = 0.01
     weights: LossWeights = field(default_factory=LossWeights)
@@ -122,6 +132,8 @@ class FitConfig:
         if self.landmark_loss not in ROBUST_KINDS:
             raise ValueError(f"FitConfig.landmark_loss must be one of {', '.join(ROBUST_KINDS)}, "
                              f"got {self.landmark_loss!r}")
+        if self.photo_size is not None and self.photo_size < 16:
+            raise ValueError(f"FitConfig.photo_size must be None or >= 16 pixels, got {self.photo_size}")
         if not self.landmark_scale > 0:
             raise ValueError(f"FitConfig.landmark_scale must be > 0 pixels, got {self.landmark_scale}")
 
@@ -138,6 +150,8 @@ class FitResult:
         mask: (B, H, W, 1) coverage of the front-face region in the final render.
         losses: per-stage list of total-loss values (for plots/tests).
         landmark_error: (B,) mean landmark distance in crop pixels.
+        timings: wall-clock seconds of the stages (``init``, ``landmark``, ``photometric``,
+            ``final_render``) for the whole batch (CUDA synchronised at each stage boundary).
     """
 
     coeffs: Coefficients
@@ -146,6 +160,7 @@ class FitResult:
     mask: Tensor | None
     losses: dict[str, list[float]]
     landmark_error: Tensor
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 def init_pose_from_landmarks(model: MorphableModel, lm2d: Tensor, camera: PerspectiveCamera,
@@ -308,6 +323,16 @@ def fit(
 def _fit(model: MorphableModel, images: Tensor, lm2d: Tensor, cfg: FitConfig, camera: PerspectiveCamera | None,
          perceptual: PerceptualLoss | None, init: Coefficients | None) -> FitResult:
     dev, dtype = model.mean_shape.device, model.mean_shape.dtype
+    timings: dict[str, float] = {}
+    clock = [time.perf_counter()]
+
+    def lap(name: str) -> None:
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        now = time.perf_counter()
+        timings[name] = timings.get(name, 0.0) + now - clock[0]
+        clock[0] = now
+
     images = images.to(dev, dtype)
     lm2d = lm2d.to(dev, dtype)
     b, h, w, _ = images.shape
@@ -347,6 +372,7 @@ def _fit(model: MorphableModel, images: Tensor, lm2d: Tensor, cfg: FitConfig, ca
             with torch.no_grad():
                 params["exp"].clamp_(*exp_range)
 
+    lap("init")
     # Stage 2: landmarks and pose.
     stage2 = [params["angles"], params["trans"]]
     if cfg.fit_identity_in_landmark_stage:
@@ -362,38 +388,56 @@ def _fit(model: MorphableModel, images: Tensor, lm2d: Tensor, cfg: FitConfig, ca
         project()
         losses["landmark"].append(float(loss.detach()))
 
+    lap("landmark")
     render = mask = None
     if cfg.photo_iters > 0:
+        photo_cam, photo_images, f = _photo_camera(cam, images, cfg.photo_size)
         with torch.no_grad():
-            att = (skin_attention(images, cfg.skin_model)[..., None] if cfg.skin_model
-                   else torch.ones_like(images[..., :1]))
-            crop_m = (arcface_matrix(lm2d, five_points=five) if perceptual is not None and perceptual.enabled
+            att = (skin_attention(photo_images, cfg.skin_model)[..., None] if cfg.skin_model
+                   else torch.ones_like(photo_images[..., :1]))
+            crop_m = (arcface_matrix(lm2d * f, five_points=five) if perceptual is not None and perceptual.enabled
                       else None)
         opt = torch.optim.Adam(list(params.values()), lr=cfg.lr_photo)
         skin = model.skin_mask
         for _ in range(cfg.photo_iters):
             opt.zero_grad(set_to_none=True)
-            img, mask, _, _ = render_coefficients(model, c, cam, cfg.antialias)
-            loss = wts.photometric * photometric_loss(images, img, mask, att)
+            img, mask, _, _ = render_coefficients(model, c, photo_cam, cfg.antialias)
+            loss = wts.photometric * photometric_loss(photo_images, img, mask, att)
             loss = loss + wts.landmark * landmark_loss(reduce(project_lm(c)), lm2d, lw)
             loss = loss + wts.coefficient * coefficient_regularization(
                 c.id, c.exp, c.tex, wts.coef_id, wts.coef_exp, wts.coef_tex)
             loss = loss + wts.gamma * gamma_regularization(c.gamma)
             loss = loss + wts.reflectance * reflectance_loss(model.albedo(c.tex), skin)
             if crop_m is not None:
-                composite = img * mask + images * (1 - mask)
-                loss = loss + wts.perceptual * perceptual(images, composite, crop_m)
+                composite = img * mask + photo_images * (1 - mask)
+                loss = loss + wts.perceptual * perceptual(photo_images, composite, crop_m)
             loss.backward()
             opt.step()
             project()
             losses["photometric"].append(float(loss.detach()))
+        lap("photometric")
         with torch.no_grad():
             render, mask, _, _ = render_coefficients(model, c, cam, False)
     with torch.no_grad():
         final = c.detach()
         lm_fit = project_lm(final)
         err = ((_to_five(lm_fit) if five else lm_fit) - lm2d).norm(dim=-1).mean(-1)
-    return FitResult(final, lm_fit, render, mask, losses, err)
+    lap("final_render")
+    return FitResult(final, lm_fit, render, mask, losses, err, timings)
+
+
+def _photo_camera(cam: PerspectiveCamera, images: Tensor, size: int | None) -> tuple[PerspectiveCamera, Tensor, float]:
+    """Camera and (B, h, w, 3) images of the photometric stage at height ``size`` (area average),
+    and the scale factor ``size / H`` (crop pixels → photometric pixels; pixel centres at +0.5 map
+    exactly under it). Unchanged when ``size`` is None or not smaller than the crop."""
+    h, w = images.shape[1:3]
+    if size is None or size >= h or not dataclasses.is_dataclass(cam):
+        return cam, images, 1.0
+    f = size / h
+    hw = (size, max(1, round(w * f)))
+    small = F.interpolate(images.permute(0, 3, 1, 2), size=hw, mode="area").permute(0, 2, 3, 1).contiguous()
+    small_cam = dataclasses.replace(cam, focal=cam.focal * f, cx=cam.cx * f, cy=cam.cy * f, image_size=hw)
+    return small_cam, small, f
 
 
 def contour_sliding_fn(target: Tensor, tangent_weight: float) -> Callable[[Tensor], Tensor]:
