@@ -25,6 +25,8 @@ from face3dkit.fit.fitter import _photo_camera
 from face3dkit.geometry import PerspectiveCamera
 from face3dkit.losses import landmark_loss, landmark_weights, robust_landmark_loss, robust_penalty
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # steady on shared, oversubscribed CPUs
+
 JAW_SHIFT = np.array([2000.0, 1500.0])  # 2500 px: a corrupted landmark file
 
 
