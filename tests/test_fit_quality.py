@@ -260,3 +260,21 @@ def test_uv_bake_cache_gives_the_uncached_texture(model):
         want = (export._fill_background(tex, covered) * 255).round().astype(np.uint8)
         np.testing.assert_array_equal(export.bake_uv_texture(col, model.faces, model.uv, model.face_uv, size), want)
     assert len(export._UV_RASTER_CACHE) == 1  # one layout, rasterized once
+
+
+def test_adam_matches_torch_optim():
+    from face3dkit.fit.fitter import _Adam
+
+    g = torch.Generator().manual_seed(0)
+    a = [torch.randn(3, 5, generator=g, dtype=torch.float64), torch.randn(7, generator=g, dtype=torch.float64)]
+    b = [x.clone() for x in a]
+    for x in a + b:
+        x.requires_grad_(True)
+    ours, ref = _Adam(a, lr=0.05), torch.optim.Adam(b, lr=0.05)
+    for _ in range(25):
+        for params, opt in ((a, ours), (b, ref)):
+            opt.zero_grad(set_to_none=True)
+            ((params[0] ** 3).sum() + (params[1].sin() * params[0][0, :1]).sum()).backward()
+            opt.step()
+    for x, y in zip(a, b, strict=True):
+        torch.testing.assert_close(x, y, rtol=1e-13, atol=1e-13)
