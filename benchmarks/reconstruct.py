@@ -3,12 +3,21 @@
 
 Renders the default model with random identity, expression, pose (yaw within ±60°), lighting
 and albedo into 320 × 320 "photos", then reconstructs them through the whole pipeline
-(detector → alignment → fit), with each detector asked for and once with the true landmarks.
-Reports median landmark NME (normalised by the outer-eye-corner distance, 36-45), yaw / pitch /
-roll errors in degrees and the per-vertex shape error after similarity alignment (mm, taking the
-model's decimetre units), plus seconds per face.
+(detector → alignment → fit → every output written to a temporary folder), with each detector
+asked for and once with the true landmarks. Reports median landmark NME (normalised by the
+outer-eye-corner distance, 36-45) of the fitted landmarks and of the landmarks the fit was given
+("given NME": the detector's points), yaw / pitch / roll errors in degrees and the per-vertex
+shape error after similarity alignment (mm, taking the model's decimetre units), faces marked
+``poor_fit``, plus seconds per face (the whole ``reconstruct`` call, outputs included).
 
-    python benchmarks/reconstruct.py [--n 50] [--threads 2] [--device cpu] [--iters 50] [--detectors dlib dlib-cnn]
+First it profiles the pipeline stage by stage on the first ``--batch-size`` photos (load, detect,
+align, the fit's stages, each output kind), in seconds per face. Then it runs the chosen settings
+and, unless ``--no-today``, the settings before the speed work (photometric stage at the full 224
+crop, plain L2 landmark loss: ``FitConfig(photo_size=None, landmark_loss='l2')``) in the same run,
+and prints the ratios (NME, yaw error, s/face). Timings on a shared machine: compare ratios
+within one run, with ``--threads 1``.
+
+    python benchmarks/reconstruct.py [--n 50] [--threads 1] [--device cpu] [--iters 50] [--detectors dlib dlib-cnn]
         [--render-model default|makehuman|FILE] [--fit-model default|makehuman|FILE]
 
 With ``--render-model makehuman --fit-model default`` (or the reverse) the photos come from the
@@ -23,16 +32,21 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
 import face3dkit
-from face3dkit.fit import FitConfig
+from face3dkit.align import align_image
+from face3dkit.fit import FitConfig, fit
 from face3dkit.geometry import PerspectiveCamera
+from face3dkit.io import load_image
 from face3dkit.landmarks import FaceLandmarks
-from face3dkit.pipeline import ReconstructConfig, reconstruct
+from face3dkit.pipeline import OUTPUT_KINDS, ReconstructConfig, reconstruct
+from face3dkit.pipeline.outputs import write_face_outputs
 from face3dkit.sysinfo import machine_summary
 from face3dkit.viz import render_faces
 
@@ -106,7 +120,7 @@ def evaluate(model, summary, truth_c, truth_lm, fit_model=None) -> dict[str, flo
         lm_t = truth_lm[i]
         iod = np.linalg.norm(lm_t[36] - lm_t[45])
         nme.append(np.linalg.norm(r.landmarks - lm_t, axis=1).mean() / iod)
-        if r.detected is not None and len(r.detected) == 68:
+        if r.detected is not None and len(r.detected) == 68:  # the points the fit was given
             nme_det.append(np.linalg.norm(r.detected - lm_t, axis=1).mean() / iod)
         ty, tp, tr = (truth_c.angles[i, 1] * deg, truth_c.angles[i, 0] * deg, truth_c.angles[i, 2] * deg)
         dy.append(abs(r.pose_deg[0] - float(ty)))
@@ -120,21 +134,77 @@ def evaluate(model, summary, truth_c, truth_lm, fit_model=None) -> dict[str, flo
         "faces": len(by_index),
         "failed": len(summary.failures),
         "nme_median_%": 100 * float(np.median(nme)) if nme else float("nan"),
-        "det_nme_median_%": 100 * float(np.median(nme_det)) if nme_det else float("nan"),
+        "nme_given_median_%": 100 * float(np.median(nme_det)) if nme_det else float("nan"),
         "yaw_err_median": float(np.median(dy)) if dy else float("nan"),
         "pitch_err_median": float(np.median(dp)) if dp else float("nan"),
         "roll_err_median": float(np.median(dr)) if dr else float("nan"),
         "yaw_err_p90": float(np.percentile(dy, 90)) if dy else float("nan"),
         "shape_err_mm_median": float(np.median(shape)) if shape else float("nan"),
+        "poor_fit": sum(r.status != "ok" for r in summary.results),
         "s_per_face": summary.seconds / max(len(by_index), 1),
     }
+
+
+def profile_stages(model, imgs: list[np.ndarray], detector, fit_cfg: FitConfig,
+                   folder: Path) -> list[tuple[str, float]]:
+    """Seconds per face of each pipeline stage on ``imgs`` (one batch): the photos are written as
+    PNG and loaded back, detected, aligned, fitted together, and each output kind written."""
+    from PIL import Image
+
+    t: dict[str, float] = {}
+
+    def timed(name, fn, *a, **k):
+        t0 = time.perf_counter()
+        out = fn(*a, **k)
+        t[name] = t.get(name, 0.0) + time.perf_counter() - t0
+        return out
+
+    paths = []
+    for i, im in enumerate(imgs):
+        paths.append(folder / f"photo{i}.png")
+        Image.fromarray(im).save(paths[-1])
+    crops, lms, alignments = [], [], []
+    for p in paths:
+        img = timed("load image", load_image, p)
+        faces = timed("detect landmarks", detector.detect, img, path=p)
+        if not faces:
+            continue
+        al = timed("align (Deng crop)", align_image, img, max(faces, key=lambda f: f.area))
+        alignments.append(al)
+        crops.append(np.asarray(al.image))
+        lms.append(np.asarray(al.landmarks))
+    n = len(crops)
+    dev = model.mean_shape.device
+    x = torch.as_tensor(np.stack(crops), dtype=torch.float32, device=dev) / 255.0
+    lm = torch.as_tensor(np.stack(lms), dtype=torch.float32, device=dev)
+    t0 = time.perf_counter()
+    res = fit(model, x, lm, fit_cfg)
+    t_fit = time.perf_counter() - t0
+    for k, v in res.timings.items():
+        t[f"fit: {k}"] = v
+    t["fit: other (setup)"] = t_fit - sum(res.timings.values())
+    with torch.no_grad():
+        verts = model.shape(res.coeffs.id, res.coeffs.exp)
+        albedo = model.albedo(res.coeffs.tex)
+    for i in range(n):
+        c1 = face3dkit.Coefficients(**{k: v[i:i + 1].cpu() for k, v in res.coeffs.as_dict().items()})
+        render = (res.render[i].clamp(0, 1).cpu().numpy() * 255).round().astype(np.uint8)
+        mask = res.mask[i, ..., 0].cpu().numpy() > 0
+        lm_fit = res.landmarks2d[i].cpu().numpy()
+        for kind in OUTPUT_KINDS:
+            timed(f"write {kind}", write_face_outputs, folder / f"face{i}", f"k_{kind}", c1, verts=verts[i],
+                  faces=model.faces, albedo=albedo[i], lm68_image=lm_fit, lm68_detected_image=lms[i],
+                  pose_deg=(0.0, 0.0, 0.0), crop=crops[i], render=render, render_mask=mask, lm68_crop=lm_fit,
+                  lm68_detected_crop=lms[i], crop_matrix=np.asarray(alignments[i].matrix), uv=model.uv,
+                  face_uv=model.face_uv, save=(kind,))
+    return [(k, v / max(n, 1)) for k, v in t.items()]
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--n", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu")
     p.add_argument("--iters", type=int, default=None, help="photometric iterations (default: FitConfig)")
     p.add_argument("--landmark-iters", type=int, default=None)
@@ -147,6 +217,11 @@ def main() -> None:
     p.add_argument("--tangent-weight", type=float, default=None, help="FitConfig.contour_tangent_weight")
     p.add_argument("--render-model", default="default", help="model that renders the photos")
     p.add_argument("--fit-model", default=None, help="model that is fitted (default: --render-model)")
+    p.add_argument("--photo-size", type=int, default=None, help="FitConfig.photo_size (0: the full crop)")
+    p.add_argument("--landmark-loss", choices=["l2", "huber", "gm"], default=None, help="FitConfig.landmark_loss")
+    p.add_argument("--no-today", action="store_true",
+                   help="skip the run with the settings before the speed work (photo_size None, l2)")
+    p.add_argument("--no-profile", action="store_true", help="skip the stage profile")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     fit_name = args.fit_model or args.render_model
@@ -168,11 +243,16 @@ def main() -> None:
         fit_cfg.contour_marching = False
     if args.tangent_weight is not None:
         fit_cfg.contour_tangent_weight = args.tangent_weight
-    cfg = ReconstructConfig(device=args.device, batch_size=args.batch_size, fit=fit_cfg, threads=args.threads)
-    print(f"# machine: {machine_summary(args.device)}")
-    print(f"# fit: {fit_cfg.landmark_iters} landmark + {fit_cfg.photo_iters} photometric iterations, "
+    if args.photo_size is not None:
+        fit_cfg.photo_size = args.photo_size or None
+    if args.landmark_loss is not None:
+        fit_cfg.landmark_loss = args.landmark_loss
+    print(f"# machine: {machine_summary(args.device)}, torch threads {torch.get_num_threads()}")
+    print(f"# fit: {fit_cfg.landmark_iters} landmark + {fit_cfg.photo_iters} photometric iterations at "
+          f"{fit_cfg.photo_size or 'crop'} px, {fit_cfg.landmark_loss} landmark loss "
+          f"(scale {fit_cfg.landmark_scale} px), "
           f"batch {args.batch_size}, contour weight {fit_cfg.contour_weight}, marching {fit_cfg.contour_marching}, "
-          f"tangent weight {fit_cfg.contour_tangent_weight} (true landmarks: fixed contour)")
+          f"tangent weight {fit_cfg.contour_tangent_weight} (true landmarks: fixed contour); every output written")
     rows = []
     runs = [] if args.no_true else [("true landmarks", TrueLandmarks(lms))]
     if args.detectors:
@@ -180,39 +260,66 @@ def main() -> None:
 
         names = {"dlib": "dlib HOG detector", "dlib-cnn": "dlib CNN detector", "mtcnn": "MTCNN (+ dlib 68)"}
         runs += [(names.get(d, d), make_detector(d)) for d in args.detectors]
-    for name, det in runs:
-        run_cfg = cfg
-        if name == "true landmarks":  # projections of the fixed landmark vertices: the 3D contour convention
-            run_cfg = ReconstructConfig(device=args.device, batch_size=args.batch_size, threads=args.threads,
-                                        fit=dataclasses.replace(fit_cfg, contour_marching=False,
-                                                                contour_tangent_weight=1.0))
-        s = reconstruct(imgs, None, run_cfg, model=model, detector=det)
-        row = evaluate(cpu_model, s, truth, lms, cpu_fit)
-        rows.append((name, row))
-        if s.failures:
-            yaws = sorted(abs(float(truth.angles[int(f.image.removeprefix("array")), 1])) * 180 / math.pi
-                          for f in s.failures)
-            listed = ", ".join(f"{y:.0f}" for y in yaws)
-            print(f"# {name}: {len(s.failures)} photos without a face, true |yaw| {listed}° ({s.failures[0].reason})")
-    keys = ["faces", "failed", "nme_median_%", "det_nme_median_%", "yaw_err_median", "pitch_err_median",
+    if not args.no_profile:
+        det = runs[-1][1] if args.detectors else TrueLandmarks(lms)
+        with tempfile.TemporaryDirectory() as tmp:
+            stages = profile_stages(model, imgs[: args.batch_size], det, fit_cfg, Path(tmp))
+        if isinstance(det, TrueLandmarks):
+            det.i = 0
+        total = sum(v for _, v in stages)
+        print(f"# stage profile, {runs[-1][0] if args.detectors else 'true landmarks'}, batch of "
+              f"{min(args.batch_size, args.n)} photos, seconds per face (total {total:.3f}):")
+        print("| stage | s/face | share |")
+        print("|---|---:|---:|")
+        for k, v in stages:
+            print(f"| {k} | {v:.3f} | {100 * v / total:.0f} % |")
+    settings = [("default", fit_cfg)]
+    if not args.no_today:
+        settings.append(("today", dataclasses.replace(fit_cfg, photo_size=None, landmark_loss="l2")))
+    for setting, f_cfg in settings:
+        for name, det in runs:
+            f_run = f_cfg
+            if name == "true landmarks":  # projections of the fixed landmark vertices: the 3D contour convention
+                f_run = dataclasses.replace(f_cfg, contour_marching=False, contour_tangent_weight=1.0)
+                det.i = 0
+            run_cfg = ReconstructConfig(device=args.device, batch_size=args.batch_size, fit=f_run, threads=args.threads)
+            with tempfile.TemporaryDirectory() as tmp:
+                s = reconstruct(imgs, tmp, run_cfg, model=model, detector=det)
+            row = evaluate(cpu_model, s, truth, lms, cpu_fit)
+            rows.append((f"{name} ({setting})" if len(settings) > 1 else name, row))
+            if s.failures and setting == "default":
+                yaws = sorted(abs(float(truth.angles[int(f.image.removeprefix("array")), 1])) * 180 / math.pi
+                              for f in s.failures)
+                listed = ", ".join(f"{y:.0f}" for y in yaws)
+                print(f"# {name}: {len(s.failures)} photos without a face, true |yaw| {listed}° "
+                      f"({s.failures[0].reason})")
+    keys = ["faces", "failed", "poor_fit", "nme_median_%", "nme_given_median_%", "yaw_err_median", "pitch_err_median",
             "roll_err_median", "yaw_err_p90", "shape_err_mm_median", "s_per_face"]
-    heads = ["landmarks", "faces", "failed", "NME med %", "detector NME med %", "yaw° med", "pitch° med",
+    heads = ["landmarks", "faces", "failed", "poor fit", "NME med %", "given NME med %", "yaw° med", "pitch° med",
              "roll° med", "yaw° p90", "shape mm med", "s/face"]
     print("| " + " | ".join(heads) + " |")
     print("|" + "---|" * len(heads))
     for name, row in rows:
-        vals = [f"{row[k]:.0f}" if k in ("faces", "failed") else f"{row[k]:.2f}" for k in keys]
+        vals = [f"{row[k]:.0f}" if k in ("faces", "failed", "poor_fit") else f"{row[k]:.2f}" for k in keys]
         print(f"| {name} | " + " | ".join(vals) + " |")
+
+    def ratio(what: str, a: dict, b: dict) -> None:
+        print(f"# ratio {what}: NME {a['nme_median_%'] / b['nme_median_%']:.2f}x, "
+              f"yaw error {a['yaw_err_median'] / max(b['yaw_err_median'], 1e-9):.2f}x, "
+              f"shape error {a['shape_err_mm_median'] / b['shape_err_mm_median']:.2f}x, "
+              f"s/face {a['s_per_face'] / b['s_per_face']:.2f}x")
+
+    n_src = len(runs)
+    if len(settings) > 1:
+        for (name, row), (_, old) in zip(rows[:n_src], rows[n_src:], strict=True):
+            ratio(f"{name} / today's settings", row, old)
+    if not args.no_true and n_src > 1:
+        for name, row in rows[1:n_src]:
+            ratio(f"{name} / true landmarks", row, rows[0][1])
     for name, row in rows:
-        if row["det_nme_median_%"] == row["det_nme_median_%"] and name != "true landmarks":
-            print(f"# {name}: fitted / detected landmark NME (vs the true points) "
-                  f"{row['nme_median_%'] / row['det_nme_median_%']:.2f}")
-    if rows and rows[0][0] == "true landmarks":
-        ref = rows[0][1]
-        for name, row in rows[1:]:
-            print(f"# ratio {name} / true landmarks: NME {row['nme_median_%'] / ref['nme_median_%']:.2f}x, "
-                  f"yaw error {row['yaw_err_median'] / max(ref['yaw_err_median'], 1e-9):.2f}x, "
-                  f"s/face {row['s_per_face'] / ref['s_per_face']:.2f}x")
+        if row["nme_given_median_%"] == row["nme_given_median_%"] and not name.startswith("true landmarks"):
+            print(f"# {name}: fitted / given landmark NME (vs the true points) "
+                  f"{row['nme_median_%'] / row['nme_given_median_%']:.2f}")
 
 
 if __name__ == "__main__":

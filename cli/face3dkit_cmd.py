@@ -205,19 +205,24 @@ class DeviceParam(click.ParamType):
 @click.option("--contour", type=click.Choice(["2d", "3d"]), default="2d", show_default=True,
               help="Jaw-contour landmark convention: 2d = on the visible outline (dlib, iBUG 300-W; contour "
                    "marching and sliding on), 3d = projections of fixed 3D points (300W-LP/AFLW2000-3D style).")
+@click.option("--strict/--no-strict", default=False, show_default=True,
+              help="Exit with code 3 when a face is a poor fit (status poor_fit in summary.json/csv: fitted "
+                   "landmarks far from the given ones, implausible pose or identity) and no input failed.")
 @fail_cleanly
 def reconstruct_cmd(inputs: tuple[str, ...], out: str, model_name: str, device: str, threads: int | None,
                     landmarks: str, landmarks_dir: str | None, faces: str, iters: int | None,
                     landmark_iters: int | None, batch_size: int, save: str, recursive: bool, resume: bool,
                     force: bool, redo_changed: bool, progress: bool, seed: int, identity_net: str | None,
-                    contour: str) -> None:
+                    contour: str, strict: bool) -> None:
     """Reconstruct every face in INPUTS (folders, images, or text files listing images).
 
     Per face: mesh (.obj + texture), coefficients (.mat with Deng et al.'s keys, .npz), 68 landmarks
     in image pixels (_lm68.txt), pose in degrees (_pose.json) and a picture (.png); summary.json and
     summary.csv accumulate every face of the output folder (done now or earlier, with its settings)
     and every failure with its reason. A missing or unreadable input fails alone; the exit code is
-    1 when any input failed.
+    1 when any input failed. Each face has a status: ``ok``, or ``poor_fit`` with the reason (see
+    face3dkit.fit.assess_fit); with --strict the exit code is 3 when none failed but some face is a
+    poor fit.
     """
     import logging
 
@@ -260,10 +265,17 @@ def reconstruct_cmd(inputs: tuple[str, ...], out: str, model_name: str, device: 
     click.echo(f"{n} face(s) reconstructed from {summary.n_images} image(s) in {summary.seconds:.1f} s{rate}; "
                f"{len(summary.skipped)} already done; {len(summary.failures)} failed{extra} -> {out}/summary.json "
                f"({summary.device}, {summary.threads} thread(s))")
+    poor = [r for r in summary.results if r.status != "ok"]
+    if poor:
+        click.echo(f"{len(poor)} face(s) fitted poorly (status poor_fit in {out}/summary.csv)")
+    for r in poor:
+        click.echo(f"poor fit: {r.image}#{r.face_index}: {r.reason}", err=True)
     for f in summary.failures:
         click.echo(f"failed: {f.image}: {f.reason}", err=True)
     if summary.failures:
         sys.exit(1)
+    if strict and poor:
+        sys.exit(3)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -10,11 +10,27 @@ from face3dkit.fit.fitter import (
     render_coefficients,
     yaw_pitch_roll_degrees,
 )
+from face3dkit.fit.quality import (
+    STATUS_OK,
+    STATUS_POOR,
+    FitQuality,
+    QualityThresholds,
+    assess_fit,
+    landmark_nme,
+    landmark_normaliser,
+)
 
 __all__ = [
     "ARCFACE_TEMPLATE",
     "FitConfig",
     "FitResult",
+    "FitQuality",
+    "QualityThresholds",
+    "STATUS_OK",
+    "STATUS_POOR",
+    "assess_fit",
+    "landmark_nme",
+    "landmark_normaliser",
     "arcface_matrix",
     "fit",
     "init_pose_from_landmarks",

@@ -4,38 +4,56 @@ Stages (batched over faces, CPU or CUDA, deterministic for a seed):
 
 1. **Initialisation** — POS similarity of the 68 detected landmarks to the model's mean-shape
    landmarks gives rotation, scale and 2D position, turned into Deng et al.'s perspective camera
-   pose (depth from the scale: ``d = f / s``).
+   pose (depth from the scale: ``d = f / s``). With a robust landmark loss (the default) POS is
+   iteratively reweighted (Geman-McClure weights, starting from the 51 inner points), so gross
+   outliers among the given landmarks do not set the starting pose.
 2. **Landmarks and pose** (coarse) — Adam on pose, identity and expression with the landmark loss
-   and the coefficient prior; only the 68 landmark vertices are evaluated, so this stage is cheap.
+   (robust by default: :func:`face3dkit.losses.robust_landmark_loss`) and the coefficient prior;
+   only the 68 landmark vertices are evaluated, so this stage is cheap.
 3. **Photometric** (fine) — all coefficients (adding albedo and SH lighting) with the
    skin-attention-weighted photometric loss through the differentiable rasterizer, plus the
    landmark, coefficient, lighting, reflectance and (when an identity network is given)
-   perceptual terms, weighted as in the paper (:class:`face3dkit.losses.LossWeights`).
+   perceptual terms, weighted as in the paper (:class:`face3dkit.losses.LossWeights`). By default
+   this stage renders at half the crop resolution (``photo_size = 112`` for 224 crops: the crop is
+   area-averaged and the camera scaled, a quarter of the pixels to rasterize, interpolate and
+   backpropagate); the landmark terms stay in crop pixels, and the final render is at full size.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
+import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
+from torch.nn import functional as F
 
 from face3dkit.fit.contour import ContourCandidates, contour_candidates, marched_landmarks
-from face3dkit.geometry import PerspectiveCamera, euler_to_rotation, pos_similarity, rotate, rotation_to_euler
+from face3dkit.geometry import (
+    PerspectiveCamera,
+    PosResult,
+    euler_to_rotation,
+    pos_similarity,
+    rotate,
+    rotation_to_euler,
+)
 from face3dkit.losses import (
     LossWeights,
     PerceptualLoss,
     coefficient_regularization,
     gamma_regularization,
-    landmark_loss,
     landmark_weights,
     photometric_loss,
     reflectance_loss,
+    robust_landmark_loss,
     skin_attention,
 )
+from face3dkit.losses.landmark import ROBUST_KINDS, ROBUST_SCALE_PX
 from face3dkit.model.coefficients import Coefficients
 from face3dkit.model.morphable import MorphableModel
 
@@ -57,6 +75,9 @@ class FitConfig:
     Attributes:
         landmark_iters: Adam steps of the landmark/pose stage.
         photo_iters: Adam steps of the photometric stage (0 = landmarks and pose only).
+        photo_size: height in pixels at which the photometric stage renders and compares (the
+            crop is area-averaged to it and the camera scaled); None = the crop's own size. The
+            photometric loss is a mean over face pixels, so its weight does not depend on it.
         lr_landmark, lr_photo: Adam learning rates of the two stages.
         weights: loss weights (paper defaults).
         skin_model: skin colour model name for the photometric attention (``'jones_rehg'`` or
@@ -79,6 +100,13 @@ class FitConfig:
             outline, which slides along the jaw as the head turns; with a small weight the contour
             constrains the outline (its normal component) but hardly where on it each point is.
             Needs 68 points; ignored with 5.
+        landmark_loss: per-point penalty of the landmark terms: ``'l2'`` (Deng et al.'s squared
+            distance), ``'huber'`` or ``'gm'`` (Geman-McClure, the default; see
+            :mod:`face3dkit.losses.landmark`). With ``'huber'`` / ``'gm'`` the POS initialisation is
+            reweighted the same way, so landmarks far off (a detector failure, a corrupted file)
+            neither set the starting pose nor pull the fit.
+        landmark_scale: robust scale ``s`` in pixels of a 224 x 224 crop (rescaled with the crop
+            size): points much closer than ``s`` count as in ``'l2'``, points much farther hardly.
         deterministic: run with ``torch.use_deterministic_algorithms(True, warn_only=True)``
             (restored afterwards) so a fit is bitwise reproducible; without it the order of
             parallel float reductions (``index_add`` in the rasterizer's backward) varies by ~1e-9.
@@ -86,6 +114,7 @@ class FitConfig:
 
     landmark_iters: int = 150
     photo_iters: int = 50
+    photo_size: int | None = 112
     lr_landmark: float = 0.05
     lr_photo: float = 0.01
     weights: LossWeights = field(default_factory=LossWeights)
@@ -97,6 +126,17 @@ class FitConfig:
     contour_weight: float = 1.0
     contour_marching: bool = True
     contour_tangent_weight: float = 0.3
+    landmark_loss: str = "gm"
+    landmark_scale: float = ROBUST_SCALE_PX
+
+    def __post_init__(self) -> None:
+        if self.landmark_loss not in ROBUST_KINDS:
+            raise ValueError(f"FitConfig.landmark_loss must be one of {', '.join(ROBUST_KINDS)}, "
+                             f"got {self.landmark_loss!r}")
+        if self.photo_size is not None and self.photo_size < 16:
+            raise ValueError(f"FitConfig.photo_size must be None or >= 16 pixels, got {self.photo_size}")
+        if not self.landmark_scale > 0:
+            raise ValueError(f"FitConfig.landmark_scale must be > 0 pixels, got {self.landmark_scale}")
 
 
 @dataclass
@@ -113,6 +153,8 @@ class FitResult:
         landmark_error: (B,) mean landmark distance in crop pixels.
         display_mask: (B, H, W, 1) coverage of what an overlay shows: the front face plus the
             eyes, teeth and mouth interior of models that have them (None without a render).
+        timings: wall-clock seconds of the stages (``init``, ``landmark``, ``photometric``,
+            ``final_render``) for the whole batch (CUDA synchronised at each stage boundary).
     """
 
     coeffs: Coefficients
@@ -121,10 +163,12 @@ class FitResult:
     mask: Tensor | None
     losses: dict[str, list[float]]
     landmark_error: Tensor
+    timings: dict[str, float] = field(default_factory=dict)
     display_mask: Tensor | None = None
 
 
-def init_pose_from_landmarks(model: MorphableModel, lm2d: Tensor, camera: PerspectiveCamera) -> tuple[Tensor, Tensor]:
+def init_pose_from_landmarks(model: MorphableModel, lm2d: Tensor, camera: PerspectiveCamera,
+                             robust_scale: float | None = None, robust_iters: int = 4) -> tuple[Tensor, Tensor]:
     """Pose that puts the mean face's landmarks on ``lm2d`` (POS + depth from scale).
 
     Args:
@@ -132,6 +176,10 @@ def init_pose_from_landmarks(model: MorphableModel, lm2d: Tensor, camera: Perspe
         lm2d: (B, 68, 2) landmarks in pixels of the camera's image (or (B, 5, 2) in Deng et al.'s
             5-point order).
         camera: the perspective camera.
+        robust_scale: None for plain POS; else iteratively reweighted POS with Geman-McClure
+            weights ``(s^2 / (s^2 + r^2))^2`` of each point's residual ``r`` (pixels) for the
+            scale ``s`` (pixels), starting (with 68 points) from the 51 inner points 17-67.
+        robust_iters: reweighted POS solves after the first.
 
     Returns:
         angles (B, 3) radians and trans (B, 3) model units.
@@ -142,7 +190,7 @@ def init_pose_from_landmarks(model: MorphableModel, lm2d: Tensor, camera: Perspe
         mean_lm = _to_five(mean_lm[None])[0]
     # To a y-up frame centred on the principal point.
     xy = torch.stack([lm2d[..., 0] - camera.cx, camera.cy - lm2d[..., 1]], -1)
-    res = pos_similarity(xy, mean_lm)
+    res = pos_similarity(xy, mean_lm) if robust_scale is None else _robust_pos(xy, mean_lm, robust_scale, robust_iters)
     angles = rotation_to_euler(res.rotation)
     depth = camera.focal / res.scale  # s = f / d for a weak-perspective view at depth d
     tz = camera.camera_distance - depth
@@ -150,6 +198,25 @@ def init_pose_from_landmarks(model: MorphableModel, lm2d: Tensor, camera: Perspe
     # f * t_xy / d, so t_xy = trans2d * d / f.
     txy = res.trans * (depth / camera.focal)[:, None]
     return angles, torch.cat([txy, tz[:, None]], -1)
+
+
+def _robust_pos(xy: Tensor, mean_lm: Tensor, scale: float, iters: int) -> PosResult:
+    """Iteratively reweighted POS (Geman-McClure weights; see :func:`init_pose_from_landmarks`)."""
+    b, n, _ = xy.shape
+    w = torch.ones(b, n, dtype=torch.float64, device=xy.device)
+    if n == 68:
+        w[:, :17] = 0.0  # the jaw contour is the least reliable part of a detection: start without it
+    x64, m64, s2 = xy.to(torch.float64), mean_lm.to(torch.float64), float(scale) ** 2
+    res = pos_similarity(xy, mean_lm, w)
+    for _ in range(iters):
+        rot = res.rotation.to(torch.float64)
+        proj = res.scale.to(torch.float64)[:, None, None] * (m64 @ rot[:, :2].transpose(1, 2)) + res.trans.to(
+            torch.float64)[:, None]
+        r2 = ((proj - x64) ** 2).sum(-1)
+        w = (s2 / (s2 + r2)) ** 2
+        w = w / w.amax(-1, keepdim=True).clamp_min(1e-300)
+        res = pos_similarity(xy, mean_lm, w)
+    return res
 
 
 def _landmarks_only(model: MorphableModel, c: Coefficients, camera: PerspectiveCamera) -> Tensor:
@@ -227,6 +294,37 @@ def display_face_mask(model: MorphableModel) -> Tensor:
     return model.front_mask[model.faces].all(-1) | ~skin
 
 
+class _Adam:
+    """Adam (Kingma & Ba; no weight decay, no AMSGrad), the same arithmetic in the same order as
+    ``torch.optim.Adam``'s single-tensor path, without ``torch.optim``'s import of
+    ``torch._dynamo`` (about 1.4 s once per process on 2 cores, a second per face for a few photos)."""
+
+    def __init__(self, params: list[Tensor], lr: float, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8) -> None:
+        self.params, self.lr, self.betas, self.eps = params, lr, betas, eps
+        self.m = [torch.zeros_like(p) for p in params]
+        self.v = [torch.zeros_like(p) for p in params]
+        self.t = 0
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        self.t += 1
+        b1, b2 = self.betas
+        step_size = self.lr / (1 - b1 ** self.t)
+        bc2_sqrt = math.sqrt(1 - b2 ** self.t)
+        for p, m, v in zip(self.params, self.m, self.v, strict=True):
+            if p.grad is None:
+                continue
+            g = p.grad
+            m.lerp_(g, 1 - b1)
+            v.mul_(b2).addcmul_(g, g, value=1 - b2)
+            p.addcdiv_(m, (v.sqrt() / bc2_sqrt).add_(self.eps), value=-step_size)
+
+
 @contextlib.contextmanager
 def _deterministic(enabled: bool) -> Iterator[None]:
     if not enabled:
@@ -234,11 +332,21 @@ def _deterministic(enabled: bool) -> Iterator[None]:
         return
     prev = torch.are_deterministic_algorithms_enabled()
     prev_warn = torch.is_deterministic_algorithms_warn_only_enabled()
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    _set_deterministic(True, warn_only=True)
     try:
         yield
     finally:
-        torch.use_deterministic_algorithms(prev, warn_only=prev_warn)
+        _set_deterministic(prev, warn_only=prev_warn)
+
+
+def _set_deterministic(mode: bool, warn_only: bool) -> None:
+    """``torch.use_deterministic_algorithms`` without its import of ``torch._inductor`` (1.4 s, once
+    per process, for a flag that only compiled graphs read) unless inductor is already loaded."""
+    setter = getattr(torch._C, "_set_deterministic_algorithms", None)
+    if setter is None or "torch._inductor.config" in sys.modules:
+        torch.use_deterministic_algorithms(mode, warn_only=warn_only)
+    else:
+        setter(mode, warn_only=warn_only)
 
 
 def fit(
@@ -274,6 +382,16 @@ def fit(
 def _fit(model: MorphableModel, images: Tensor, lm2d: Tensor, cfg: FitConfig, camera: PerspectiveCamera | None,
          perceptual: PerceptualLoss | None, init: Coefficients | None) -> FitResult:
     dev, dtype = model.mean_shape.device, model.mean_shape.dtype
+    timings: dict[str, float] = {}
+    clock = [time.perf_counter()]
+
+    def lap(name: str) -> None:
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        now = time.perf_counter()
+        timings[name] = timings.get(name, 0.0) + now - clock[0]
+        clock[0] = now
+
     images = images.to(dev, dtype)
     lm2d = lm2d.to(dev, dtype)
     b, h, w, _ = images.shape
@@ -291,9 +409,15 @@ def _fit(model: MorphableModel, images: Tensor, lm2d: Tensor, cfg: FitConfig, ca
              else (lambda x: x))
     reduce = _to_five if five else slide
     project_lm = _LandmarkProjector(model, cam, cfg.contour_marching and not five)
+    robust = cfg.landmark_loss != "l2"
+    lm_scale = cfg.landmark_scale * h / 224.0  # the scale is given in pixels of a 224 crop
+
+    def landmark_loss(pred: Tensor, target: Tensor, weights: Tensor) -> Tensor:
+        return robust_landmark_loss(pred, target, weights, cfg.landmark_loss, lm_scale)
+
     if init is None:
         c = Coefficients.zeros(model.layout, b, device=dev, dtype=dtype)
-        c.angles, c.trans = init_pose_from_landmarks(model, lm2d, cam)
+        c.angles, c.trans = init_pose_from_landmarks(model, lm2d, cam, lm_scale if robust else None)
     else:
         c = Coefficients(**{k: v.detach().clone().to(dev, dtype) for k, v in init.as_dict().items()})
     params = c.as_dict()
@@ -307,11 +431,12 @@ def _fit(model: MorphableModel, images: Tensor, lm2d: Tensor, cfg: FitConfig, ca
             with torch.no_grad():
                 params["exp"].clamp_(*exp_range)
 
+    lap("init")
     # Stage 2: landmarks and pose.
     stage2 = [params["angles"], params["trans"]]
     if cfg.fit_identity_in_landmark_stage:
         stage2 += [params["id"], params["exp"]]
-    opt = torch.optim.Adam(stage2, lr=cfg.lr_landmark)
+    opt = _Adam(stage2, lr=cfg.lr_landmark)
     for _ in range(cfg.landmark_iters):
         opt.zero_grad(set_to_none=True)
         pred = reduce(project_lm(c))
@@ -322,39 +447,56 @@ def _fit(model: MorphableModel, images: Tensor, lm2d: Tensor, cfg: FitConfig, ca
         project()
         losses["landmark"].append(float(loss.detach()))
 
+    lap("landmark")
     render = mask = display = None
     if cfg.photo_iters > 0:
+        photo_cam, photo_images, f = _photo_camera(cam, images, cfg.photo_size)
         with torch.no_grad():
-            att = (skin_attention(images, cfg.skin_model)[..., None] if cfg.skin_model
-                   else torch.ones_like(images[..., :1]))
-            crop_m = (arcface_matrix(lm2d, five_points=five) if perceptual is not None and perceptual.enabled
+            att = (skin_attention(photo_images, cfg.skin_model)[..., None] if cfg.skin_model
+                   else torch.ones_like(photo_images[..., :1]))
+            crop_m = (arcface_matrix(lm2d * f, five_points=five) if perceptual is not None and perceptual.enabled
                       else None)
-        opt = torch.optim.Adam(list(params.values()), lr=cfg.lr_photo)
+        opt = _Adam(list(params.values()), lr=cfg.lr_photo)
         skin = model.skin_mask
         for _ in range(cfg.photo_iters):
             opt.zero_grad(set_to_none=True)
-            img, mask, _, _ = render_coefficients(model, c, cam, cfg.antialias)
-            loss = wts.photometric * photometric_loss(images, img, mask, att)
+            img, mask, _, _ = render_coefficients(model, c, photo_cam, cfg.antialias)
+            loss = wts.photometric * photometric_loss(photo_images, img, mask, att)
             loss = loss + wts.landmark * landmark_loss(reduce(project_lm(c)), lm2d, lw)
             loss = loss + wts.coefficient * coefficient_regularization(
                 c.id, c.exp, c.tex, wts.coef_id, wts.coef_exp, wts.coef_tex)
             loss = loss + wts.gamma * gamma_regularization(c.gamma)
             loss = loss + wts.reflectance * reflectance_loss(model.albedo(c.tex), skin)
             if crop_m is not None:
-                composite = img * mask + images * (1 - mask)
-                loss = loss + wts.perceptual * perceptual(images, composite, crop_m)
+                composite = img * mask + photo_images * (1 - mask)
+                loss = loss + wts.perceptual * perceptual(photo_images, composite, crop_m)
             loss.backward()
             opt.step()
             project()
             losses["photometric"].append(float(loss.detach()))
+        lap("photometric")
         with torch.no_grad():
             render, mask, _, _, display = _render(model, c, cam, False)
     with torch.no_grad():
         final = c.detach()
         lm_fit = project_lm(final)
         err = ((_to_five(lm_fit) if five else lm_fit) - lm2d).norm(dim=-1).mean(-1)
-    return FitResult(final, lm_fit, render, mask, losses, err, display)
+    lap("final_render")
+    return FitResult(final, lm_fit, render, mask, losses, err, timings, display)
 
+
+def _photo_camera(cam: PerspectiveCamera, images: Tensor, size: int | None) -> tuple[PerspectiveCamera, Tensor, float]:
+    """Camera and (B, h, w, 3) images of the photometric stage at height ``size`` (area average),
+    and the scale factor ``size / H`` (crop pixels → photometric pixels; pixel centres at +0.5 map
+    exactly under it). Unchanged when ``size`` is None or not smaller than the crop."""
+    h, w = images.shape[1:3]
+    if size is None or size >= h or not dataclasses.is_dataclass(cam):
+        return cam, images, 1.0
+    f = size / h
+    hw = (size, max(1, round(w * f)))
+    small = F.interpolate(images.permute(0, 3, 1, 2), size=hw, mode="area").permute(0, 2, 3, 1).contiguous()
+    small_cam = dataclasses.replace(cam, focal=cam.focal * f, cx=cam.cx * f, cy=cam.cy * f, image_size=hw)
+    return small_cam, small, f
 
 
 def contour_sliding_fn(target: Tensor, tangent_weight: float) -> Callable[[Tensor], Tensor]:

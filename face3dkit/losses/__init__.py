@@ -4,7 +4,8 @@ and the skin-colour model behind their photometric attention.
 One small pure function per term (plus a thin ``nn.Module`` where state is useful):
 
 * :func:`photometric_loss` - skin-attention-weighted RGB distance inside the face mask.
-* :func:`landmark_loss` - 68-point weighted squared distance (nose / inner mouth x20).
+* :func:`landmark_loss` - 68-point weighted squared distance (nose / inner mouth x20);
+  :func:`robust_landmark_loss` - its Huber / Geman-McClure forms (outliers down-weighted).
 * :func:`perceptual_loss`, :class:`PerceptualLoss` - 1 - cosine of identity embeddings.
 * :func:`coefficient_regularization`, :func:`gamma_regularization` - 3DMM / lighting priors.
 * :func:`reflectance_loss` - albedo variance over the skin region.
@@ -15,7 +16,16 @@ One small pure function per term (plus a thin ``nn.Module`` where state is usefu
 Images are ``(B, H, W, 3)`` RGB in ``[0, 1]`` (``docs/conventions.md``).
 """
 
-from .landmark import DENG_HIGH_WEIGHT_INDICES, LandmarkLoss, landmark_loss, landmark_weights
+from .landmark import (
+    DENG_HIGH_WEIGHT_INDICES,
+    ROBUST_KINDS,
+    ROBUST_SCALE_PX,
+    LandmarkLoss,
+    landmark_loss,
+    landmark_weights,
+    robust_landmark_loss,
+    robust_penalty,
+)
 from .perceptual import PerceptualLoss, identity_features, perceptual_loss, warp_affine_crop
 from .photometric import PhotometricLoss, photometric_loss
 from .regularization import (
@@ -44,6 +54,10 @@ __all__ = [
     "landmark_weights",
     "landmark_loss",
     "LandmarkLoss",
+    "ROBUST_KINDS",
+    "ROBUST_SCALE_PX",
+    "robust_landmark_loss",
+    "robust_penalty",
     "warp_affine_crop",
     "identity_features",
     "perceptual_loss",

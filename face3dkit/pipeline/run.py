@@ -50,10 +50,10 @@ import torch
 
 from face3dkit.align import align_image
 from face3dkit.align.template import template_5p_from_model
-from face3dkit.fit import FitConfig, fit, yaw_pitch_roll_degrees
+from face3dkit.fit import FitConfig, QualityThresholds, assess_fit, fit, yaw_pitch_roll_degrees
 from face3dkit.io import ImageReadError, load_image, scan_images
 from face3dkit.io.atomic import atomic_write_text, clean_temp_files
-from face3dkit.landmarks import FaceLandmarks, LandmarkDetector, make_detector, select_faces
+from face3dkit.landmarks import FaceLandmarks, LandmarkDetector, lm68_to_lm5, make_detector, select_faces
 from face3dkit.model import Coefficients, MorphableModel, load_model
 from face3dkit.pipeline.outputs import OUTPUT_KINDS, face_stem, output_folders, read_marker, write_face_outputs
 from face3dkit.runtime import resolve_device, threads_scope
@@ -65,7 +65,7 @@ __all__ = ["ReconstructConfig", "FaceResult", "Failure", "RunSummary", "SUMMARY_
 
 #: Columns of ``summary.csv`` (the first eight as before; later ones are additions).
 SUMMARY_COLUMNS = ("image", "face_index", "yaw", "pitch", "roll", "landmark_error_px", "status", "reason", "folder",
-                   "settings", "finished_utc")
+                   "settings", "finished_utc", "landmark_nme")
 
 
 @dataclass
@@ -94,6 +94,8 @@ class ReconstructConfig:
         threads: torch intra-op CPU threads during the call; None: one per physical core
             available, divided among torchrun's local ranks (:func:`face3dkit.runtime.default_threads`);
             0: leave torch's setting as it is.
+        quality: limits beyond which a face is reported ``poor_fit``
+            (:class:`face3dkit.fit.QualityThresholds`, :func:`face3dkit.fit.assess_fit`).
     """
 
     model: str = "default"
@@ -109,6 +111,7 @@ class ReconstructConfig:
     identity_net: str | None = None
     redo_changed: bool = True
     threads: int | None = None
+    quality: QualityThresholds = field(default_factory=QualityThresholds)
 
 
 @dataclass
@@ -127,6 +130,9 @@ class FaceResult:
         files: written outputs (empty for the Python API without ``out``).
         folder: its output folder (None without ``out``).
         finished_utc: when its outputs were written (ISO 8601 UTC; ``''`` without ``out``).
+        status: ``'ok'`` or ``'poor_fit'`` (:func:`face3dkit.fit.assess_fit`).
+        reason: why the fit is poor ('' when ok).
+        quality: :func:`face3dkit.fit.assess_fit` metrics (fitted-vs-given landmark NME ...).
     """
 
     image: str
@@ -140,6 +146,9 @@ class FaceResult:
     files: list[str] = field(default_factory=list)
     folder: str | None = None
     finished_utc: str = ""
+    status: str = "ok"
+    reason: str = ""
+    quality: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -432,6 +441,9 @@ def _fit_group(model: MorphableModel, batch: list[_Pending], cfg: ReconstructCon
         c1 = Coefficients(**{k: v[i:i + 1].cpu() for k, v in res.coeffs.as_dict().items()})
         lm_fit_crop = res.landmarks2d[i].cpu().numpy()
         lm_fit_img = _apply(lm_fit_crop, p.inverse)
+        # Fitted vs the landmarks it was fitted to (5-point faces: the fit reduced to 5 points).
+        q = assess_fit(lm_fit_crop if len(p.lm_crop) == 68 else lm68_to_lm5(lm_fit_crop), p.lm_crop,
+                       tuple(float(x) for x in ypr[i]), c1.id, cfg.quality)
         files: list[str] = []
         finished = ""
         if out_written and p.folder is not None:
@@ -447,7 +459,8 @@ def _fit_group(model: MorphableModel, batch: list[_Pending], cfg: ReconstructCon
                 crop=p.crop, render=render, render_mask=mask, lm68_crop=lm_fit_crop,
                 lm68_detected_crop=p.lm_crop, crop_matrix=p.matrix, uv=model.uv, face_uv=model.face_uv,
                 save=cfg.save, extra={"image": p.image, "face_index": p.face_index,
-                                      "landmark_error_px": float(res.landmark_error[i]), "status": "ok",
+                                      "landmark_error_px": float(res.landmark_error[i]),
+                                      "status": q.status, "reason": q.reason, "quality": q.metrics,
                                       "save": list(cfg.save), "finished_utc": finished, **marker},
                 exp_names=model.exp_names,
             )
@@ -458,7 +471,8 @@ def _fit_group(model: MorphableModel, batch: list[_Pending], cfg: ReconstructCon
                     (p.folder / old).unlink(missing_ok=True)
         results.append(FaceResult(p.image, p.face_index, c1, tuple(float(x) for x in ypr[i]), lm_fit_img,
                                   p.lm_image, p.matrix, float(res.landmark_error[i]), files,
-                                  str(p.folder) if p.folder is not None else None, finished))
+                                  str(p.folder) if p.folder is not None else None, finished, q.status, q.reason,
+                                  q.metrics))
     return results
 
 
@@ -686,16 +700,18 @@ def _write_summary(out: Path, s: RunSummary, cfg: ReconstructConfig, items: list
     folder_of = {it.name: it.folder for it in items}
 
     def face_row(image: str, k: int, pose: Sequence[float], err: float | None, folder: Path | None, status: str,
-                 reason: str, fp: str, finished: str, first: str) -> dict[str, Any]:
+                 reason: str, fp: str, finished: str, first: str, nme: float | None = None) -> dict[str, Any]:
         return {"image": image, "face_index": k, "yaw": pose[0], "pitch": pose[1], "roll": pose[2],
-                "landmark_error_px": err, "status": status, "reason": reason, "folder": _rel(out, folder),
+                "landmark_error_px": err, "status": status, "reason": reason, "landmark_nme": nme,
+                "folder": _rel(out, folder),
                 "settings": fp, "finished_utc": finished, "outputs": first, "path": key_of.get(image, image),
                 "marker": _rel(out, folder / f"{face_stem(Path(image).stem, k)}.done.json") if folder else ""}
 
     now: list[dict[str, Any]] = []
     for r in s.results:
-        now.append(face_row(r.image, r.face_index, r.pose_deg, r.landmark_error, folder_of.get(r.image), "ok", "",
-                            fingerprint, r.finished_utc, r.files[0] if r.files else ""))
+        now.append(face_row(r.image, r.face_index, r.pose_deg, r.landmark_error, folder_of.get(r.image), r.status,
+                            r.reason, fingerprint, r.finished_utc, r.files[0] if r.files else "",
+                            r.quality.get("landmark_nme")))
     used = {fingerprint: settings} if s.results else {}
     for e in earlier:
         mk = e.marker
@@ -705,8 +721,9 @@ def _write_summary(out: Path, s: RunSummary, cfg: ReconstructConfig, items: list
         if fp and isinstance(mk.get("settings"), dict):
             used[fp] = mk["settings"]
         now.append(face_row(e.image, e.face_index, [pose.get("yaw"), pose.get("pitch"), pose.get("roll")],
-                            mk.get("landmark_error_px"), e.folder, str(mk.get("status", "ok")), e.note, fp,
-                            str(mk.get("finished_utc", "")), str(e.folder / files[0]) if files else ""))
+                            mk.get("landmark_error_px"), e.folder, str(mk.get("status", "ok")),
+                            e.note or str(mk.get("reason", "")), fp, str(mk.get("finished_utc", "")),
+                            str(e.folder / files[0]) if files else "", (mk.get("quality") or {}).get("landmark_nme")))
     for f in s.failures:
         now.append({"image": f.image, "face_index": None, "status": "failed", "reason": f.reason,
                     "folder": _rel(out, folder_of.get(f.image)), "path": key_of.get(f.image, os.path.abspath(f.image))})
@@ -732,6 +749,7 @@ def _write_summary(out: Path, s: RunSummary, cfg: ReconstructConfig, items: list
     data = {
         "images": s.n_images, "faces": n, "skipped_done": len(s.skipped), "failed": len(s.failures),
         "redone_settings_changed": len(s.redone), "kept_other_settings": len(s.kept), "faces_total": len(faces),
+        "poor_fit": sum(r.status == "poor_fit" for r in s.results),
         "seconds": round(s.seconds, 3), "seconds_per_face": round(s.seconds / n, 3) if n else None,
         "device": s.device, "threads": s.threads, "finished_utc": _utc_now(),
         "failures": [{k: r.get(k) for k in ("image", "reason", "folder", "path")} for r in fails],
