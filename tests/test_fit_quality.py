@@ -197,7 +197,8 @@ def test_reconstruct_marks_poor_fit_and_strict_exit(model, tmp_path, shift_jaw):
     summary = json.loads((out / "summary.json").read_text())
     face = summary["faces_detail"][0]
     csv = (out / "summary.csv").read_text().splitlines()
-    assert csv[0] == "image,face_index,yaw,pitch,roll,landmark_error_px,status,reason,landmark_nme"
+    assert csv[0] == ("image,face_index,yaw,pitch,roll,landmark_error_px,status,reason,folder,settings,finished_utc,"
+                      "landmark_nme")
     done = json.loads((out / "face" / "face.done.json").read_text())
     if shift_jaw:
         assert face["status"] == "poor_fit" and "17 of 68 landmarks" in face["reason"], face
