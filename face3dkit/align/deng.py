@@ -297,7 +297,11 @@ def align_image(image: np.ndarray | Tensor, landmarks: np.ndarray | Tensor | Fac
     if lm.ndim != 3 or lm.shape[-1] != 2 or lm.shape[-2] not in (5, 68):
         raise ValueError(f"landmarks must be (K, 2) or (F, K, 2) with K = 68 or 5, got {tuple(lm.shape)}")
     numpy_in = isinstance(image, np.ndarray)
-    img = torch.from_numpy(np.ascontiguousarray(image)) if numpy_in else image
+    if numpy_in:
+        arr = np.ascontiguousarray(image)
+        img = torch.from_numpy(arr if arr.flags.writeable else arr.copy())  # e.g. np.asarray(PIL image)
+    else:
+        img = image
     if img.ndim == 2:
         img = img[..., None]
     if img.ndim == 3:
