@@ -215,6 +215,7 @@ def main() -> None:
     p.add_argument("--contour-weight", type=float, default=None, help="FitConfig.contour_weight")
     p.add_argument("--no-marching", action="store_true", help="FitConfig.contour_marching = False (detector run)")
     p.add_argument("--tangent-weight", type=float, default=None, help="FitConfig.contour_tangent_weight")
+    p.add_argument("--landmark-weight", type=float, default=None, help="LossWeights.landmark (default: FitConfig's)")
     p.add_argument("--render-model", default="default", help="model that renders the photos")
     p.add_argument("--fit-model", default=None, help="model that is fitted (default: --render-model)")
     p.add_argument("--photo-size", type=int, default=None, help="FitConfig.photo_size (0: the full crop)")
@@ -243,6 +244,8 @@ def main() -> None:
         fit_cfg.contour_marching = False
     if args.tangent_weight is not None:
         fit_cfg.contour_tangent_weight = args.tangent_weight
+    if args.landmark_weight is not None:
+        fit_cfg.weights = dataclasses.replace(fit_cfg.weights, landmark=args.landmark_weight)
     if args.photo_size is not None:
         fit_cfg.photo_size = args.photo_size or None
     if args.landmark_loss is not None:

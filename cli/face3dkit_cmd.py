@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
@@ -205,6 +206,9 @@ class DeviceParam(click.ParamType):
 @click.option("--contour", type=click.Choice(["2d", "3d"]), default="2d", show_default=True,
               help="Jaw-contour landmark convention: 2d = on the visible outline (dlib, iBUG 300-W; contour "
                    "marching and sliding on), 3d = projections of fixed 3D points (300W-LP/AFLW2000-3D style).")
+@click.option("--landmark-weight", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Landmark term weight (default Deng et al.'s 1.6e-3). 1.6e-2 makes the photometric stage "
+                   "keep the detected eye/mouth/brow opening on real photos (docs/benchmarks.md).")
 @click.option("--strict/--no-strict", default=False, show_default=True,
               help="Exit with code 3 when a face is a poor fit (status poor_fit in summary.json/csv: fitted "
                    "landmarks far from the given ones, implausible pose or identity) and no input failed.")
@@ -213,7 +217,7 @@ def reconstruct_cmd(inputs: tuple[str, ...], out: str, model_name: str, device: 
                     landmarks: str, landmarks_dir: str | None, faces: str, iters: int | None,
                     landmark_iters: int | None, batch_size: int, save: str, recursive: bool, resume: bool,
                     force: bool, redo_changed: bool, progress: bool, seed: int, identity_net: str | None,
-                    contour: str, strict: bool) -> None:
+                    contour: str, landmark_weight: float | None, strict: bool) -> None:
     """Reconstruct every face in INPUTS (folders, images, or text files listing images).
 
     Per face: mesh (.obj + texture), coefficients (.mat with Deng et al.'s keys, .npz), 68 landmarks
@@ -253,6 +257,8 @@ def reconstruct_cmd(inputs: tuple[str, ...], out: str, model_name: str, device: 
         fit_cfg.photo_iters = iters
     if landmark_iters is not None:
         fit_cfg.landmark_iters = landmark_iters
+    if landmark_weight is not None:
+        fit_cfg.weights = dataclasses.replace(fit_cfg.weights, landmark=landmark_weight)
     cfg = ReconstructConfig(model=model_name, device=device, landmarks=landmarks, landmarks_dir=landmarks_dir,
                             faces=faces, batch_size=batch_size, fit=fit_cfg, save=kinds, recursive=recursive,
                             resume=resume and not force, redo_changed=redo_changed, identity_net=identity_net,

@@ -364,7 +364,8 @@ def test_python_api_missing_and_bad_config(tmp_path, lm68):
 
 
 @pytest.mark.parametrize("option, value", [("--iters", "-1"), ("--landmark-iters", "-3"), ("--batch-size", "0"),
-                                           ("--threads", "0"), ("--seed", "-1"), ("--iters", "many")])
+                                           ("--threads", "0"), ("--seed", "-1"), ("--iters", "many"),
+                                           ("--landmark-weight", "0"), ("--landmark-weight", "-1e-3")])
 def test_numeric_options_are_checked(tmp_path, option, value):
     r = run(tmp_path, "-o", tmp_path / "o", option, value)
     assert r.exit_code == 2, r.output
