@@ -102,7 +102,7 @@ def train(model_kind: str, geometry: str, data: str, val_data: str | None, epoch
 
     from fer.data import SynthConfig
     from fer.evaluate import evaluate_model, write_report
-    from fer.models import build_model, model_from_config, resolve_profile
+    from fer.models import build_model, model_from_config, resolve_profile, without_weights
     from fer.train import TrainConfig, Trainer, distributed, prepare_data, seed_everything, synthetic_set
     from fer.train.run import read_run_info, write_run_info
 
@@ -138,7 +138,7 @@ def train(model_kind: str, geometry: str, data: str, val_data: str | None, epoch
         raise ValueError(f"{data_path}: no usable training samples")
     seed_everything(seed)
     if prev is not None:
-        model = model_from_config(prev["model"], {**prev["model_config"], "backbone_weights": None})
+        model = model_from_config(prev["model"], without_weights(prev["model_config"]))
     else:
         model = build_model(model_kind, prof, image_size=size, use_geometry=geometry != "none", backbone=backbone,
                             backbone_weights=backbone_weights, lr=lr)

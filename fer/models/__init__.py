@@ -1,4 +1,5 @@
-"""FER models: GGPI (:mod:`fer.models.ggpi`) and the plain CNN baseline (:mod:`fer.models.baseline`).
+"""FER models: GGPI (:mod:`fer.models.ggpi`), the plain CNN baseline (:mod:`fer.models.baseline`,
+optionally fused with fitted geometry) and the geometry-coefficient MLP (:mod:`fer.models.geometry`).
 
 :func:`build_model` makes either from a kind, a size profile and overrides; the profile picks
 sizes that fit the hardware:
@@ -21,16 +22,20 @@ from typing import Any
 from fer.models.backbone import BACKBONES, ExpressionClassifier, build_backbone
 from fer.models.base import FerModel, StepContext
 from fer.models.baseline import BaselineConfig, BaselineModel
+from fer.models.geometry import GeometryConfig, GeometryModel
 from fer.models.ggpi import GGPIConfig, GGPIModel
 
 __all__ = [
     "BACKBONES",
     "MODELS",
     "PROFILES",
+    "REGISTRY",
     "BaselineConfig",
     "BaselineModel",
     "ExpressionClassifier",
     "FerModel",
+    "GeometryConfig",
+    "GeometryModel",
     "GGPIConfig",
     "GGPIModel",
     "StepContext",
@@ -38,9 +43,16 @@ __all__ = [
     "build_model",
     "model_from_config",
     "resolve_profile",
+    "without_weights",
 ]
 
-MODELS = ("ggpi", "baseline")
+#: kind -> (config dataclass, model class); ``fer train --model KIND`` and :func:`build_model` accept these.
+REGISTRY: dict[str, tuple[type, type[FerModel]]] = {
+    "ggpi": (GGPIConfig, GGPIModel),
+    "baseline": (BaselineConfig, BaselineModel),
+    "geometry": (GeometryConfig, GeometryModel),
+}
+MODELS = tuple(REGISTRY)
 
 #: Profiles: fields set on the model config (unknown fields for a model are ignored).
 PROFILES: dict[str, dict[str, Any]] = {
@@ -59,25 +71,32 @@ def resolve_profile(profile: str, device: str) -> str:
 
 
 def build_model(kind: str, profile: str = "paper", **overrides: Any) -> FerModel:
-    """A model of ``kind`` (``'ggpi'`` or ``'baseline'``) with a profile and config overrides.
+    """A model of ``kind`` (one of :data:`MODELS`) with a profile and config overrides.
 
     Overrides set config fields by name (e.g. ``image_size=64, use_geometry=False, backbone='tiny'``);
     fields the model does not have are ignored, None values keep the default.
     """
     if kind not in MODELS:
         raise ValueError(f"unknown model {kind!r}; choose one of {', '.join(MODELS)}")
-    cls_cfg = GGPIConfig if kind == "ggpi" else BaselineConfig
+    cls_cfg = REGISTRY[kind][0]
     names = {f.name for f in dataclasses.fields(cls_cfg)}
     given = {k: v for k, v in overrides.items() if v is not None}
     values = {k: v for k, v in {**PROFILES[profile], **given}.items() if k in names}
     return model_from_config(kind, dataclasses.asdict(cls_cfg(**values)))
 
 
+def without_weights(config: dict[str, Any]) -> dict[str, Any]:
+    """A stored model config with its ``backbone_weights`` path cleared (the weights are in the run)."""
+    return {**config, "backbone_weights": None} if "backbone_weights" in config else dict(config)
+
+
 def model_from_config(kind: str, config: dict[str, Any]) -> FerModel:
     """Rebuild a model from ``kind`` and ``dataclasses.asdict(config)`` (as stored in a run)."""
-    if kind == "ggpi":
-        cfg = GGPIConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()})
-        return GGPIModel(cfg)
-    if kind == "baseline":
-        return BaselineModel(BaselineConfig(**config))
-    raise ValueError(f"unknown model {kind!r}")
+    if kind not in REGISTRY:
+        raise ValueError(f"unknown model {kind!r}; choose one of {', '.join(MODELS)}")
+    cls_cfg, cls = REGISTRY[kind]
+    names = {f.name for f in dataclasses.fields(cls_cfg)}
+    unknown = sorted(set(config) - names)
+    if unknown:
+        raise ValueError(f"unknown {kind} settings {', '.join(unknown)}")
+    return cls(cls_cfg(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}))

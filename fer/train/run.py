@@ -28,7 +28,7 @@ from fer.data import FerDataset, SynthConfig, SyntheticDataset, generate_synthet
 from fer.geometry import GeometryCache, attach_geometry, compute_geometry, default_cache_dir, get_provider
 from fer.geometry.providers import GeometryUnavailableError
 from fer.labels import EXPRESSIONS, YAW_BIN_EDGES, YAW_BIN_NAMES
-from fer.models import FerModel, model_from_config
+from fer.models import FerModel, model_from_config, without_weights
 
 __all__ = [
     "PRELOAD_LIMIT_BYTES",
@@ -170,7 +170,7 @@ def read_run_info(run: str | os.PathLike) -> dict[str, Any]:
 def load_run(run: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[FerModel, dict[str, Any]]:
     """The trained model of a run (``model.pt``, else the latest checkpoint), in eval mode, and ``run.json``."""
     info = read_run_info(run)
-    model = model_from_config(info["model"], {**info["model_config"], "backbone_weights": None})
+    model = model_from_config(info["model"], without_weights(info["model_config"]))
     weights = Path(run) / "model.pt"
     ckpt = Path(run) / "checkpoints" / "last.pt"
     if weights.is_file():
