@@ -4,7 +4,8 @@ A flip mirrors the image, mirrors the 68 landmarks (x -> 1 - x with the iBUG lef
 permutation) and negates yaw and roll, so the pose class moves to the mirrored yaw bin. The
 jitter (scale and translation, ``grid_sample`` with border padding) moves the landmarks with the
 image. Fitted expression coefficients (``geom_exp``) are mirrored with the model's left/right
-permutation; without one, samples carrying them are not flipped. Randomness comes from a generator seeded by (seed, step): a resumed run augments exactly
+permutation; without one, samples carrying them are not flipped. Randomness comes from a
+generator seeded by (seed, step): a resumed run augments exactly
 as an uninterrupted one.
 """
 
