@@ -55,7 +55,7 @@ def _model(kind, seed=0, **kw):
     torch.manual_seed(seed)
     if kind == "geometry":
         return build_model("geometry", "small", n_exp=N_EXP, hidden=(32, 32), **kw)
-    return build_model("baseline", "small", use_geometry=True, n_exp=N_EXP, backbone="tiny", hidden=32,
+    return build_model("baseline", "small", fuse_geometry=True, n_exp=N_EXP, backbone="tiny", hidden=32,
                        geo_hidden=(16,), **kw)
 
 

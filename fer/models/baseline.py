@@ -1,6 +1,6 @@
 """The plain CNN baseline: GGPI's classifier (backbone, FC 1024, dropout, expression head); no GAN.
 
-With ``use_geometry=True`` (``fer train --model baseline --geometry 3dmm``) it is the "3D-face-first"
+With ``fuse_geometry=True`` (``fer train --model baseline --geometry 3dmm``) it is the "3D-face-first"
 baseline: the CNN's FC features (B, hidden) are concatenated with a
 :class:`fer.models.geometry.GeometryEncoder` code of the face's fitted expression coefficients and
 pose (B, geo_hidden[-1]) before a linear expression head. Without geometry the model is exactly the
@@ -34,7 +34,7 @@ class BaselineConfig:
         hidden, dropout: the FC layer and its dropout.
         lr, beta1, beta2, weight_decay: Adam settings.
         label_smoothing: cross-entropy label smoothing.
-        use_geometry: fuse the fitted-geometry code with the CNN features (batches must carry the
+        fuse_geometry: fuse the fitted-geometry code with the CNN features (batches must carry the
             ``3dmm`` provider's ``geom_exp``, ``geom_pose``, ``geom_valid``).
         n_exp: expression coefficients per face (fusion only; set from the data by ``fer train``).
         geo_use_landmarks, geo_hidden, geo_dropout: the geometry encoder (fusion only).
@@ -49,7 +49,7 @@ class BaselineConfig:
     beta2: float = 0.999
     weight_decay: float = 0.0
     label_smoothing: float = 0.0
-    use_geometry: bool = False
+    fuse_geometry: bool = False
     n_exp: int = 34
     geo_use_landmarks: bool = False
     geo_hidden: tuple[int, ...] = (256, 128)
@@ -68,7 +68,7 @@ class BaselineModel(FerModel):
         c.geo_hidden = tuple(int(h) for h in c.geo_hidden)
         weights = os.fspath(c.backbone_weights) if c.backbone_weights else None
         self.classifier = ExpressionClassifier(c.backbone, NUM_CLASSES, 0, c.hidden, c.dropout, weights)
-        if c.use_geometry:
+        if c.fuse_geometry:
             self.geometry = GeometryEncoder(c.n_exp, c.geo_use_landmarks, c.geo_hidden, c.geo_dropout)
             # the fused head replaces the classifier's pixel-only head
             self.classifier.expression = nn.Linear(c.hidden + self.geometry.num_features, NUM_CLASSES)

@@ -17,7 +17,7 @@ standardisation), then FC-BN-ReLU-dropout blocks.
 
 :class:`GeometryModel` (``fer train --model geometry``) classifies from these features alone - the
 "3D-face-first" floor: what the fitted 3D face says about the expression, whatever the pixels say.
-:class:`fer.models.baseline.BaselineModel` with ``use_geometry=True`` (``--model baseline --geometry
+:class:`fer.models.baseline.BaselineModel` with ``fuse_geometry=True`` (``--model baseline --geometry
 3dmm``) concatenates the encoder's output with its CNN features before the expression head.
 """
 
