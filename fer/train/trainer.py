@@ -428,11 +428,13 @@ class Trainer:
         return "  ".join(parts)
 
     def save_model(self, path: str | os.PathLike | None = None) -> Path:
-        """Final weights for ``fer evaluate`` / ``fer predict``: ``{'kind', 'config', 'state_dict'}``."""
+        """Final weights for ``fer evaluate`` / ``fer predict``: ``{'kind', 'config', 'state_dict'}`` and the
+        training position they come from (``epoch`` completed, ``epochs`` planned, ``global_step``)."""
         path = Path(path) if path is not None else self.out / "model.pt"
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
         torch.save({"kind": self.model.kind, "config": asdict(self.model.config),
-                    "state_dict": self.model.state_dict()}, tmp)
+                    "state_dict": self.model.state_dict(), "epoch": self.epoch, "epochs": self.config.epochs,
+                    "global_step": self.global_step}, tmp)
         os.replace(tmp, path)
         return path
