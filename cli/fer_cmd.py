@@ -138,7 +138,7 @@ def train(model_kind: str, geometry: str | None, data: str, val_data: str | None
     from fer.labels import EXPRESSIONS
     from fer.models import build_model, model_from_config, resolve_profile, without_weights
     from fer.train import TrainConfig, Trainer, distributed, prepare_data, seed_everything, synthetic_set
-    from fer.train.run import clear_run, read_run_info, run_status, write_run_info
+    from fer.train.run import clear_run, geometry_overrides, read_run_info, run_status, write_run_info
 
     if resume and restart:
         raise click.UsageError("--resume and --restart exclude each other")
@@ -185,15 +185,7 @@ def train(model_kind: str, geometry: str | None, data: str, val_data: str | None
     if prev is not None:
         model = model_from_config(prev["model"], without_weights(prev["model_config"]))
     else:
-        geo: dict = {}
-        if model_kind == "geometry" or (model_kind == "baseline" and geometry != "none"):
-            # the coefficient features: the 3dmm fit's expression coefficients, else the landmarks
-            exp = getattr(train_set.geometry, "exp", None)
-            n_exp = 0 if exp is None else int(exp.shape[1])
-            if n_exp == 0 and geometry == "3dmm":
-                raise ValueError(f"{data_path}: the 3dmm geometry gave no expression coefficients")
-            geo = {"n_exp": n_exp, "use_landmarks": n_exp == 0, "geo_use_landmarks": n_exp == 0,
-                   "fuse_geometry": True}
+        geo = geometry_overrides(model_kind, geometry, train_set)
         model = build_model(model_kind, prof, image_size=size, use_geometry=geometry != "none", backbone=backbone,
                             backbone_weights=backbone_weights, lr=lr, **geo)
     nparams = sum(p.numel() for p in model.parameters())

@@ -35,6 +35,7 @@ __all__ = [
     "RUN_FILES",
     "clear_run",
     "eval_split_for",
+    "geometry_overrides",
     "images_batch",
     "load_run",
     "open_for_eval",
@@ -133,6 +134,27 @@ def prepare_data(data: str | os.PathLike, image_size: int, geometry: str, val_da
         info[name] = {"samples": len(ds), "skipped": ds.report.skipped, "class_counts": ds.class_counts().tolist(),
                       "geometry_stats": st}
     return train, val, info
+
+
+def geometry_overrides(kind: str, geometry: str, train_set: FerDataset) -> dict[str, Any]:
+    """Model settings that depend on the training data's geometry, for :func:`fer.models.build_model`.
+
+    The ``geometry`` model, and the baseline with a geometry provider (fusion), read the ``3dmm``
+    fit's expression coefficients (``n_exp`` from the attached table); with the ``landmarks``
+    provider (no coefficients) they read the landmarks instead. Other models: nothing.
+
+    Raises:
+        ValueError: ``--model geometry`` without geometry, or a 3dmm table without coefficients.
+    """
+    if kind == "geometry" and geometry == "none":
+        raise ValueError("the geometry model needs geometry: use the 3dmm (or landmarks) provider")
+    if not (kind == "geometry" or (kind == "baseline" and geometry != "none")):
+        return {}
+    exp = getattr(train_set.geometry, "exp", None)
+    n_exp = 0 if exp is None else int(exp.shape[1])
+    if n_exp == 0 and geometry == "3dmm":
+        raise ValueError("the 3dmm geometry of the training set has no expression coefficients")
+    return {"n_exp": n_exp, "use_landmarks": n_exp == 0, "geo_use_landmarks": n_exp == 0, "fuse_geometry": True}
 
 
 def write_run_info(out: str | os.PathLike, model: FerModel, profile: str, image_size: int, data: dict[str, Any],
