@@ -1,6 +1,7 @@
 """fer.models.geometry: the coefficient MLP, baseline+geometry fusion, their features, flips, resume, cache."""
 
 import contextlib
+import json
 import math
 
 import numpy as np
@@ -188,3 +189,41 @@ def test_cache_keeps_coefficients_and_replaces_rows_without_them(tmp_path):
     cache.store(["c"], old, settings)  # another layout: earlier rows are dropped, not mixed
     found, table = cache.lookup(["a", "c"], settings)
     assert found.tolist() == [False, True] and table.exp is None
+
+
+def test_cli_trains_evaluates_and_predicts_geometry_models(tmp_path):
+    from click.testing import CliRunner
+
+    from face3dkit._cli.fer_cmd import main
+
+    runner = CliRunner()
+    common = ["--epochs", "1", "--batch-size", "8", "--image-size", "32", "--backbone", "tiny", "--synth-n", "42",
+              "--synth-size", "32", "--landmark-iters", "10", "--cache-dir", str(tmp_path / "cache"),
+              "--no-progress", "--threads", "1"]
+    r = runner.invoke(main, ["train", "--model", "geometry", "--out", str(tmp_path / "geo"), *common])
+    assert r.exit_code == 0, r.output
+    info = json.loads((tmp_path / "geo" / "run.json").read_text())
+    assert info["model"] == "geometry" and info["model_config"]["n_exp"] == 34  # the default model's units
+    assert info["data"]["geometry"]["provider"] == "3dmm"
+    r = runner.invoke(main, ["train", "--model", "baseline", "--geometry", "3dmm", "--out", str(tmp_path / "fused"),
+                             *common])
+    assert r.exit_code == 0, r.output
+    cfg = json.loads((tmp_path / "fused" / "run.json").read_text())["model_config"]
+    assert cfg["fuse_geometry"] and cfg["n_exp"] == 34
+    synth = next((tmp_path / "cache" / "synthetic").iterdir())
+    for run in ("geo", "fused"):
+        r = runner.invoke(main, ["evaluate", str(tmp_path / run), "--data", str(synth), "--json",
+                                 "--cache-dir", str(tmp_path / "cache")])
+        assert r.exit_code == 0, r.output
+        m = json.loads(r.output)
+        assert m["n"] > 0 and m["skipped"] == 0 and m["weights"]["finished"]
+    r = runner.invoke(main, ["predict", str(tmp_path / "geo"), str(synth / "images" / "000001.png"),
+                             "--cache-dir", str(tmp_path / "cache")])
+    if r.exit_code == 1 and "detector" in r.output:
+        pytest.skip("no 68-point landmark detector for predicting raw images")
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    assert out[0]["label"] in out[0]["probabilities"]
+    r = runner.invoke(main, ["train", "--model", "geometry", "--geometry", "none", "--out", str(tmp_path / "x"),
+                             *common])
+    assert r.exit_code == 2 and "needs geometry" in r.output
