@@ -107,7 +107,7 @@ def run_hog_svm(prepared: tuple[Any, Any, dict[str, Any], float], args: argparse
     pred = search.predict(features(test))
     yaw = sample_yaw(test)
     m = classification_metrics(test.labels, pred, None if yaw is None else yaw)
-    return {"config": "hog-svm", "seed": seed, "classifier": f"HOG {cell}px cells + linear SVM "
+    return {"config": "hog-svm", "epochs": "-", "seed": seed, "classifier": f"HOG {cell}px cells + linear SVM "
             f"C={search.best_params_['linearsvc__C']:g}", "profile": "-", "accuracy": m["accuracy"],
             "macro_f1": m["macro_f1"], "per_yaw": {k: v["accuracy"] for k, v in m["per_yaw"].items()},
             "per_class": {k: v["accuracy"] for k, v in m["per_class"].items()},
@@ -150,6 +150,7 @@ def run_config(name: str, kind: str, geometry: str, prepared: tuple[Any, Any, di
     steady = rates[1:] or rates  # the first epoch includes warm-up
     return {
         "config": name,
+        "epochs": args.epochs,
         "seed": seed,
         "classifier": getattr(model.config, "backbone", "mlp"),
         "profile": profile,
@@ -198,7 +199,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     """Results table (accuracies in %; mean ± std over seeds when there are several)."""
     bins = [b for b in YAW_BIN_NAMES if any(b in r["per_yaw"] for r in rows)]
     classes = [c for c in EXPRESSIONS if any(c in r["per_class"] for r in rows)]
-    head = ["config", "seeds", "accuracy", "macro-F1", *classes, *[f"yaw {b}°" for b in bins], "train img/s",
+    head = ["config", "epochs", "seeds", "accuracy", "macro-F1", *classes, *[f"yaw {b}°" for b in bins], "train img/s",
             "train min", "vs first"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     ref = rows[0]["accuracy"] if rows else float("nan")
@@ -207,7 +208,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         return f"{100 * d[k]:.1f}" if k in d else "-"
 
     for r in rows:
-        lines.append("| " + " | ".join([f"{r['config']} ({r['classifier']})", str(len(r["seeds"])), _pct(r, "accuracy"),
+        lines.append("| " + " | ".join([f"{r['config']} ({r['classifier']})", str(r.get("epochs", "-")),
+                                        str(len(r["seeds"])), _pct(r, "accuracy"),
                                         _pct(r, "macro_f1"), *[cell(r["per_class"], c) for c in classes],
                                         *[cell(r["per_yaw"], b) for b in bins], f"{r['train_images_per_s']:.0f}",
                                         f"{r['train_minutes']:.1f}", f"{r['accuracy'] / ref:.2f}x"]) + " |")

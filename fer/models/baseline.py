@@ -37,7 +37,8 @@ class BaselineConfig:
         fuse_geometry: fuse the fitted-geometry code with the CNN features (batches must carry the
             ``3dmm`` provider's ``geom_exp``, ``geom_pose``, ``geom_valid``).
         n_exp: expression coefficients per face (fusion only; set from the data by ``fer train``).
-        geo_use_landmarks, geo_hidden, geo_dropout: the geometry encoder (fusion only).
+        geo_use_landmarks, geo_hidden, geo_dropout: the geometry encoder (fusion only; defaults as
+            :class:`fer.models.geometry.GeometryConfig`'s).
     """
 
     backbone: str = "resnet50"
@@ -51,9 +52,9 @@ class BaselineConfig:
     label_smoothing: float = 0.0
     fuse_geometry: bool = False
     n_exp: int = 34
-    geo_use_landmarks: bool = False
-    geo_hidden: tuple[int, ...] = (256, 128)
-    geo_dropout: float = 0.3
+    geo_use_landmarks: bool = True
+    geo_hidden: tuple[int, ...] = (128,)
+    geo_dropout: float = 0.5
 
 
 class BaselineModel(FerModel):

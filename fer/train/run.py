@@ -154,7 +154,8 @@ def geometry_overrides(kind: str, geometry: str, train_set: FerDataset) -> dict[
     n_exp = 0 if exp is None else int(exp.shape[1])
     if n_exp == 0 and geometry == "3dmm":
         raise ValueError("the 3dmm geometry of the training set has no expression coefficients")
-    return {"n_exp": n_exp, "use_landmarks": n_exp == 0, "geo_use_landmarks": n_exp == 0, "fuse_geometry": True}
+    landmarks = {"use_landmarks": True, "geo_use_landmarks": True} if n_exp == 0 else {}
+    return {"n_exp": n_exp, "fuse_geometry": True, **landmarks}
 
 
 def write_run_info(out: str | os.PathLike, model: FerModel, profile: str, image_size: int, data: dict[str, Any],
