@@ -262,8 +262,9 @@ def load_run(run: str | os.PathLike, device: str | torch.device = "cpu") -> tupl
         raise ValueError(f"{root / 'run.json'}: bad model description ({' '.join(str(e).split())})") from None
     planned = info.get("train", {}).get("epochs")
     weights, ckpt = root / "model.pt", root / "checkpoints" / "last.pt"
-    final = torch.load(weights, map_location="cpu", weights_only=True) if weights.is_file() else None
-    last = torch.load(ckpt, map_location="cpu", weights_only=True) if ckpt.is_file() else None
+    # memory-mapped: only the tensors of the file used are read
+    final = torch.load(weights, map_location="cpu", weights_only=True, mmap=True) if weights.is_file() else None
+    last = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True) if ckpt.is_file() else None
     if final is None and last is None:
         raise FileNotFoundError(f"{run}: no model.pt or checkpoints/last.pt (training has not saved anything yet)")
     use_ckpt = last is not None and (final is None or int(last.get("global_step", -1)) > int(
