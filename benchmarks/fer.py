@@ -10,7 +10,7 @@ split). Trains each configuration
 * ``ggpi:none``      - GGPI conditioned on label codes instead of geometry,
 
 (``--models`` names them instead: ``baseline``, ``geometry`` (MLP on the 3dmm fit's expression
-coefficients + pose), ``baseline+geometry`` (the CNN fused with them), ``ggpi``, and the classic
+coefficients, pose and landmarks), ``baseline+geometry`` (the CNN fused with them), ``ggpi``, and the classic
 floor ``hog-svm``: HOG features + a linear SVM, scikit-image + scikit-learn, needed by this script
 only; :data:`MODEL_SPECS` / :data:`CLASSIC` are the lists to extend), with the same classifier,
 seeds, epochs and data order (``--seeds``: each configuration once per

@@ -77,7 +77,7 @@ def synth(out: str, n: int, size: int, seed: int, identities: int | None, test_f
 @main.command("train")
 @click.option("--model", "model_kind", type=click.Choice(MODEL_KINDS), default="ggpi", show_default=True,
               help="ggpi (the GAN), baseline (the CNN; fused with fitted geometry when --geometry is given) or "
-                   "geometry (an MLP on the 3dmm fit's expression coefficients and pose).")
+                   "geometry (an MLP on the 3dmm fit's expression coefficients, pose and landmarks).")
 @click.option("--geometry", type=click.Choice(["3dmm", "landmarks", "none"]), default=None,
               help="Geometry provider [default: 3dmm for ggpi and geometry, none for baseline].")
 @click.option("--data", default="synthetic", show_default=True,

@@ -1,4 +1,4 @@
-"""The geometry-coefficient model: an MLP on face3dkit's fitted expression coefficients and head pose.
+"""The geometry-coefficient model: an MLP on face3dkit's fitted expression coefficients, pose and landmarks.
 
 The ``3dmm`` geometry provider (:class:`fer.geometry.ThreeDMMProvider`) fits the morphable model to
 the 68 landmarks of every face; its table gives per sample the fitted expression coefficients
