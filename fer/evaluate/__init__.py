@@ -56,7 +56,11 @@ def predict_dataset(model: Any, dataset: Any, batch_size: int = 64, device: str 
         for batch in tqdm(loader, desc="evaluating", disable=not progress, leave=False):
             if batch is None:
                 continue
-            logits = model.classify(batch["image"].to(device, non_blocking=True))
+            if hasattr(model, "classify_batch"):
+                logits = model.classify_batch({k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor)
+                                               else v for k, v in batch.items()})
+            else:
+                logits = model.classify(batch["image"].to(device, non_blocking=True))
             probs.append(torch.softmax(logits.float(), 1).cpu().numpy())
             idx.append(batch["index"].numpy())
     finally:
