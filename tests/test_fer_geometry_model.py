@@ -9,6 +9,7 @@ import pytest
 import torch
 from fer_arrays import ArrayDataset
 
+import face3dkit
 from fer.data.base import collate_samples
 from fer.evaluate import evaluate_model
 from fer.geometry import GeometryCache, GeometryTable, attach_geometry
@@ -136,6 +137,50 @@ def test_flip_permutes_coefficients_and_negates_yaw():
     assert mirror_permutation(["a", "b"]) is None and mirror_permutation(["x-left"]) is None
 
 
+@pytest.mark.parametrize("names, pairs", [
+    # MakeHuman style (load_model("makehuman")): left / right words inside the name
+    (["eye-left-closure", "mouth-open", "eye-right-closure", "nose-left-dilatation", "nose-right-dilatation"],
+     {0: 2, 3: 4}),
+    # ARKit / ICT-FaceKit style (the default model): _L / _R suffixes and Left / Right words
+    (["eyeBlink_L", "eyeBlink_R", "jawOpen", "mouthLeft", "mouthSmile_R", "mouthRight", "mouthSmile_L",
+      "browInnerUp_L", "browInnerUp_R"], {0: 1, 3: 5, 4: 6, 7: 8}),
+])
+def test_mirror_permutation_pairs_both_naming_styles(names, pairs):
+    perm = mirror_permutation(names)
+    want = np.arange(len(names))
+    for i, j in pairs.items():
+        want[i], want[j] = j, i
+    assert perm is not None and perm.tolist() == want.tolist()
+    assert sorted(perm.tolist()) == list(range(len(names)))  # a permutation, and its own inverse
+    assert (perm[perm] == np.arange(len(names))).all()
+    # An unpaired side component (suffix or word) has no mirror permutation.
+    assert mirror_permutation(["eyeBlink_L", "jawOpen"]) is None
+    assert mirror_permutation(["mouthLeft", "jawOpen"]) is None
+    # A trailing letter that is not a side suffix is no side.
+    assert mirror_permutation(["jawL", "mouthR"]) is None
+
+
+@pytest.mark.parametrize("face_model", ["default", "makehuman"])
+def test_3dmm_provider_mirror_of_shipped_models(face_model):
+    import face3dkit
+    from fer.geometry.providers import ThreeDMMProvider
+
+    names = list(face3dkit.load_model(face_model).exp_names)
+    perm = ThreeDMMProvider(face_model).exp_mirror()
+    assert perm is not None and len(perm) == len(names) and (perm[perm] == np.arange(len(names))).all()
+    moved = [i for i in range(len(names)) if perm[i] != i]
+    assert moved, f"{face_model}: no left/right pairs found"
+    for i in moved:
+        a, b = names[i], names[perm[i]]
+        assert a != b and (a.lower().replace("left", "right") == b.lower()
+                           or a.lower().replace("right", "left") == b.lower()
+                           or (a[:-1] == b[:-1] and {a[-1], b[-1]} == {"L", "R"}))
+    if face_model == "default":  # ARKit names: every _L has its _R
+        side = [n for n in names if n.endswith(("_L", "_R"))]
+        assert side and all(perm[names.index(n)] == names.index(n[:-1] + ("R" if n[-1] == "L" else "L"))
+                            for n in side)
+
+
 def _trainer(kind, out, max_steps, seed=11):
     model = _model(kind, seed=seed)
     cfg = TrainConfig(epochs=3, batch_size=8, seed=1, device="cpu", max_steps=max_steps, progress=False,
@@ -203,13 +248,14 @@ def test_cli_trains_evaluates_and_predicts_geometry_models(tmp_path):
     r = runner.invoke(main, ["train", "--model", "geometry", "--out", str(tmp_path / "geo"), *common])
     assert r.exit_code == 0, r.output
     info = json.loads((tmp_path / "geo" / "run.json").read_text())
-    assert info["model"] == "geometry" and info["model_config"]["n_exp"] == 34  # the default model's units
+    n_units = len(face3dkit.load_model("default").exp_names)  # the default model's expression units
+    assert info["model"] == "geometry" and info["model_config"]["n_exp"] == n_units
     assert info["data"]["geometry"]["provider"] == "3dmm"
     r = runner.invoke(main, ["train", "--model", "baseline", "--geometry", "3dmm", "--out", str(tmp_path / "fused"),
                              *common])
     assert r.exit_code == 0, r.output
     cfg = json.loads((tmp_path / "fused" / "run.json").read_text())["model_config"]
-    assert cfg["fuse_geometry"] and cfg["n_exp"] == 34
+    assert cfg["fuse_geometry"] and cfg["n_exp"] == n_units
     synth = next((tmp_path / "cache" / "synthetic").iterdir())
     for run in ("geo", "fused"):
         r = runner.invoke(main, ["evaluate", str(tmp_path / run), "--data", str(synth), "--json",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from abc import ABC, abstractmethod
 from collections import defaultdict
 from typing import Any
@@ -192,24 +193,49 @@ def _stored_hw(dataset: Any, i: int) -> tuple[int, int]:
     return tuple(dataset.stored_image(i).shape[:2])  # type: ignore[return-value]
 
 
-def mirror_permutation(names: list[str]) -> np.ndarray | None:
-    """Permutation swapping components named ``...left...`` and ``...right...`` (others map to themselves).
+#: Side suffixes of ARKit / ICT-FaceKit style names (``eyeBlink_L`` / ``eyeBlink_R``), swapped by a mirror.
+_SIDE_SUFFIX = re.compile(r"(?<=[_.\-])([LRlr])$")
 
-    For a blendshape-style expression basis (e.g. ``eye-left-closure`` / ``eye-right-closure``) this
-    maps a face's coefficients to its mirror image's. None when no name contains left or right
-    (e.g. a PCA basis, whose mirror is not a permutation).
+
+def _mirror_name(name: str) -> str | None:
+    """The name of ``name``'s mirror component, or None for a name without a side.
+
+    Sides are the words left / right anywhere in the name (any case: ``eye-left-closure``,
+    ``mouthLeft``, ``LEFT_EYE``) or a one-letter ``_L`` / ``_R`` (also ``.L``, ``-L``, lower case)
+    suffix (``eyeBlink_L``, ARKit naming of the subject's left / right).
+    """
+    low = name.lower()
+    for a, b in (("left", "right"), ("right", "left")):
+        if a in low:
+            return name.replace(a, b).replace(a.capitalize(), b.capitalize()).replace(a.upper(), b.upper())
+    m = _SIDE_SUFFIX.search(name)
+    if m:
+        side = m.group(1)
+        other = {"L": "R", "R": "L", "l": "r", "r": "l"}[side]
+        return name[:m.start(1)] + other
+    return None
+
+
+def mirror_permutation(names: list[str]) -> np.ndarray | None:
+    """Permutation swapping left and right components (others map to themselves).
+
+    For a blendshape-style expression basis this maps a face's coefficients to its mirror image's:
+    MakeHuman-style ``eye-left-closure`` / ``eye-right-closure``, ARKit-style ``mouthLeft`` /
+    ``mouthRight`` and ``eyeBlink_L`` / ``eyeBlink_R`` (the default ICT-FaceKit model). None when no
+    name has a side (e.g. a PCA basis, whose mirror is not a permutation) or a side component has
+    no partner.
     """
     index = {n: i for i, n in enumerate(names)}
     perm = np.arange(len(names), dtype=np.int64)
     found = False
     for i, n in enumerate(names):
-        low = n.lower()
-        for a, b in (("left", "right"), ("right", "left")):
-            if a in low:
-                j = index.get(n.replace(a, b).replace(a.capitalize(), b.capitalize()).replace(a.upper(), b.upper()))
-                if j is None:
-                    return None  # an unpaired side component: the mirror is no permutation
-                perm[i], found = j, True
+        other = _mirror_name(n)
+        if other is None:
+            continue
+        j = index.get(other)
+        if j is None:
+            return None  # an unpaired side component: the mirror is no permutation
+        perm[i], found = j, True
     return perm if found else None
 
 
