@@ -222,7 +222,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
                                         str(len(r["seeds"])), _pct(r, "accuracy"),
                                         _pct(r, "macro_f1"), *[cell(r["per_class"], c) for c in classes],
                                         *[cell(r["per_yaw"], b) for b in bins], f"{r['train_images_per_s']:.0f}",
-                                        f"{r['train_minutes']:.1f}", f"{r['accuracy'] / ref:.2f}x"]) + " |")
+                                        f"{r['train_minutes']:.1f}",
+                                        f"{r['accuracy'] / ref:.2f}x" if ref > 0 else "-"]) + " |")
     return "\n".join(lines)
 
 
