@@ -32,30 +32,37 @@ def _threads(n: int | None) -> None:
 @click.option("--seed", default=0, show_default=True, help="Everything random derives from it.")
 @click.option("--identities", type=int, default=None, help="Number of subjects [default: max(10, n // 14)].")
 @click.option("--test-fraction", default=0.2, show_default=True, help="Fraction of identities held out for test.")
+@click.option("--sequence", default=1, show_default=True,
+              help="Frames per face, expression ramped neutral -> peak (sequences for MGLN); 1: still images.")
 @click.option("--threads", type=int, default=None, help="torch CPU threads.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @fail_cleanly
-def synth(out: str, n: int, size: int, seed: int, identities: int | None, test_fraction: float, threads: int | None,
-          quiet: bool) -> None:
+def synth(out: str, n: int, size: int, seed: int, identities: int | None, test_fraction: float, sequence: int,
+          threads: int | None, quiet: bool) -> None:
     """Render the synthetic expression set (face3dkit default model) into OUT.
 
     OUT/images/*.png, OUT/labels.csv (split, identity, label, true yaw/pitch/roll, 68 landmarks in
-    pixels) and OUT/meta.json. Deterministic for a seed; test identities are held out.
+    pixels) and OUT/meta.json. Deterministic for a seed; test identities are held out. With
+    --sequence T each face is rendered T times (OUT/images/000000_0.png ...), neutral to peak.
     """
     from fer.data import SynthConfig, generate_synthetic
 
-    if n < 7 or size < 16:
-        raise ValueError(f"need --n >= 7 and --size >= 16, got {n} and {size}")
+    if n < 7 or size < 16 or sequence < 1:
+        raise ValueError(f"need --n >= 7, --size >= 16 and --sequence >= 1, got {n}, {size} and {sequence}")
     _threads(threads)
-    cfg = SynthConfig(n=n, size=size, seed=seed, n_identities=identities, test_fraction=test_fraction)
+    cfg = SynthConfig(n=n, size=size, seed=seed, n_identities=identities, test_fraction=test_fraction,
+                      sequence=sequence)
     meta = generate_synthetic(out, cfg, progress=not quiet)
     c = meta["counts"]
-    click.echo(f"rendered {meta['n']} faces ({size} px, {meta['n_identities']} identities: {c['train']} train / "
+    frames = f" x {sequence} frames" if sequence > 1 else ""
+    click.echo(f"rendered {meta['n']} faces{frames} ({size} px, {meta['n_identities']} identities: "
+               f"{c['train']} train / "
                f"{c['test']} held-out test images) in {meta['seconds']:.1f} s -> {out}")
 
 
 @main.command("train")
-@click.option("--model", "model_kind", type=click.Choice(["ggpi", "baseline"]), default="ggpi", show_default=True)
+@click.option("--model", "model_kind", type=click.Choice(["ggpi", "baseline", "mgln"]), default="ggpi",
+              show_default=True, help="mgln trains on sequences of frames (--sequence-length).")
 @click.option("--geometry", type=click.Choice(["3dmm", "landmarks", "none"]), default="3dmm", show_default=True,
               help="Geometry conditioning (ignored by the baseline).")
 @click.option("--data", default="synthetic", show_default=True,
@@ -87,14 +94,16 @@ def synth(out: str, n: int, size: int, seed: int, identities: int | None, test_f
 @click.option("--synth-size", type=int, default=None,
               help="Render size of the synthetic set [default: twice the image size, at most 128].")
 @click.option("--landmark-iters", default=150, show_default=True, help="Steps of the 3dmm landmark fit.")
+@click.option("--sequence-length", default=3, show_default=True,
+              help="MGLN: frames per sequence (onset, ..., peak); the synthetic set is rendered with as many.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 @fail_cleanly
 def train(model_kind: str, geometry: str, data: str, val_data: str | None, epochs: int, batch_size: int,
           image_size: int | None, out: str | None, profile: str, backbone: str | None, backbone_weights: str | None,
           lr: float | None, lr_schedule: str, seed: int, device: str, amp: str, workers: int, threads: int | None,
           resume: bool, checkpoint_every: int, cache_dir: str | None, synth_n: int, synth_size: int | None,
-          landmark_iters: int, no_progress: bool) -> None:
-    """Train a FER model (GGPI or the baseline); with no --data, on a synthetic set rendered first.
+          landmark_iters: int, sequence_length: int, no_progress: bool) -> None:
+    """Train a FER model (GGPI, the baseline or MGLN); with no --data, on a synthetic set rendered first.
 
     Runs unchanged under torchrun (DDP): `torchrun --nproc_per_node 4 -m face3dkit._cli.fer_cmd train ...`.
     """
@@ -102,7 +111,7 @@ def train(model_kind: str, geometry: str, data: str, val_data: str | None, epoch
 
     from fer.data import SynthConfig
     from fer.evaluate import evaluate_model, write_report
-    from fer.models import build_model, model_from_config, resolve_profile
+    from fer.models import SEQUENCE_MODELS, build_model, model_from_config, resolve_profile
     from fer.train import TrainConfig, Trainer, distributed, prepare_data, seed_everything, synthetic_set
     from fer.train.run import read_run_info, write_run_info
 
@@ -119,6 +128,10 @@ def train(model_kind: str, geometry: str, data: str, val_data: str | None, epoch
         model_kind, profile = prev["model"], prev["profile"]
         image_size = int(prev["image_size"])
         geometry = prev["data"]["geometry"]["provider"]
+        sequence_length = int(prev["data"].get("sequence_length", sequence_length))
+    steps = sequence_length if model_kind in SEQUENCE_MODELS else 0
+    if model_kind in SEQUENCE_MODELS and sequence_length < 1:
+        raise ValueError(f"--sequence-length must be >= 1, got {sequence_length}")
     prof = resolve_profile(profile, str(dist.device))
     size = image_size or (128 if prof == "paper" else 64)
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, seed=seed, device=str(dist.device), amp=amp,
@@ -129,10 +142,12 @@ def train(model_kind: str, geometry: str, data: str, val_data: str | None, epoch
     for turn in ("main", "others"):
         if (turn == "main") == dist.is_main:
             if data in ("synthetic", ""):
-                scfg = SynthConfig(n=synth_n, size=synth_size or max(size, min(2 * size, 128)), seed=seed)
+                scfg = SynthConfig(n=synth_n, size=synth_size or max(size, min(2 * size, 128)), seed=seed,
+                                   sequence=max(1, steps))
                 data_path = str(synthetic_set(scfg, cache_dir, progress=progress, echo=echo))
             train_set, val_set, data_info = prepare_data(
-                data_path, size, geometry, val_data, cache_dir, landmark_iters, progress=progress, echo=echo)
+                data_path, size, geometry, val_data, cache_dir, landmark_iters, progress=progress, echo=echo,
+                sequence_length=steps)
         distributed.barrier()
     if len(train_set) == 0:
         raise ValueError(f"{data_path}: no usable training samples")

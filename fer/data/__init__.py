@@ -4,6 +4,8 @@
 * :class:`Fer2013Dataset` - the FER2013 csv (``emotion,pixels,Usage``).
 * :class:`RafDbDataset` - RAF-DB's ``list_patition_label.txt``.
 * :class:`SyntheticDataset` / :func:`generate_synthetic` - expressions rendered with face3dkit.
+* :class:`SequenceDataset` - frames grouped into onset -> peak sequences (CK+ file names,
+  folder-of-frames layouts, ``fer synth --sequence T``), for MGLN.
 * :func:`open_dataset` - any of the above from a path, detected from its content.
 """
 
@@ -14,6 +16,7 @@ from pathlib import Path
 from fer.data.base import FerDataset, collate_samples, resize_rgb
 from fer.data.formats import FER2013_SPLITS, RAFDB_LABEL_FILE, Fer2013Dataset, ImageFolderDataset, RafDbDataset
 from fer.data.report import DataReport, Problem
+from fer.data.sequences import SequenceDataset, open_sequence_frames, sequence_groups
 from fer.data.synthetic import (
     EXPRESSION_UNITS,
     SynthConfig,
@@ -33,6 +36,7 @@ __all__ = [
     "Problem",
     "RAFDB_LABEL_FILE",
     "RafDbDataset",
+    "SequenceDataset",
     "SynthConfig",
     "SyntheticDataset",
     "collate_samples",
@@ -41,7 +45,9 @@ __all__ = [
     "generate_synthetic",
     "is_synthetic_dir",
     "open_dataset",
+    "open_sequence_frames",
     "resize_rgb",
+    "sequence_groups",
 ]
 
 

@@ -1,4 +1,5 @@
-"""FER models: GGPI (:mod:`fer.models.ggpi`) and the plain CNN baseline (:mod:`fer.models.baseline`).
+"""FER models: GGPI (:mod:`fer.models.ggpi`), the plain CNN baseline (:mod:`fer.models.baseline`) and
+MGLN (:mod:`fer.models.mgln`, sequences of frames with landmark-placed part crops).
 
 :func:`build_model` makes either from a kind, a size profile and overrides; the profile picks
 sizes that fit the hardware:
@@ -22,10 +23,13 @@ from fer.models.backbone import BACKBONES, ExpressionClassifier, build_backbone
 from fer.models.base import FerModel, StepContext
 from fer.models.baseline import BaselineConfig, BaselineModel
 from fer.models.ggpi import GGPIConfig, GGPIModel
+from fer.models.mgln import MGLNConfig, MGLNModel
 
 __all__ = [
     "BACKBONES",
+    "CONFIGS",
     "MODELS",
+    "SEQUENCE_MODELS",
     "PROFILES",
     "BaselineConfig",
     "BaselineModel",
@@ -33,6 +37,8 @@ __all__ = [
     "FerModel",
     "GGPIConfig",
     "GGPIModel",
+    "MGLNConfig",
+    "MGLNModel",
     "StepContext",
     "build_backbone",
     "build_model",
@@ -40,7 +46,11 @@ __all__ = [
     "resolve_profile",
 ]
 
-MODELS = ("ggpi", "baseline")
+MODELS = ("ggpi", "baseline", "mgln")
+#: Models trained on sequences of frames (:class:`fer.data.SequenceDataset`).
+SEQUENCE_MODELS = ("mgln",)
+#: Config class of each model kind.
+CONFIGS: dict[str, type] = {"ggpi": GGPIConfig, "baseline": BaselineConfig, "mgln": MGLNConfig}
 
 #: Profiles: fields set on the model config (unknown fields for a model are ignored).
 PROFILES: dict[str, dict[str, Any]] = {
@@ -59,14 +69,14 @@ def resolve_profile(profile: str, device: str) -> str:
 
 
 def build_model(kind: str, profile: str = "paper", **overrides: Any) -> FerModel:
-    """A model of ``kind`` (``'ggpi'`` or ``'baseline'``) with a profile and config overrides.
+    """A model of ``kind`` (``'ggpi'``, ``'baseline'`` or ``'mgln'``) with a profile and config overrides.
 
     Overrides set config fields by name (e.g. ``image_size=64, use_geometry=False, backbone='tiny'``);
     fields the model does not have are ignored, None values keep the default.
     """
     if kind not in MODELS:
         raise ValueError(f"unknown model {kind!r}; choose one of {', '.join(MODELS)}")
-    cls_cfg = GGPIConfig if kind == "ggpi" else BaselineConfig
+    cls_cfg = CONFIGS[kind]
     names = {f.name for f in dataclasses.fields(cls_cfg)}
     given = {k: v for k, v in overrides.items() if v is not None}
     values = {k: v for k, v in {**PROFILES[profile], **given}.items() if k in names}
@@ -80,4 +90,9 @@ def model_from_config(kind: str, config: dict[str, Any]) -> FerModel:
         return GGPIModel(cfg)
     if kind == "baseline":
         return BaselineModel(BaselineConfig(**config))
+    if kind == "mgln":
+        def tup(v: Any) -> Any:
+            return tuple(tup(x) for x in v) if isinstance(v, (list, tuple)) else v
+
+        return MGLNModel(MGLNConfig(**{k: tup(v) for k, v in config.items()}))
     raise ValueError(f"unknown model {kind!r}")
