@@ -54,10 +54,9 @@ def synth(out: str, n: int, size: int, seed: int, identities: int | None, test_f
                       sequence=sequence)
     meta = generate_synthetic(out, cfg, progress=not quiet)
     c = meta["counts"]
-    frames = f" x {sequence} frames" if sequence > 1 else ""
-    click.echo(f"rendered {meta['n']} faces{frames} ({size} px, {meta['n_identities']} identities: "
-               f"{c['train']} train / "
-               f"{c['test']} held-out test images) in {meta['seconds']:.1f} s -> {out}")
+    frames, unit = (f" x {sequence} frames", "sequences") if sequence > 1 else ("", "images")
+    click.echo(f"rendered {meta['n']} faces{frames} ({size} px, {meta['n_identities']} identities: {c['train']} "
+               f"train / {c['test']} held-out test {unit}) in {meta['seconds']:.1f} s -> {out}")
 
 
 @main.command("train")

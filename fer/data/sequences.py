@@ -171,6 +171,7 @@ class SequenceDataset(Dataset):
             return None  # an unreadable frame, reported by the frame dataset
         sample: dict[str, Any] = dict(items[-1])  # type: ignore[arg-type]
         sample["index"] = int(i)
+        sample["identity"] = int(self.identities[i])
         sample["frames"] = torch.stack([s["image"] for s in items])  # type: ignore[index]
         sample["frame_landmarks"] = torch.stack([s["landmarks"] for s in items])  # type: ignore[index]
         sample["frame_index"] = torch.from_numpy(self.sequences[i].copy())

@@ -318,7 +318,7 @@ def generate_synthetic(out: str | Path, config: SynthConfig | None = None, model
         "n": n,
         "n_identities": cfg.identities(),
         "counts": {s: int((split == s).sum()) for s in ("train", "test")},
-        "frames_per_face": steps,
+        "frames_per_face": steps,  # counts are of faces: sequences of that many images
         "test_identities": sorted(int(i) for i in np.flatnonzero(prm["test"])),
         "labels": list(EXPRESSIONS),
         "seconds": round(seconds, 2),
