@@ -113,7 +113,7 @@ def row(face: np.ndarray, lm: np.ndarray, cfg: MGLNConfig) -> Image.Image:
     boxes = part_boxes(torch.from_numpy(lm)[None], cfg.part_margin, cfg.part_min_size)[0]
     x = torch.from_numpy(face).permute(2, 0, 1).float()[None] / 255
     crops = []
-    for p, name in enumerate(PARTS):
+    for p in range(len(PARTS)):
         h, w = cfg.part_sizes[p]
         c = crop_boxes(x, boxes[p:p + 1], (h * SCALE, w * SCALE))[0]
         crops.append((c.permute(1, 2, 0).clamp(0, 1).numpy() * 255).round().astype(np.uint8))

@@ -17,7 +17,6 @@ from fer.data import (
     SequenceDataset,
     SynthConfig,
     SyntheticDataset,
-    collate_samples,
     generate_synthetic,
     open_sequence_frames,
 )
