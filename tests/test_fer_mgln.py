@@ -2,6 +2,11 @@
 
 import contextlib
 import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -250,3 +255,51 @@ def test_evaluation_uses_frames_and_landmarks():
     with torch.no_grad():
         pred = model.classify_batch(batch).argmax(1).numpy()
     assert m["accuracy"] == pytest.approx(float((pred == seqs.labels).mean()))
+
+
+DDP_WORKER = textwrap.dedent('''
+    import os, sys
+    import numpy as np
+    import torch
+    torch.set_num_threads(1)
+    sys.path.insert(0, sys.argv[2])
+    from fer_arrays import ArrayDataset
+    from fer.data import SequenceDataset
+    from fer.models import build_model
+    from fer.train import TrainConfig, Trainer, distributed
+
+    info = distributed.setup("cpu")
+    frames = ArrayDataset(24, size=32)
+    frames.labels = (np.arange(24) // 3 % 7).astype(np.int64)
+    seqs = SequenceDataset(frames, 3, groups=[[3 * k, 3 * k + 1, 3 * k + 2] for k in range(8)])
+    torch.manual_seed(100 + info.rank)  # different initial weights per rank: rank 0's are broadcast
+    model = build_model("mgln", "small", global_channels=(16,), part_channels=8,
+                        part_sizes=((3, 5), (4, 4), (3, 4)), lstm_hidden=16, dropout=0.3, lr=1e-3)
+    cfg = TrainConfig(epochs=1, batch_size=2, seed=3, device="cpu", progress=False, samples=False)
+    trainer = Trainer(model, seqs, os.path.join(sys.argv[1], "run"), cfg)
+    trainer.fit()
+    torch.save({"world": info.world_size, "state": trainer.model.state_dict(), "steps": trainer.global_step},
+               os.path.join(sys.argv[1], f"rank{info.rank}.pt"))
+    distributed.cleanup()
+''')
+
+
+@pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
+                    reason="torch.distributed with Gloo is not available")
+def test_torchrun_two_processes_keep_mgln_in_sync(tmp_path):
+    exe = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or shutil.which("torchrun")
+    if exe is None:
+        pytest.skip("torchrun not found")
+    script = tmp_path / "worker.py"
+    script.write_text(DDP_WORKER)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    cmd = [exe, "--standalone", "--nproc-per-node", "2", str(script), str(tmp_path), os.path.dirname(__file__)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1))
+    assert r0["world"] == r1["world"] == 2 and r0["steps"] == 2  # 8 sequences / (2 ranks x 2)
+    for k in r0["state"]:  # parameters, batch-norm statistics and the LSTM agree bit for bit
+        torch.testing.assert_close(r1["state"][k], r0["state"][k], rtol=0, atol=0, msg=k)
+    torch.manual_seed(100)  # rank 0's initial weights: training moved them
+    init = build_model("mgln", "small", **{**TINY, "dropout": 0.3}).state_dict()
+    assert init.keys() == r0["state"].keys() and not torch.equal(init["fusion_logit"], r0["state"]["fusion_logit"])

@@ -164,3 +164,7 @@ def test_cli_trains_and_evaluates_mgln_on_synthetic_sequences(synth_seq, tmp_pat
     assert r.exit_code == 0, r.output
     m = json.loads(r.output[r.output.index("{"):])
     assert m["n"] == info["data"]["val"]["samples"]  # test-split sequences
+    # `fer predict` has single images and no landmarks: the global face module answers.
+    r = runner.invoke(main, ["predict", str(run), str(out / "images" / "000000_2.png")])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)[0]["label"] in EXPRESSIONS
