@@ -147,8 +147,25 @@ def test_fusion_is_the_weighted_mean_of_the_module_probabilities():
         ref = np.log(w * softmax(out["global"]) + (1 - w) * softmax(out["part"]))
         np.testing.assert_allclose(out["fused"], ref, atol=1e-5)
         assert ("fusion_logit" in dict(m.named_parameters())) == (fusion == "learned")
+        assert sorted(m.param_groups()) == (["fusion", "mgln"] if fusion == "learned" else ["mgln"])
+        assert sum(len(v) for v in m.param_groups().values()) == len(list(m.parameters()))
     with pytest.raises(ValueError, match="fusion"):
         MGLNModel(MGLNConfig(fusion="max"))
+
+
+def test_learned_fusion_weight_moves_toward_the_better_module():
+    torch.manual_seed(0)
+    batch = _seq_batch()
+    y = batch["label"]
+    for sign in (1.0, -1.0):  # global module right (w must grow) or wrong (w must shrink)
+        m = MGLNModel(MGLNConfig(**{**TINY, "lr": 0.0}))  # the network stays fixed, only w learns
+        real = m.global_module.forward
+        m.global_module.forward = lambda f, real=real, sign=sign: real(f) + sign * 5.0 * torch.eye(7)[y]
+        ctx = Ctx(m)
+        w0 = float(m.fusion_weight.detach())
+        for _ in range(20):
+            m.train_step(batch, ctx)
+        assert sign * (float(m.fusion_weight.detach()) - w0) > 0.03, (sign, float(m.fusion_weight.detach()))
 
 
 def test_sequence_and_single_image_inputs_and_shapes():

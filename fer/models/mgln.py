@@ -1,4 +1,6 @@
-"""MGLN: the multi-task global-local network for expression sequences (Yu et al., 2020).
+"""MGLN: the multi-task global-local network for expression sequences (Yu, Zheng, Peng, Dong and Du,
+"Facial expression recognition based on a multi-task global-local network", Pattern Recognition
+Letters 2020).
 
 The network (``S`` = image side, ``T`` = frames per sequence, onset -> peak; ``K`` = 7 classes):
 
@@ -20,12 +22,16 @@ The network (``S`` = image side, ``T`` = frames per sequence, onset -> peak; ``K
   concatenated and an LSTM runs over the T frames; its last output -> dropout -> linear -> ``z_p``.
   Frames without landmarks (all zeros) use :data:`TEMPLATE_BOXES`, boxes of a centred, aligned
   face crop (CK+48, FER2013-style crops).
-* **Weighted decision fusion**: ``p = w softmax(z_g) + (1 - w) softmax(z_p)``. ``fusion='learned'``:
-  ``w = sigmoid(a)`` with a scalar parameter ``a`` (initially 0, i.e. w = 0.5) trained through the
-  fused loss; ``fusion='fixed'``: ``w = fusion_weight``. The model's logits are ``log p``.
+* **Weighted decision fusion**: ``p = w softmax(z_g) + (1 - w) softmax(z_p)`` (:func:`fuse`).
+  ``fusion='learned'``: ``w = sigmoid(a)`` with a scalar parameter ``a`` (starting at
+  ``logit(fusion_weight)``), fitted by its own Adam optimizer (``fusion_lr``; at the network's
+  learning rate a scalar would barely move in a few hundred steps) on ``NLL(log p, y)`` with the two
+  modules' decisions held fixed (detached); ``fusion='fixed'``: ``w = fusion_weight``. The
+  model's logits are ``log p``.
 
-Multi-task loss: ``w_global CE(z_g, y) + w_part CE(z_p, y) + w_fused NLL(log p, y)`` (each module
-is supervised on its own, as in the paper's multi-task training, and the fusion on top).
+Multi-task loss of the network: ``w_global CE(z_g, y) + w_part CE(z_p, y) + w_fused NLL(log p, y)``
+(each module is supervised on its own, as in the paper's multi-task training, and the fusion on
+top).
 
 Batches: ``frames`` (B, T, 3, S, S) and ``frame_landmarks`` (B, T, 68, 2) from
 :class:`fer.data.SequenceDataset`; single-image batches (``image`` (B, 3, S, S), ``landmarks``
@@ -57,6 +63,7 @@ __all__ = [
     "MGLNConfig",
     "MGLNModel",
     "crop_boxes",
+    "fuse",
     "part_boxes",
     "shared_shallow_module",
 ]
@@ -100,6 +107,7 @@ class MGLNConfig:
         dropout: dropout before the class layers.
         fusion: ``'learned'`` (w = sigmoid(a), a trained) or ``'fixed'`` (w = ``fusion_weight``).
         fusion_weight: weight of the global module in the fusion (fixed, or the learned start).
+        fusion_lr: Adam learning rate of the learned fusion weight's logit.
         w_global, w_part, w_fused: weights of the three cross-entropy terms.
         label_smoothing: label smoothing of the two module losses.
         lr, beta1, beta2, weight_decay: Adam settings (one optimizer for the whole network).
@@ -116,6 +124,7 @@ class MGLNConfig:
     dropout: float = 0.5
     fusion: str = "learned"
     fusion_weight: float = 0.5
+    fusion_lr: float = 1e-2
     w_global: float = 1.0
     w_part: float = 1.0
     w_fused: float = 1.0
@@ -139,6 +148,12 @@ def resolve_batch_norm(config: MGLNConfig) -> bool:
         keys = read_state_dict(os.fspath(config.backbone_weights), "cpu").keys()
         return any(k.endswith("running_mean") and k.startswith("features.") for k in keys)
     return True
+
+
+def fuse(z_global: Tensor, z_part: Tensor, w: Tensor | float) -> Tensor:
+    """Weighted decision fusion: ``log(w softmax(z_global) + (1 - w) softmax(z_part))``, (B, K) float32."""
+    p = w * torch.softmax(z_global.float(), 1) + (1 - w) * torch.softmax(z_part.float(), 1)
+    return torch.log(p).clamp(min=-100.0)
 
 
 def shared_shallow_module(batch_norm: bool = False, weights: str | os.PathLike | None = None) -> VGG:
@@ -306,10 +321,17 @@ class MGLNModel(FerModel):
         return True
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
-        return {"mgln": list(self.parameters())}
+        """``mgln``: the network; ``fusion``: the learned fusion logit (absent for fixed fusion)."""
+        fusion = [self.fusion_logit] if isinstance(self.fusion_logit, nn.Parameter) else []
+        groups = {"mgln": [p for p in self.parameters() if all(p is not q for q in fusion)]}
+        if fusion:
+            groups["fusion"] = fusion
+        return groups
 
     def optimizer_settings(self, name: str) -> dict[str, Any]:
         c = self.config
+        if name == "fusion":
+            return {"lr": c.fusion_lr, "betas": (c.beta1, c.beta2), "weight_decay": 0.0}
         return {"lr": c.lr, "betas": (c.beta1, c.beta2), "weight_decay": c.weight_decay}
 
     # -- forward ----------------------------------------------------------------------------------
@@ -345,10 +367,7 @@ class MGLNModel(FerModel):
         peak = feats.view(b, t, *feats.shape[1:])[:, -1]
         z_g = self.global_module(peak)
         z_p = self.part_module(feats, lm.flatten(0, 1), t)
-        w = self.fusion_weight.float()
-        fused = torch.log(w * torch.softmax(z_g.float(), 1) + (1 - w) * torch.softmax(z_p.float(), 1)
-                          ).clamp(min=-100.0)
-        return {"global": z_g, "part": z_p, "fused": fused}
+        return {"global": z_g, "part": z_p, "fused": fuse(z_g, z_p, self.fusion_weight.float())}
 
     def loss_terms(self, batch: dict[str, Any]) -> dict[str, Tensor]:
         c = self.config
@@ -366,6 +385,9 @@ class MGLNModel(FerModel):
             terms = self.loss_terms(batch)
         ctx.step("mgln", terms["loss"])
         y = batch["label"]
+        if isinstance(self.fusion_logit, nn.Parameter):  # the fusion weight on the modules' fixed decisions
+            fused = fuse(terms["_global"].detach(), terms["_part"].detach(), self.fusion_weight.float())
+            ctx.step("fusion", F.nll_loss(fused, y))
         out = {k: float(v.detach()) for k, v in terms.items() if not k.startswith("_")}
         out["acc"] = self._accuracy(terms["_logits"], y)
         out["acc_global"] = self._accuracy(terms["_global"], y)
