@@ -171,7 +171,7 @@ def train(model_kind: str, geometry: str, data: str, val_data: str | None, epoch
         m = evaluate_model(trainer.model, val_set, 128, dist.device)
         name = "val" if data_info.get("val_data") else (data_info.get("val_split") or "val")
         paths = write_report(m, out_dir / "eval" / name)
-        echo(_summary(m, f"held-out {name} ({m['n']} images)"))
+        echo(_summary(m, f"held-out {name} ({m['n']} {'sequences' if steps else 'images'})"))
         echo(f"confusion matrix: {paths['confusion']}")
     ips = [r["images_per_s"] for r in history if r.get("images_per_s")]
     echo(f"trained {len(history)} epochs in {train_s / 60:.1f} min"
