@@ -13,7 +13,9 @@ split). Trains each configuration
 
 (``--models`` names them instead: ``baseline``, ``geometry`` (MLP on the 3dmm fit's expression
 coefficients, pose and landmarks), ``baseline+geometry`` (the CNN fused with them), ``ggpi``, ``tdgan``,
-``drgan`` / ``drgan-none`` (every model of :data:`fer.models.REGISTRY` is accepted), and the classic
+``drgan`` / ``drgan-none``, ``mgln`` (on sequences of ``--sequence-length`` frames: the synthetic
+set rendered as neutral -> peak sequences, or the frames of ``--data`` grouped into sequences; every
+model of :data:`fer.models.REGISTRY` is accepted), and the classic
 floor ``hog-svm``: HOG features + a linear SVM, scikit-image + scikit-learn, needed by this script
 only; :data:`MODEL_SPECS` / :data:`CLASSIC` are the lists to extend), with the same classifier,
 seeds, epochs and data order (``--seeds``: each configuration once per
@@ -60,7 +62,7 @@ from face3dkit.sysinfo import machine_summary  # noqa: E402
 from fer.data import SynthConfig  # noqa: E402
 from fer.evaluate import evaluate_model, sample_yaw, write_report  # noqa: E402
 from fer.labels import EXPRESSIONS, YAW_BIN_NAMES  # noqa: E402
-from fer.models import MODELS, build_model, resolve_profile  # noqa: E402
+from fer.models import MODELS, SEQUENCE_MODELS, build_model, resolve_profile  # noqa: E402
 from fer.train import TrainConfig, Trainer, prepare_data, seed_everything, synthetic_set, training_data  # noqa: E402
 from fer.train.run import geometry_overrides, write_run_info  # noqa: E402
 
@@ -76,6 +78,7 @@ MODEL_SPECS: dict[str, tuple[str, str]] = {
     "tdgan": ("tdgan", "none"),
     "drgan": ("drgan", "3dmm"),
     "drgan-none": ("drgan", "none"),
+    "mgln": ("mgln", "3dmm"),
 }
 for _kind in MODELS:  # every registered model is a --models name (its geometry: 3dmm unless listed above)
     MODEL_SPECS.setdefault(_kind, (_kind, "3dmm"))
@@ -127,11 +130,13 @@ def run_hog_svm(prepared: tuple[Any, Any, dict[str, Any], float], args: argparse
 CLASSIC = {"hog-svm": run_hog_svm}
 
 
-def prepare(data: Path, geometry: str, args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any], float]:
-    """Train/test sets decoded with ``geometry`` attached, their description, and the seconds it took."""
+def prepare(data: Path, geometry: str, args: argparse.Namespace, steps: int = 0
+            ) -> tuple[Any, Any, dict[str, Any], float]:
+    """Train/test sets decoded with ``geometry`` attached, their description, and the seconds it took;
+    with ``steps`` > 0, sequences of that many frames (:data:`fer.models.SEQUENCE_MODELS`)."""
     t0 = time.perf_counter()
     train, test, data_info = prepare_data(data, args.image_size, geometry, cache_dir=args.cache_dir, progress=False,
-                                          echo=lambda s: None)
+                                          echo=lambda s: None, sequence_length=steps)
     return train, test, data_info, time.perf_counter() - t0
 
 
@@ -249,6 +254,9 @@ def main(argv: list[str] | None = None) -> int:
                    + " ".join(DEFAULT_CONFIGS) + "]")
     p.add_argument("--models", nargs="+", default=None, choices=[*MODEL_SPECS, *CLASSIC],
                    help="named configurations (instead of --configs)")
+    p.add_argument("--sequence-length", type=int, default=3,
+                   help="frames per sequence of the sequence models (mgln); the synthetic set for them is rendered "
+                        "with as many frames per face")
     p.add_argument("--out", default="runs/bench-fer")
     p.add_argument("--cache-dir", default=None)
     p.add_argument("--json", default=None, help="write the results here too")
@@ -284,15 +292,22 @@ def main(argv: list[str] | None = None) -> int:
             p.error(f"bad config {spec!r}: use model:geometry, e.g. ggpi:3dmm")
         specs.append((spec, kind, geometry))
     rows = []
-    prepared: dict[str, tuple[Any, Any, dict[str, Any], float]] = {}  # per geometry, shared by models and seeds
+    # per geometry and sequence length, shared by models and seeds
+    prepared: dict[str, tuple[Any, Any, dict[str, Any], float]] = {}
     for name, kind, geometry in specs:
-        if geometry not in prepared:
-            prepared[geometry] = prepare(data, geometry, args)
+        steps = args.sequence_length if kind in SEQUENCE_MODELS else 0
+        key = f"{geometry}:{steps}"
+        if key not in prepared:
+            source = data
+            if steps and args.data is None:  # sequence models: the same synthetic set, rendered as sequences
+                source = synthetic_set(SynthConfig(n=args.n, size=args.size, seed=args.seed, sequence=steps),
+                                       args.cache_dir, progress=not args.no_progress)
+            prepared[key] = prepare(source, geometry, args, steps)
         for seed in args.seeds:
             if kind == "classic":
-                row = CLASSIC[name](prepared[geometry], args, seed)
+                row = CLASSIC[name](prepared[key], args, seed)
             else:
-                row = run_config(name, kind, geometry, prepared[geometry], args, device, seed)
+                row = run_config(name, kind, geometry, prepared[key], args, device, seed)
             rows.append(row)
             print(f"{row['config']} seed {seed}: accuracy {100 * row['accuracy']:.1f}% "
                   f"(macro-F1 {100 * row['macro_f1']:.1f}%; per class "

@@ -19,9 +19,11 @@ def main() -> None:
 
 
 #: Model kinds of ``fer train --model`` (fer.models.MODELS; kept here so that ``fer --help`` needs no torch).
-MODEL_KINDS = ("ggpi", "baseline", "geometry", "tdgan", "drgan")
-#: Geometry used when ``--geometry`` is not given (TDGAN reads none; DR-GAN's pose codes come from the 3dmm yaw).
-DEFAULT_GEOMETRY = {"ggpi": "3dmm", "baseline": "none", "geometry": "3dmm", "tdgan": "none", "drgan": "3dmm"}
+MODEL_KINDS = ("ggpi", "baseline", "geometry", "tdgan", "drgan", "mgln")
+#: Geometry used when ``--geometry`` is not given (TDGAN reads none; DR-GAN's pose codes come from the 3dmm yaw;
+#: MGLN places its part crops at the fitted landmarks).
+DEFAULT_GEOMETRY = {"ggpi": "3dmm", "baseline": "none", "geometry": "3dmm", "tdgan": "none", "drgan": "3dmm",
+                    "mgln": "3dmm"}
 
 
 def _progress_option(fn):
@@ -52,30 +54,35 @@ def _threads(n: int | None) -> None:
 @click.option("--seed", default=0, show_default=True, help="Everything random derives from it.")
 @click.option("--identities", type=int, default=None, help="Number of subjects [default: max(10, n // 14)].")
 @click.option("--test-fraction", default=0.2, show_default=True, help="Fraction of identities held out for test.")
+@click.option("--sequence", default=1, show_default=True,
+              help="Frames per face, expression ramped neutral -> peak (sequences for MGLN); 1: still images.")
 @click.option("--threads", type=int, default=None, help="torch CPU threads.")
 @click.option("--face-model", default="default", show_default=True,
               help="Morphable model to render ('default', 'makehuman' or a model file with named units).")
 @_progress_option
 @fail_cleanly
-def synth(out: str, n: int, size: int, seed: int, identities: int | None, test_fraction: float, threads: int | None,
-          face_model: str, progress: bool) -> None:
+def synth(out: str, n: int, size: int, seed: int, identities: int | None, test_fraction: float, sequence: int,
+          threads: int | None, face_model: str, progress: bool) -> None:
     """Render the synthetic expression set (face3dkit default model by default) into OUT.
 
     OUT/images/*.png, OUT/labels.csv (split, identity, label, true yaw/pitch/roll, 68 landmarks in
-    pixels) and OUT/meta.json. Deterministic for a seed; test identities are held out.
+    pixels) and OUT/meta.json. Deterministic for a seed; test identities are held out. With
+    --sequence T each face is rendered T times (OUT/images/000000_0.png ...), neutral to peak.
     """
     from fer.data import SynthConfig, generate_synthetic
 
-    if n < 7 or size < 16:
-        raise ValueError(f"need --n >= 7 and --size >= 16, got {n} and {size}")
+    if n < 7 or size < 16 or sequence < 1:
+        raise ValueError(f"need --n >= 7, --size >= 16 and --sequence >= 1, got {n}, {size} and {sequence}")
     _threads(threads)
-    cfg = SynthConfig(n=n, size=size, seed=seed, n_identities=identities, test_fraction=test_fraction)
+    cfg = SynthConfig(n=n, size=size, seed=seed, n_identities=identities, test_fraction=test_fraction,
+                      sequence=sequence)
     import face3dkit
 
     meta = generate_synthetic(out, cfg, model=face3dkit.load_model(face_model), progress=progress)
     c = meta["counts"]
-    click.echo(f"rendered {meta['n']} faces ({size} px, {meta['n_identities']} identities: {c['train']} train / "
-               f"{c['test']} held-out test images) in {meta['seconds']:.1f} s -> {out}")
+    frames, unit = (f" x {sequence} frames", "sequences") if sequence > 1 else ("", "images")
+    click.echo(f"rendered {meta['n']} faces{frames} ({size} px, {meta['n_identities']} identities: {c['train']} "
+               f"train / {c['test']} held-out test {unit}) in {meta['seconds']:.1f} s -> {out}")
 
 
 @main.command("train")
@@ -83,9 +90,11 @@ def synth(out: str, n: int, size: int, seed: int, identities: int | None, test_f
               help="ggpi (the GAN), baseline (the CNN; fused with fitted geometry when --geometry is given), "
                    "geometry (an MLP on the 3dmm fit's expression coefficients, pose and landmarks), tdgan (pairs "
                    "each image with a face of the training set: identities from the synthetic labels or CK+ "
-                   "S<subject>_ file names) or drgan (pose codes from the 3dmm yaw).")
+                   "S<subject>_ file names), drgan (pose codes from the 3dmm yaw) or mgln (sequences of frames, "
+                   "--sequence-length; part crops at the geometry's landmarks).")
 @click.option("--geometry", type=click.Choice(["3dmm", "landmarks", "none"]), default=None,
-              help="Geometry provider [default: 3dmm for ggpi, geometry and drgan, none for baseline and tdgan].")
+              help="Geometry provider [default: 3dmm for ggpi, geometry, drgan and mgln, none for baseline and "
+                   "tdgan].")
 @click.option("--data", default="synthetic", show_default=True,
               help="Dataset path (class folders, FER2013 csv, RAF-DB, synthetic set) or 'synthetic' to render one.")
 @click.option("--val-data", default=None, help="Validation dataset [default: the held-out split of --data].")
@@ -123,14 +132,17 @@ def synth(out: str, n: int, size: int, seed: int, identities: int | None, test_f
               help="Render size of the synthetic set [default: twice the image size, at most 128].")
 @click.option("--landmark-iters", type=click.IntRange(min=1), default=150, show_default=True,
               help="Steps of the 3dmm landmark fit.")
+@click.option("--sequence-length", type=click.IntRange(min=1), default=3, show_default=True,
+              help="MGLN: frames per sequence (onset, ..., peak); the synthetic set is rendered with as many.")
 @_progress_option
 @fail_cleanly
 def train(model_kind: str, geometry: str | None, data: str, val_data: str | None, epochs: int, batch_size: int,
           image_size: int | None, out: str | None, profile: str, backbone: str | None, backbone_weights: str | None,
           lr: float | None, lr_schedule: str, seed: int, device: str, amp: str, workers: int, threads: int | None,
           resume: bool, restart: bool, checkpoint_every: int, cache_dir: str | None, synth_n: int,
-          synth_size: int | None, landmark_iters: int, progress: bool) -> None:
-    """Train a FER model (GGPI, the baseline or the geometry MLP); with no --data, on a synthetic set rendered first.
+          synth_size: int | None, landmark_iters: int, sequence_length: int, progress: bool) -> None:
+    """Train a FER model (GGPI, the baseline, the geometry MLP, TDGAN, DR-GAN or MGLN); with no --data, on a
+    synthetic set rendered first.
 
     An existing run in --out is never overwritten silently: continue it with --resume or replace it
     with --restart. Runs unchanged under torchrun (DDP):
@@ -142,7 +154,7 @@ def train(model_kind: str, geometry: str | None, data: str, val_data: str | None
     from fer.data import SynthConfig
     from fer.evaluate import evaluate_model, write_report
     from fer.labels import EXPRESSIONS
-    from fer.models import build_model, model_from_config, resolve_profile, without_weights
+    from fer.models import SEQUENCE_MODELS, build_model, model_from_config, resolve_profile, without_weights
     from fer.train import TrainConfig, Trainer, distributed, prepare_data, seed_everything, synthetic_set, training_data
     from fer.train.run import clear_run, geometry_overrides, read_run_info, run_status, write_run_info
 
@@ -165,6 +177,10 @@ def train(model_kind: str, geometry: str | None, data: str, val_data: str | None
         model_kind, profile = prev["model"], prev["profile"]
         image_size = int(prev["image_size"])
         geometry = prev["data"]["geometry"]["provider"]
+        sequence_length = int(prev["data"].get("sequence_length", sequence_length))
+    steps = sequence_length if model_kind in SEQUENCE_MODELS else 0
+    if model_kind in SEQUENCE_MODELS and sequence_length < 1:
+        raise ValueError(f"--sequence-length must be >= 1, got {sequence_length}")
     prof = resolve_profile(profile, str(dist.device))
     size = image_size or (128 if prof == "paper" else 64)
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, seed=seed, device=str(dist.device), amp=amp,
@@ -175,10 +191,12 @@ def train(model_kind: str, geometry: str | None, data: str, val_data: str | None
     for turn in ("main", "others"):
         if (turn == "main") == dist.is_main:
             if data in ("synthetic", ""):
-                scfg = SynthConfig(n=synth_n, size=synth_size or max(size, min(2 * size, 128)), seed=seed)
+                scfg = SynthConfig(n=synth_n, size=synth_size or max(size, min(2 * size, 128)), seed=seed,
+                                   sequence=max(1, steps))
                 data_path = str(synthetic_set(scfg, cache_dir, progress=progress, echo=echo))
             train_set, val_set, data_info = prepare_data(
-                data_path, size, geometry, val_data, cache_dir, landmark_iters, progress=progress, echo=echo)
+                data_path, size, geometry, val_data, cache_dir, landmark_iters, progress=progress, echo=echo,
+                sequence_length=steps)
         distributed.barrier()
     if len(train_set) == 0:
         raise ValueError(f"{data_path}: no usable training samples")
@@ -213,7 +231,7 @@ def train(model_kind: str, geometry: str | None, data: str, val_data: str | None
         m = evaluate_model(trainer.model, val_set, 128, dist.device)
         name = "val" if data_info.get("val_data") else (data_info.get("val_split") or "val")
         paths = write_report(m, out_dir / "eval" / name)
-        echo(_summary(m, f"held-out {name} ({m['n']} images)"))
+        echo(_summary(m, f"held-out {name} ({m['n']} {'sequences' if steps else 'images'})"))
         echo(f"confusion matrix: {paths['confusion']}")
     ips = [r["images_per_s"] for r in history if r.get("images_per_s")]
     echo(f"trained {len(history)} epochs in {train_s / 60:.1f} min"

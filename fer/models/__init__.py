@@ -1,6 +1,7 @@
 """FER models: GGPI (:mod:`fer.models.ggpi`), the plain CNN baseline (:mod:`fer.models.baseline`,
 optionally fused with fitted geometry), the geometry-coefficient MLP (:mod:`fer.models.geometry`),
-TDGAN (:mod:`fer.models.tdgan`) and DR-GAN (:mod:`fer.models.drgan`).
+TDGAN (:mod:`fer.models.tdgan`), DR-GAN (:mod:`fer.models.drgan`) and MGLN (:mod:`fer.models.mgln`,
+sequences of frames with landmark-placed part crops).
 
 :func:`build_model` makes either from a kind, a size profile and overrides; the profile picks
 sizes that fit the hardware:
@@ -30,12 +31,15 @@ from fer.models.baseline import BaselineConfig, BaselineModel
 from fer.models.drgan import DRGANConfig, DRGANModel
 from fer.models.geometry import GeometryConfig, GeometryModel
 from fer.models.ggpi import GGPIConfig, GGPIModel
+from fer.models.mgln import MGLNConfig, MGLNModel
 from fer.models.tdgan import TDGANConfig, TDGANModel
 
 __all__ = [
     "BACKBONES",
+    "CONFIGS",
     "MODELS",
     "MODEL_PROFILES",
+    "SEQUENCE_MODELS",
     "PROFILES",
     "REGISTRY",
     "BaselineConfig",
@@ -48,6 +52,8 @@ __all__ = [
     "GeometryModel",
     "GGPIConfig",
     "GGPIModel",
+    "MGLNConfig",
+    "MGLNModel",
     "StepContext",
     "TDGANConfig",
     "TDGANModel",
@@ -65,8 +71,13 @@ REGISTRY: dict[str, tuple[type, type[FerModel]]] = {
     "geometry": (GeometryConfig, GeometryModel),
     "tdgan": (TDGANConfig, TDGANModel),
     "drgan": (DRGANConfig, DRGANModel),
+    "mgln": (MGLNConfig, MGLNModel),
 }
 MODELS = tuple(REGISTRY)
+#: Models trained on sequences of frames (:class:`fer.data.SequenceDataset`).
+SEQUENCE_MODELS = ("mgln",)
+#: Config class of each model kind (from :data:`REGISTRY`).
+CONFIGS: dict[str, type] = {kind: cfg for kind, (cfg, _) in REGISTRY.items()}
 
 #: Profiles: fields set on the model config (unknown fields for a model are ignored).
 PROFILES: dict[str, dict[str, Any]] = {
@@ -122,4 +133,9 @@ def model_from_config(kind: str, config: dict[str, Any]) -> FerModel:
     unknown = sorted(set(config) - names)
     if unknown:
         raise ValueError(f"unknown {kind} settings {', '.join(unknown)}")
-    return cls(cls_cfg(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}))
+    return cls(cls_cfg(**{k: _tuples(v) for k, v in config.items()}))
+
+
+def _tuples(v: Any) -> Any:
+    """JSON lists back to the config's (nested) tuples."""
+    return tuple(_tuples(x) for x in v) if isinstance(v, (list, tuple)) else v

@@ -24,7 +24,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from fer.data import FerDataset, SynthConfig, SyntheticDataset, generate_synthetic, is_synthetic_dir, open_dataset
+from fer.data import (
+    FerDataset,
+    SequenceDataset,
+    SynthConfig,
+    generate_synthetic,
+    is_synthetic_dir,
+    open_dataset,
+    open_sequence_frames,
+)
 from fer.geometry import GeometryCache, attach_geometry, compute_geometry, default_cache_dir, get_provider
 from fer.geometry.providers import GeometryUnavailableError
 from fer.labels import EXPRESSIONS, YAW_BIN_EDGES, YAW_BIN_NAMES
@@ -92,7 +100,8 @@ def _preload(ds: FerDataset, progress: bool) -> None:
 
 def prepare_data(data: str | os.PathLike, image_size: int, geometry: str, val_data: str | os.PathLike | None = None,
                  cache_dir: str | os.PathLike | None = None, landmark_iters: int = 150, progress: bool = True,
-                 echo: Callable[[str], None] = print) -> tuple[FerDataset, FerDataset | None, dict[str, Any]]:
+                 echo: Callable[[str], None] = print, sequence_length: int = 0,
+                 ) -> tuple[Any, Any, dict[str, Any]]:
     """Open train/validation datasets, decode images into memory, and attach geometry.
 
     Args:
@@ -102,17 +111,20 @@ def prepare_data(data: str | os.PathLike, image_size: int, geometry: str, val_da
         val_data: validation dataset (default: the held-out split of ``data`` when it has one).
         cache_dir: geometry cache root (default :func:`fer.geometry.default_cache_dir`).
         landmark_iters: steps of the 3dmm landmark fit.
+        sequence_length: > 0: every frame is loaded (geometry per frame) and the sets are
+            :class:`fer.data.SequenceDataset` of that many frames (MGLN).
 
     Returns:
         train set, validation set (or None), and a description for ``run.json``.
     """
     path = Path(data)
     train_split, val_split = _splits_for(path)
-    train = open_dataset(path, split=train_split, image_size=image_size)
+    opener = open_sequence_frames if sequence_length > 0 else open_dataset
+    train = opener(path, split=train_split, image_size=image_size)
     if val_data is not None:
-        val: FerDataset | None = open_dataset(val_data, split=None, image_size=image_size)
+        val: FerDataset | None = opener(val_data, split=None, image_size=image_size)
     elif val_split is not None:
-        val = open_dataset(path, split=val_split, image_size=image_size)
+        val = opener(path, split=val_split, image_size=image_size)
     else:
         val = None
     provider = get_provider(geometry, landmark_iters=landmark_iters)
@@ -133,6 +145,16 @@ def prepare_data(data: str | os.PathLike, image_size: int, geometry: str, val_da
         echo(f"{name}: {ds.report.summary()}{geo}")
         info[name] = {"samples": len(ds), "skipped": ds.report.skipped, "class_counts": ds.class_counts().tolist(),
                       "geometry_stats": st}
+    if sequence_length > 0:
+        info["sequence_length"] = int(sequence_length)
+        seqs = [None if ds is None else SequenceDataset(ds, sequence_length) for ds in (train, val)]
+        for name, sq in zip(("train", "val"), seqs, strict=True):
+            if sq is not None:
+                info[name].update(frames=info[name]["samples"], samples=len(sq),
+                                  class_counts=sq.class_counts().tolist())
+                echo(f"{name}: {len(sq)} sequences of {sequence_length} frames "
+                     f"(from {len(sq.frames)} frames; {int((sq.lengths < sequence_length).sum())} shorter, repeated)")
+        return seqs[0], seqs[1], info
     return train, val, info
 
 
@@ -301,11 +323,16 @@ def _run_provider(info: dict[str, Any]) -> Any:
 
 def open_for_eval(path: str | os.PathLike, info: dict[str, Any], split: str | None = "auto",
                   cache_dir: str | os.PathLike | None = None, progress: bool = False,
-                  need_geometry: bool = False) -> SyntheticDataset | FerDataset:
+                  need_geometry: bool = False) -> Any:
     """A dataset for evaluating a run: its image size; the run's geometry when the model classifies
-    from it (``need_geometry``: errors propagate) or, for the yaw bins, when the true pose is unknown."""
+    from it (``need_geometry``: errors propagate), for sequence models (their part crops sit at the
+    landmarks; errors propagate) or, for the yaw bins, when the true pose is unknown; a
+    :class:`fer.data.SequenceDataset` for sequence models (``run.json`` data ``sequence_length``)."""
     sp = eval_split_for(path) if split == "auto" else split
-    ds = open_dataset(path, split=sp, image_size=int(info["image_size"]))
+    steps = int(info.get("data", {}).get("sequence_length", 0) or 0)
+    opener = open_sequence_frames if steps > 0 else open_dataset
+    ds = opener(path, split=sp, image_size=int(info["image_size"]))
+    need_geometry = need_geometry or steps > 0
     provider = _run_provider(info)
     if provider.name != "none" and len(ds) and (need_geometry or np.isnan(ds.true_pose[:, 0]).any()):
         try:
@@ -314,7 +341,7 @@ def open_for_eval(path: str | os.PathLike, info: dict[str, Any], split: str | No
             if need_geometry:
                 raise
             log.warning("no per-yaw accuracy: %s", e)
-    return ds
+    return SequenceDataset(ds, steps) if steps > 0 else ds
 
 
 class _Images(FerDataset):
