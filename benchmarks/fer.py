@@ -1,6 +1,8 @@
-"""Benchmark of FER on the synthetic face3dkit set: what the GAN and the geometry buy (a script, not a test).
+"""Benchmark of FER models: what the GAN and the geometry buy (a script, not a test).
 
-Trains, on one synthetic set (held-out identities for test), each configuration
+Data: the synthetic face3dkit set (held-out identities for test), or ``--data PATH``, a dataset with
+a fixed split (class folders under ``train/`` and ``test/``, like CK+48; any format with a held-out
+split). Trains each configuration
 
 * ``baseline:none``  - the plain CNN (GGPI's classifier alone),
 * ``ggpi:3dmm``      - GGPI with face3dkit landmark+pose fitting as geometry,
@@ -9,10 +11,18 @@ Trains, on one synthetic set (held-out identities for test), each configuration
 * ``drgan:3dmm`` / ``drgan:none`` and ``tdgan:none`` on request (``--configs``): DR-GAN with
   pose codes from the 3DMM yaw and its no-pose-code twin; TDGAN on (expression, face) pairs.
 
-with the same classifier, seeds, epochs and data order (``--seeds``: each configuration once per
+(``--models`` names them instead: ``baseline``, ``geometry`` (MLP on the 3dmm fit's expression
+coefficients, pose and landmarks), ``baseline+geometry`` (the CNN fused with them), ``ggpi``, ``tdgan``,
+``drgan`` / ``drgan-none``, ``mgln`` (on sequences of ``--sequence-length`` frames: the synthetic
+set rendered as neutral -> peak sequences, or the frames of ``--data`` grouped into sequences; every
+model of :data:`fer.models.REGISTRY` is accepted), and the classic
+floor ``hog-svm``: HOG features + a linear SVM, scikit-image + scikit-learn, needed by this script
+only; :data:`MODEL_SPECS` / :data:`CLASSIC` are the lists to extend), with the same classifier,
+seeds, epochs and data order (``--seeds``: each configuration once per
 training seed, the table giving mean ± std), then reports the held-out accuracy,
-macro-F1 and accuracy per yaw bin (true yaw of the renders), and the training speed in images/s
-(the baseline's images/s counts classifier steps, GGPI's full GAN steps). Each configuration's
+macro-F1, per-class accuracy and accuracy per yaw bin (true yaw of the renders, else the fitted
+yaw), the training speed in images/s (the baseline's images/s counts classifier steps, GGPI's full
+GAN steps) and the training minutes. Each configuration's
 folder under ``--out`` is a complete run (``run.json``, ``model.pt``, ``eval/synthetic-test/``
 with the metrics and the confusion-matrix PNG), usable with ``fer evaluate`` / ``fer predict``.
 
@@ -21,6 +31,8 @@ Usage::
     python benchmarks/fer.py [--n 7000] [--size 128] [--image-size 64] [--epochs 10]
         [--profile auto|small|paper] [--backbone NAME] [--device auto|cpu|cuda] [--threads N]
         [--configs baseline:none ggpi:3dmm ...] [--seeds 0 1 2] [--out runs/bench-fer] [--json results.json]
+    python benchmarks/fer.py --data /work/shared/data/ck48 --image-size 48 --epochs 30 \
+        --models baseline geometry baseline+geometry hog-svm
 
 Small CPU check (a few minutes on 2 cores)::
 
@@ -33,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -47,49 +60,114 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
 
 from face3dkit.sysinfo import machine_summary  # noqa: E402
 from fer.data import SynthConfig  # noqa: E402
-from fer.evaluate import evaluate_model, write_report  # noqa: E402
-from fer.labels import YAW_BIN_NAMES  # noqa: E402
-from fer.models import MODELS, build_model, resolve_profile  # noqa: E402
+from fer.evaluate import evaluate_model, sample_yaw, write_report  # noqa: E402
+from fer.labels import EXPRESSIONS, YAW_BIN_NAMES  # noqa: E402
+from fer.models import MODELS, SEQUENCE_MODELS, build_model, resolve_profile  # noqa: E402
 from fer.train import TrainConfig, Trainer, prepare_data, seed_everything, synthetic_set, training_data  # noqa: E402
-from fer.train.run import write_run_info  # noqa: E402
+from fer.train.run import geometry_overrides, write_run_info  # noqa: E402
 
 DEFAULT_CONFIGS = ("baseline:none", "ggpi:3dmm", "ggpi:landmarks", "ggpi:none")
+#: Trainer models: ``--models`` name -> (model kind, geometry provider). Add new models here.
+MODEL_SPECS: dict[str, tuple[str, str]] = {
+    "baseline": ("baseline", "none"),
+    "baseline+geometry": ("baseline", "3dmm"),
+    "geometry": ("geometry", "3dmm"),
+    "ggpi": ("ggpi", "3dmm"),
+    "ggpi-landmarks": ("ggpi", "landmarks"),
+    "ggpi-none": ("ggpi", "none"),
+    "tdgan": ("tdgan", "none"),
+    "drgan": ("drgan", "3dmm"),
+    "drgan-none": ("drgan", "none"),
+    "mgln": ("mgln", "3dmm"),
+}
+for _kind in MODELS:  # every registered model is a --models name (its geometry: 3dmm unless listed above)
+    MODEL_SPECS.setdefault(_kind, (_kind, "3dmm"))
+TRAINED_KINDS = MODELS
+GEOMETRIES = ("3dmm", "landmarks", "none")
 
 
-def prepare(data: Path, geometry: str, args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any], float]:
-    """Train/test sets decoded with ``geometry`` attached, their description, and the seconds it took."""
+def run_hog_svm(prepared: tuple[Any, Any, dict[str, Any], float], args: argparse.Namespace, seed: int
+                ) -> dict[str, Any]:
+    """The classic floor: HOG (9 orientations, 8 px cells, 2x2 blocks, L2-Hys) of the grayscale face +
+    a linear SVM (dual: fewer samples than features) on standardised features; C picked by 3-fold
+    stratified CV on the training set only."""
+    import numpy as np
+    from skimage.feature import hog
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import LinearSVC
+
+    from fer.evaluate.metrics import classification_metrics
+
+    train, test, _, prep_s = prepared
+    cell = max(4, args.image_size // 8)
+
+    def features(ds: Any) -> np.ndarray:
+        gray = [ds.image(i).astype(np.float32).mean(2) / 255.0 for i in range(len(ds))]
+        return np.stack([hog(g, orientations=9, pixels_per_cell=(cell, cell), cells_per_block=(2, 2),
+                             block_norm="L2-Hys") for g in gray])
+
+    t1 = time.perf_counter()
+    x_train = features(train)
+    pipe = make_pipeline(StandardScaler(), LinearSVC(dual=True, max_iter=20000, random_state=seed))
+    search = GridSearchCV(pipe, {"linearsvc__C": [1e-3, 1e-2, 1e-1, 1.0]},
+                          cv=StratifiedKFold(3, shuffle=True, random_state=seed))
+    search.fit(x_train, train.labels)
+    train_s = time.perf_counter() - t1
+    pred = search.predict(features(test))
+    yaw = sample_yaw(test)
+    m = classification_metrics(test.labels, pred, None if yaw is None else yaw)
+    return {"config": "hog-svm", "epochs": "-", "seed": seed, "classifier": f"HOG {cell}px cells + linear SVM "
+            f"C={search.best_params_['linearsvc__C']:g}", "profile": "-", "accuracy": m["accuracy"],
+            "macro_f1": m["macro_f1"], "per_yaw": {k: v["accuracy"] for k, v in m["per_yaw"].items()},
+            "per_class": {k: v["accuracy"] for k, v in m["per_class"].items()},
+            "train_images_per_s": len(train) / train_s, "train_minutes": train_s / 60, "geometry_seconds": prep_s,
+            "test_images": m["n"]}
+
+
+#: Non-trainer baselines: ``--models`` name -> runner(prepared data, args, seed) -> result row.
+CLASSIC = {"hog-svm": run_hog_svm}
+
+
+def prepare(data: Path, geometry: str, args: argparse.Namespace, steps: int = 0
+            ) -> tuple[Any, Any, dict[str, Any], float]:
+    """Train/test sets decoded with ``geometry`` attached, their description, and the seconds it took;
+    with ``steps`` > 0, sequences of that many frames (:data:`fer.models.SEQUENCE_MODELS`)."""
     t0 = time.perf_counter()
     train, test, data_info = prepare_data(data, args.image_size, geometry, cache_dir=args.cache_dir, progress=False,
-                                          echo=lambda s: None)
+                                          echo=lambda s: None, sequence_length=steps)
     return train, test, data_info, time.perf_counter() - t0
 
 
-def run_config(kind: str, geometry: str, prepared: tuple[Any, Any, dict[str, Any], float],
+def run_config(name: str, kind: str, geometry: str, prepared: tuple[Any, Any, dict[str, Any], float],
                args: argparse.Namespace, device: str, seed: int) -> dict[str, Any]:
     """Train and evaluate one configuration with one training seed on data from :func:`prepare`;
     returns its row of results."""
     profile = resolve_profile(args.profile, device)
     train, test, data_info, prep_s = prepared
+    geo = geometry_overrides(kind, geometry, train)  # geometry / fusion: n_exp of the attached 3dmm table
     train, extra = training_data(kind, train, seed)  # TDGAN: (expression, face) pairs of the training set
     seed_everything(seed)
     model = build_model(kind, profile, image_size=args.image_size, use_geometry=geometry != "none",
-                        backbone=args.backbone, **extra)
+                        backbone=args.backbone, **geo, **extra)
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, seed=seed, device=device,
                       progress=not args.no_progress, samples=False, lr_schedule=args.lr_schedule)
-    out = Path(args.out) / (f"{kind}-{geometry}" + (f"-seed{seed}" if len(args.seeds) > 1 else ""))
+    out = Path(args.out) / (name.replace("+", "-") + (f"-seed{seed}" if len(args.seeds) > 1 else ""))
     write_run_info(out, model, profile, args.image_size, data_info, cfg)  # so `fer evaluate/predict RUN` work
     trainer = Trainer(model, train, out, cfg, val_set=None)
     t1 = time.perf_counter()
     hist = trainer.fit()
     train_s = time.perf_counter() - t1
     m = evaluate_model(trainer.model, test, 128, trainer.device)
-    write_report(m, out / "eval" / "synthetic-test")
+    write_report(m, out / "eval" / args.eval_name)
     rates = [r["images_per_s"] for r in hist]
     steady = rates[1:] or rates  # the first epoch includes warm-up
     return {
-        "config": f"{kind}:{geometry}",
+        "config": name,
+        "epochs": args.epochs,
         "seed": seed,
-        "classifier": model.config.backbone,
+        "classifier": getattr(model.config, "backbone", "mlp"),
         "profile": profile,
         "accuracy": m["accuracy"],
         "macro_f1": m["macro_f1"],
@@ -124,23 +202,33 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         rs = [r for r in rows if r["config"] == name]
         col = {k: [r[k] for r in rs] for k in ("accuracy", "macro_f1", "train_images_per_s", "train_minutes")}
         yaw_bins = [b for b in YAW_BIN_NAMES if all(b in r["per_yaw"] for r in rs)]
+        classes = [c for c in EXPRESSIONS if all(math.isfinite(r["per_class"].get(c, math.nan)) for r in rs)]
         out.append({**rs[0], "seeds": [r["seed"] for r in rs], **{k: _mean(v) for k, v in col.items()},
                     "accuracy_std": _std(col["accuracy"]), "macro_f1_std": _std(col["macro_f1"]),
-                    "per_yaw": {b: _mean([r["per_yaw"][b] for r in rs]) for b in yaw_bins}})
+                    "per_yaw": {b: _mean([r["per_yaw"][b] for r in rs]) for b in yaw_bins},
+                    "per_class": {c: _mean([r["per_class"][c] for r in rs]) for c in classes}})
     return out
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
     """Results table (accuracies in %; mean ± std over seeds when there are several)."""
-    head = ["config", "seeds", "accuracy", "macro-F1", *[f"yaw {b}°" for b in YAW_BIN_NAMES], "train img/s",
+    bins = [b for b in YAW_BIN_NAMES if any(b in r["per_yaw"] for r in rows)]
+    classes = [c for c in EXPRESSIONS if any(c in r["per_class"] for r in rows)]
+    head = ["config", "epochs", "seeds", "accuracy", "macro-F1", *classes, *[f"yaw {b}°" for b in bins], "train img/s",
             "train min", "vs first"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     ref = rows[0]["accuracy"] if rows else float("nan")
+
+    def cell(d: dict[str, float], k: str) -> str:
+        return f"{100 * d[k]:.1f}" if k in d else "-"
+
     for r in rows:
-        yaw = [f"{100 * r['per_yaw'][b]:.1f}" if b in r["per_yaw"] else "-" for b in YAW_BIN_NAMES]
-        lines.append("| " + " | ".join([f"{r['config']} ({r['classifier']})", str(len(r["seeds"])), _pct(r, "accuracy"),
-                                        _pct(r, "macro_f1"), *yaw, f"{r['train_images_per_s']:.0f}",
-                                        f"{r['train_minutes']:.1f}", f"{r['accuracy'] / ref:.2f}x"]) + " |")
+        lines.append("| " + " | ".join([f"{r['config']} ({r['classifier']})", str(r.get("epochs", "-")),
+                                        str(len(r["seeds"])), _pct(r, "accuracy"),
+                                        _pct(r, "macro_f1"), *[cell(r["per_class"], c) for c in classes],
+                                        *[cell(r["per_yaw"], b) for b in bins], f"{r['train_images_per_s']:.0f}",
+                                        f"{r['train_minutes']:.1f}",
+                                        f"{r['accuracy'] / ref:.2f}x" if ref > 0 else "-"]) + " |")
     return "\n".join(lines)
 
 
@@ -159,7 +247,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic set")
     p.add_argument("--seeds", type=int, nargs="+", default=None,
                    help="training seeds, each configuration trained once per seed (default: --seed)")
-    p.add_argument("--configs", nargs="+", default=list(DEFAULT_CONFIGS))
+    p.add_argument("--data", default=None,
+                   help="dataset with a fixed split (train/ and test/ class folders, e.g. CK+48) instead of the "
+                        "synthetic set")
+    p.add_argument("--configs", nargs="+", default=None, help="model:geometry pairs [default: "
+                   + " ".join(DEFAULT_CONFIGS) + "]")
+    p.add_argument("--models", nargs="+", default=None, choices=[*MODEL_SPECS, *CLASSIC],
+                   help="named configurations (instead of --configs)")
+    p.add_argument("--sequence-length", type=int, default=3,
+                   help="frames per sequence of the sequence models (mgln); the synthetic set for them is rendered "
+                        "with as many frames per face")
     p.add_argument("--out", default="runs/bench-fer")
     p.add_argument("--cache-dir", default=None)
     p.add_argument("--json", default=None, help="write the results here too")
@@ -172,23 +269,50 @@ def main(argv: list[str] | None = None) -> int:
         "cpu" if args.device == "auto" else args.device)
     print(f"# FER benchmark: {machine_summary(device)}")
     t0 = time.perf_counter()
-    data = synthetic_set(SynthConfig(n=args.n, size=args.size, seed=args.seed), args.cache_dir,
-                         progress=not args.no_progress)
-    print(f"synthetic set ready in {time.perf_counter() - t0:.1f} s; {args.epochs} epochs at {args.image_size} px, "
-          f"batch {args.batch_size}")
-    rows = []
-    prepared: dict[str, tuple[Any, Any, dict[str, Any], float]] = {}  # per geometry, shared by models and seeds
-    for spec in args.configs:
+    if args.data is not None:
+        data = Path(args.data)
+        if not (data / "train").is_dir() or not (data / "test").is_dir():
+            p.error(f"--data {data}: needs train/ and test/ sub-folders of class folders (a fixed split)")
+        args.eval_name = "test"
+        print(f"data {data}; {args.epochs} epochs at {args.image_size} px, batch {args.batch_size}")
+    else:
+        data = synthetic_set(SynthConfig(n=args.n, size=args.size, seed=args.seed), args.cache_dir,
+                             progress=not args.no_progress)
+        args.eval_name = "synthetic-test"
+        print(f"synthetic set ready in {time.perf_counter() - t0:.1f} s; {args.epochs} epochs at {args.image_size} "
+              f"px, batch {args.batch_size}")
+    if args.models and args.configs:
+        p.error("give --models or --configs, not both")
+    specs: list[tuple[str, str, str]] = []  # (name, kind, geometry); kind 'classic' for CLASSIC runners
+    for name in args.models or []:
+        specs.append((name, "classic", "none") if name in CLASSIC else (name, *MODEL_SPECS[name]))
+    for spec in args.configs or ([] if args.models else list(DEFAULT_CONFIGS)):
         kind, _, geometry = spec.partition(":")
-        if kind not in MODELS or geometry not in ("3dmm", "landmarks", "none"):
+        if kind not in TRAINED_KINDS or geometry not in GEOMETRIES:
             p.error(f"bad config {spec!r}: use model:geometry, e.g. ggpi:3dmm")
-        if geometry not in prepared:
-            prepared[geometry] = prepare(data, geometry, args)
+        specs.append((spec, kind, geometry))
+    rows = []
+    # per geometry and sequence length, shared by models and seeds
+    prepared: dict[str, tuple[Any, Any, dict[str, Any], float]] = {}
+    for name, kind, geometry in specs:
+        steps = args.sequence_length if kind in SEQUENCE_MODELS else 0
+        key = f"{geometry}:{steps}"
+        if key not in prepared:
+            source = data
+            if steps and args.data is None:  # sequence models: the same synthetic set, rendered as sequences
+                source = synthetic_set(SynthConfig(n=args.n, size=args.size, seed=args.seed, sequence=steps),
+                                       args.cache_dir, progress=not args.no_progress)
+            prepared[key] = prepare(source, geometry, args, steps)
         for seed in args.seeds:
-            row = run_config(kind, geometry, prepared[geometry], args, device, seed)
+            if kind == "classic":
+                row = CLASSIC[name](prepared[key], args, seed)
+            else:
+                row = run_config(name, kind, geometry, prepared[key], args, device, seed)
             rows.append(row)
             print(f"{row['config']} seed {seed}: accuracy {100 * row['accuracy']:.1f}% "
-                  f"(macro-F1 {100 * row['macro_f1']:.1f}%), {row['train_images_per_s']:.0f} img/s, "
+                  f"(macro-F1 {100 * row['macro_f1']:.1f}%; per class "
+                  + " ".join(f"{c} {100 * v:.0f}%" for c, v in row["per_class"].items() if math.isfinite(v))
+                  + f"), {row['train_images_per_s']:.0f} img/s, "
                   f"{row['train_minutes']:.1f} min", flush=True)
     table = aggregate(rows)
     print()

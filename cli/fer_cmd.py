@@ -18,6 +18,28 @@ def main() -> None:
     """fer: facial-expression recognition GANs conditioned on face3dkit geometry."""
 
 
+#: Model kinds of ``fer train --model`` (fer.models.MODELS; kept here so that ``fer --help`` needs no torch).
+MODEL_KINDS = ("ggpi", "baseline", "geometry", "tdgan", "drgan", "mgln")
+#: Geometry used when ``--geometry`` is not given (TDGAN reads none; DR-GAN's pose codes come from the 3dmm yaw;
+#: MGLN places its part crops at the fitted landmarks).
+DEFAULT_GEOMETRY = {"ggpi": "3dmm", "baseline": "none", "geometry": "3dmm", "tdgan": "none", "drgan": "3dmm",
+                    "mgln": "3dmm"}
+
+
+def _progress_option(fn):
+    """``--progress/--no-progress`` (the spelling of the ``face3dkit`` command too); ``--quiet`` is a
+    hidden alias of ``--no-progress``."""
+
+    def quiet(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+        if value:
+            ctx.params["progress"] = False
+        return value
+
+    fn = click.option("--quiet", is_flag=True, hidden=True, expose_value=False, callback=quiet)(fn)
+    return click.option("--progress/--no-progress", default=True, show_default=True, is_eager=True,
+                        help="Progress bars.")(fn)
+
+
 def _threads(n: int | None) -> None:
     if n:
         import torch
@@ -32,44 +54,55 @@ def _threads(n: int | None) -> None:
 @click.option("--seed", default=0, show_default=True, help="Everything random derives from it.")
 @click.option("--identities", type=int, default=None, help="Number of subjects [default: max(10, n // 14)].")
 @click.option("--test-fraction", default=0.2, show_default=True, help="Fraction of identities held out for test.")
+@click.option("--sequence", default=1, show_default=True,
+              help="Frames per face, expression ramped neutral -> peak (sequences for MGLN); 1: still images.")
 @click.option("--threads", type=int, default=None, help="torch CPU threads.")
 @click.option("--face-model", default="default", show_default=True,
               help="Morphable model to render ('default', 'makehuman' or a model file with named units).")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@_progress_option
 @fail_cleanly
-def synth(out: str, n: int, size: int, seed: int, identities: int | None, test_fraction: float, threads: int | None,
-          face_model: str, quiet: bool) -> None:
+def synth(out: str, n: int, size: int, seed: int, identities: int | None, test_fraction: float, sequence: int,
+          threads: int | None, face_model: str, progress: bool) -> None:
     """Render the synthetic expression set (face3dkit default model by default) into OUT.
 
     OUT/images/*.png, OUT/labels.csv (split, identity, label, true yaw/pitch/roll, 68 landmarks in
-    pixels) and OUT/meta.json. Deterministic for a seed; test identities are held out.
+    pixels) and OUT/meta.json. Deterministic for a seed; test identities are held out. With
+    --sequence T each face is rendered T times (OUT/images/000000_0.png ...), neutral to peak.
     """
     from fer.data import SynthConfig, generate_synthetic
 
-    if n < 7 or size < 16:
-        raise ValueError(f"need --n >= 7 and --size >= 16, got {n} and {size}")
+    if n < 7 or size < 16 or sequence < 1:
+        raise ValueError(f"need --n >= 7, --size >= 16 and --sequence >= 1, got {n}, {size} and {sequence}")
     _threads(threads)
-    cfg = SynthConfig(n=n, size=size, seed=seed, n_identities=identities, test_fraction=test_fraction)
+    cfg = SynthConfig(n=n, size=size, seed=seed, n_identities=identities, test_fraction=test_fraction,
+                      sequence=sequence)
     import face3dkit
 
-    meta = generate_synthetic(out, cfg, model=face3dkit.load_model(face_model), progress=not quiet)
+    meta = generate_synthetic(out, cfg, model=face3dkit.load_model(face_model), progress=progress)
     c = meta["counts"]
-    click.echo(f"rendered {meta['n']} faces ({size} px, {meta['n_identities']} identities: {c['train']} train / "
-               f"{c['test']} held-out test images) in {meta['seconds']:.1f} s -> {out}")
+    frames, unit = (f" x {sequence} frames", "sequences") if sequence > 1 else ("", "images")
+    click.echo(f"rendered {meta['n']} faces{frames} ({size} px, {meta['n_identities']} identities: {c['train']} "
+               f"train / {c['test']} held-out test {unit}) in {meta['seconds']:.1f} s -> {out}")
 
 
 @main.command("train")
-@click.option("--model", "model_kind", type=click.Choice(["ggpi", "baseline", "tdgan", "drgan"]), default="ggpi",
-              show_default=True, help="tdgan pairs each image with a face of the training set (identities from the "
-              "synthetic labels or CK+ S<subject>_ file names).")
-@click.option("--geometry", type=click.Choice(["3dmm", "landmarks", "none"]), default="3dmm", show_default=True,
-              help="Geometry conditioning (ignored by the baseline).")
+@click.option("--model", "model_kind", type=click.Choice(MODEL_KINDS), default="ggpi", show_default=True,
+              help="ggpi (the GAN), baseline (the CNN; fused with fitted geometry when --geometry is given), "
+                   "geometry (an MLP on the 3dmm fit's expression coefficients, pose and landmarks), tdgan (pairs "
+                   "each image with a face of the training set: identities from the synthetic labels or CK+ "
+                   "S<subject>_ file names), drgan (pose codes from the 3dmm yaw) or mgln (sequences of frames, "
+                   "--sequence-length; part crops at the geometry's landmarks).")
+@click.option("--geometry", type=click.Choice(["3dmm", "landmarks", "none"]), default=None,
+              help="Geometry provider [default: 3dmm for ggpi, geometry, drgan and mgln, none for baseline and "
+                   "tdgan].")
 @click.option("--data", default="synthetic", show_default=True,
               help="Dataset path (class folders, FER2013 csv, RAF-DB, synthetic set) or 'synthetic' to render one.")
 @click.option("--val-data", default=None, help="Validation dataset [default: the held-out split of --data].")
-@click.option("--epochs", default=16, show_default=True)
-@click.option("--batch-size", default=32, show_default=True)
-@click.option("--image-size", type=int, default=None, help="Training image side [default: 64 small, 128 paper].")
+@click.option("--epochs", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=2), default=32, show_default=True,
+              help="Samples per step and process (batch norm needs at least 2).")
+@click.option("--image-size", type=click.IntRange(min=16), default=None,
+              help="Training image side [default: 64 small, 128 paper].")
 @click.option("--out", "out", default=None, help="Run folder [default: runs/<model>-<geometry>].")
 @click.option("--profile", type=click.Choice(["auto", "small", "paper"]), default="auto", show_default=True,
               help="Network sizes: small (CPU: VGG-style cnn, narrow GAN) or paper (ResNet-50); auto = paper on CUDA.")
@@ -77,54 +110,77 @@ def synth(out: str, n: int, size: int, seed: int, identities: int | None, test_f
               default=None, help="Classifier backbone (overrides the profile).")
 @click.option("--backbone-weights", type=click.Path(dir_okay=False, exists=True), default=None,
               help="torchvision ImageNet state_dict for the backbone (e.g. resnet50-0676ba61.pth).")
-@click.option("--lr", type=float, default=None, help="Adam learning rate of every network [default 2e-4].")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Adam learning rate of every network [default 2e-4; 1e-3 for geometry].")
 @click.option("--lr-schedule", type=click.Choice(["cosine", "constant", "paper"]), default="cosine",
               show_default=True)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 ...")
 @click.option("--amp", type=click.Choice(["auto", "off", "bf16", "fp16"]), default="auto", show_default=True,
               help="Mixed precision (CUDA only).")
-@click.option("--workers", default=0, show_default=True, help="DataLoader worker processes.")
-@click.option("--threads", type=int, default=None, help="torch CPU threads.")
+@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
+              help="DataLoader worker processes.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
-@click.option("--checkpoint-every", default=0, show_default=True, help="Also checkpoint every N steps.")
+@click.option("--restart", is_flag=True, help="Replace the run in --out (its files are deleted) with a new one.")
+@click.option("--checkpoint-every", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Also checkpoint every N steps.")
 @click.option("--cache-dir", default=None, help="Cache of synthetic sets and geometry [default: ~/.cache/fer].")
-@click.option("--synth-n", default=2100, show_default=True, help="Images of the synthetic set (--data synthetic).")
-@click.option("--synth-size", type=int, default=None,
+@click.option("--synth-n", type=click.IntRange(min=7), default=2100, show_default=True,
+              help="Images of the synthetic set (--data synthetic).")
+@click.option("--synth-size", type=click.IntRange(min=16), default=None,
               help="Render size of the synthetic set [default: twice the image size, at most 128].")
-@click.option("--landmark-iters", default=150, show_default=True, help="Steps of the 3dmm landmark fit.")
-@click.option("--no-progress", is_flag=True, help="No progress bars.")
+@click.option("--landmark-iters", type=click.IntRange(min=1), default=150, show_default=True,
+              help="Steps of the 3dmm landmark fit.")
+@click.option("--sequence-length", type=click.IntRange(min=1), default=3, show_default=True,
+              help="MGLN: frames per sequence (onset, ..., peak); the synthetic set is rendered with as many.")
+@_progress_option
 @fail_cleanly
-def train(model_kind: str, geometry: str, data: str, val_data: str | None, epochs: int, batch_size: int,
+def train(model_kind: str, geometry: str | None, data: str, val_data: str | None, epochs: int, batch_size: int,
           image_size: int | None, out: str | None, profile: str, backbone: str | None, backbone_weights: str | None,
           lr: float | None, lr_schedule: str, seed: int, device: str, amp: str, workers: int, threads: int | None,
-          resume: bool, checkpoint_every: int, cache_dir: str | None, synth_n: int, synth_size: int | None,
-          landmark_iters: int, no_progress: bool) -> None:
-    """Train a FER model (GGPI or the baseline); with no --data, on a synthetic set rendered first.
+          resume: bool, restart: bool, checkpoint_every: int, cache_dir: str | None, synth_n: int,
+          synth_size: int | None, landmark_iters: int, sequence_length: int, progress: bool) -> None:
+    """Train a FER model (GGPI, the baseline, the geometry MLP, TDGAN, DR-GAN or MGLN); with no --data, on a
+    synthetic set rendered first.
 
-    Runs unchanged under torchrun (DDP): `torchrun --nproc_per_node 4 -m face3dkit._cli.fer_cmd train ...`.
+    An existing run in --out is never overwritten silently: continue it with --resume or replace it
+    with --restart. Runs unchanged under torchrun (DDP):
+    `torchrun --nproc_per_node 4 -m face3dkit._cli.fer_cmd train ...`.
     """
+    import numpy as np
     import torch
 
     from fer.data import SynthConfig
     from fer.evaluate import evaluate_model, write_report
-    from fer.models import build_model, model_from_config, resolve_profile
+    from fer.labels import EXPRESSIONS
+    from fer.models import SEQUENCE_MODELS, build_model, model_from_config, resolve_profile, without_weights
     from fer.train import TrainConfig, Trainer, distributed, prepare_data, seed_everything, synthetic_set, training_data
-    from fer.train.run import read_run_info, write_run_info
+    from fer.train.run import clear_run, geometry_overrides, read_run_info, run_status, write_run_info
 
+    if resume and restart:
+        raise click.UsageError("--resume and --restart exclude each other")
     t_start = time.perf_counter()
     _threads(threads)
+    geometry = geometry or DEFAULT_GEOMETRY[model_kind]
+    out_dir = Path(out) if out else Path("runs") / f"{model_kind}-{geometry}"
+    prev = read_run_info(out_dir) if (out_dir / "run.json").is_file() and not restart else None
+    if prev is not None and not resume:
+        raise click.ClickException(f"{out_dir}: already holds a run ({run_status(out_dir, prev)}); add --resume to "
+                                   "continue it or --restart to replace it")
+    if model_kind == "geometry" and geometry == "none":
+        raise click.UsageError("--model geometry needs geometry: --geometry 3dmm (or landmarks)")
     dist = distributed.setup(device)
     echo = click.echo if dist.is_main else (lambda *a, **k: None)
-    progress = not no_progress and dist.is_main
-    if model_kind == "baseline":
-        geometry = "none"
-    out_dir = Path(out) if out else Path("runs") / f"{model_kind}-{geometry}"
-    prev = read_run_info(out_dir) if resume and (out_dir / "run.json").is_file() else None
+    progress = progress and dist.is_main
     if prev is not None:
         model_kind, profile = prev["model"], prev["profile"]
         image_size = int(prev["image_size"])
         geometry = prev["data"]["geometry"]["provider"]
+        sequence_length = int(prev["data"].get("sequence_length", sequence_length))
+    steps = sequence_length if model_kind in SEQUENCE_MODELS else 0
+    if model_kind in SEQUENCE_MODELS and sequence_length < 1:
+        raise ValueError(f"--sequence-length must be >= 1, got {sequence_length}")
     prof = resolve_profile(profile, str(dist.device))
     size = image_size or (128 if prof == "paper" else 64)
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, seed=seed, device=str(dist.device), amp=amp,
@@ -135,28 +191,39 @@ def train(model_kind: str, geometry: str, data: str, val_data: str | None, epoch
     for turn in ("main", "others"):
         if (turn == "main") == dist.is_main:
             if data in ("synthetic", ""):
-                scfg = SynthConfig(n=synth_n, size=synth_size or max(size, min(2 * size, 128)), seed=seed)
+                scfg = SynthConfig(n=synth_n, size=synth_size or max(size, min(2 * size, 128)), seed=seed,
+                                   sequence=max(1, steps))
                 data_path = str(synthetic_set(scfg, cache_dir, progress=progress, echo=echo))
             train_set, val_set, data_info = prepare_data(
-                data_path, size, geometry, val_data, cache_dir, landmark_iters, progress=progress, echo=echo)
+                data_path, size, geometry, val_data, cache_dir, landmark_iters, progress=progress, echo=echo,
+                sequence_length=steps)
         distributed.barrier()
     if len(train_set) == 0:
         raise ValueError(f"{data_path}: no usable training samples")
+    counts = train_set.class_counts()
+    if np.count_nonzero(counts) < 2:
+        only = ", ".join(f"{EXPRESSIONS[k]} ({counts[k]} images)" for k in np.flatnonzero(counts))
+        raise ValueError(f"{data_path}: the training set has one class only ({only}); an expression classifier "
+                         "needs at least two")
     train_set, data_overrides = training_data(model_kind, train_set, seed)
     seed_everything(seed)
     if prev is not None:
-        model = model_from_config(prev["model"], {**prev["model_config"], "backbone_weights": None})
+        model = model_from_config(prev["model"], without_weights(prev["model_config"]))
     else:
+        geo = geometry_overrides(model_kind, geometry, train_set)
         model = build_model(model_kind, prof, image_size=size, use_geometry=geometry != "none", backbone=backbone,
-                            backbone_weights=backbone_weights, lr=lr, **data_overrides)
+                            backbone_weights=backbone_weights, lr=lr, **geo, **data_overrides)
     nparams = sum(p.numel() for p in model.parameters())
-    classifier = model.config.backbone
-    echo(f"{model_kind} ({prof} profile: {classifier} classifier, {nparams / 1e6:.1f} M parameters), geometry "
+    classifier = getattr(model.config, "backbone", "mlp")
+    echo(f"{model_kind} ({prof} profile: {classifier} classifier, {nparams / 1e6:.2f} M parameters), geometry "
          f"{geometry}, {size} px, batch {batch_size} x {dist.world_size}, {epochs} epochs on {dist.device}"
          + (f" ({torch.get_num_threads()} threads)" if dist.device.type == "cpu" else ""))
     trainer = Trainer(model, train_set, out_dir, cfg, val_set=val_set, dist_info=dist)
     if dist.is_main and prev is None:
+        if restart:
+            clear_run(out_dir)
         write_run_info(out_dir, model, prof, size, data_info, cfg)
+    distributed.barrier()
     t_train = time.perf_counter()
     history = trainer.fit(resume=resume)
     train_s = time.perf_counter() - t_train
@@ -164,7 +231,7 @@ def train(model_kind: str, geometry: str, data: str, val_data: str | None, epoch
         m = evaluate_model(trainer.model, val_set, 128, dist.device)
         name = "val" if data_info.get("val_data") else (data_info.get("val_split") or "val")
         paths = write_report(m, out_dir / "eval" / name)
-        echo(_summary(m, f"held-out {name} ({m['n']} images)"))
+        echo(_summary(m, f"held-out {name} ({m['n']} {'sequences' if steps else 'images'})"))
         echo(f"confusion matrix: {paths['confusion']}")
     ips = [r["images_per_s"] for r in history if r.get("images_per_s")]
     echo(f"trained {len(history)} epochs in {train_s / 60:.1f} min"
@@ -191,7 +258,7 @@ def _summary(m: dict, what: str) -> str:
 @click.option("--data", required=True, help="Dataset to evaluate on (any supported format).")
 @click.option("--split", default="auto", show_default=True,
               help="auto (the format's held-out split), train, val, test or all.")
-@click.option("--batch-size", default=128, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--cache-dir", default=None, help="Geometry cache [default: ~/.cache/fer].")
 @click.option("--name", default=None, help="Report folder name under RUN/eval [default: from the data path].")
@@ -203,19 +270,23 @@ def evaluate(run: str, data: str, split: str, batch_size: int, device: str, cach
     import torch
 
     from fer.evaluate import evaluate_model, write_report
-    from fer.train.run import load_run, open_for_eval
+    from fer.train.run import describe_weights, load_run, open_for_eval
 
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                        ("cpu" if device == "auto" else device))
     model, info = load_run(run, dev)
+    weights = describe_weights(info["weights"])
+    if not as_json:
+        click.echo(weights)
     sp = None if split == "all" else split
-    ds = open_for_eval(data, info, sp, cache_dir)
+    ds = open_for_eval(data, info, sp, cache_dir, need_geometry=model.classifies_geometry())
     if len(ds) == 0:
         raise ValueError(f"{data}: no usable samples ({ds.report.summary()})")
     m = evaluate_model(model, ds, batch_size, dev)
     m["data"] = str(data)
     m["split"] = sp
     m["skipped_rows"] = ds.report.skipped
+    m["weights"] = info["weights"]
     label = name or (Path(data).stem + (f"-{sp}" if sp and sp != "auto" else ""))
     paths = write_report(m, Path(run) / "eval" / label)
     if as_json:
@@ -268,8 +339,10 @@ def generate(run: str, image: str, yaw: float, out: str | None, device: str) -> 
 @click.argument("run", type=click.Path(file_okay=False, exists=True))
 @click.argument("images", nargs=-1, required=True)
 @click.option("--device", default="auto", show_default=True)
+@click.option("--cache-dir", default=None,
+              help="Geometry cache (models that classify geometry) [default: ~/.cache/fer].")
 @fail_cleanly
-def predict(run: str, images: tuple[str, ...], device: str) -> None:
+def predict(run: str, images: tuple[str, ...], device: str, cache_dir: str | None) -> None:
     """Expression label and class probabilities of face crops, as JSON (one object per image)."""
     import numpy as np
     import torch
@@ -277,25 +350,31 @@ def predict(run: str, images: tuple[str, ...], device: str) -> None:
     from face3dkit.io import load_image
     from fer.data import resize_rgb
     from fer.labels import EXPRESSIONS
-    from fer.train.run import load_run
+    from fer.train.run import images_batch, load_run
 
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                        ("cpu" if device == "auto" else device))
     model, info = load_run(run, dev)
     size = int(info["image_size"])
     results: list[dict] = []
-    arrays, where = [], []
+    arrays, stored, where = [], [], []
     for p in images:
         try:
-            arrays.append(resize_rgb(load_image(p), size))
+            im = load_image(p)
+            arrays.append(resize_rgb(im, size))
+            stored.append(im)
             where.append(len(results))
             results.append({"image": p})
         except (ValueError, OSError) as e:
             results.append({"image": p, "error": " ".join(str(e).split())})
     if arrays:
-        x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().div(255).to(dev)
+        if model.classifies_geometry():  # the run's geometry provider on the decoded images
+            batch = images_batch(stored, info, cache_dir, geometry=True)
+            batch = {k: v.to(dev) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        else:
+            batch = {"image": torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().div(255).to(dev)}
         with torch.no_grad():
-            probs = torch.softmax(model.classify(x).float(), 1).cpu().numpy()
+            probs = torch.softmax(model.classify_batch(batch).float(), 1).cpu().numpy()
         for j, i in enumerate(where):
             results[i]["label"] = EXPRESSIONS[int(probs[j].argmax())]
             results[i]["probabilities"] = {n: round(float(v), 4) for n, v in zip(EXPRESSIONS, probs[j], strict=True)}

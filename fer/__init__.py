@@ -2,11 +2,14 @@
 
 * :mod:`fer.labels` - the canonical label order (neutral, anger, disgust, fear, happiness, sadness,
   surprise), dataset label mappings, yaw bins.
-* :mod:`fer.data` - datasets (class folders, FER2013, RAF-DB, the synthetic face3dkit set).
+* :mod:`fer.data` - datasets (class folders, FER2013, RAF-DB, the synthetic face3dkit set) and
+  expression sequences (:class:`fer.data.SequenceDataset`).
 * :mod:`fer.geometry` - pose + 68 landmarks per image (providers ``3dmm``, ``landmarks``, ``none``),
   cached on disk.
 * :mod:`fer.models` - GGPI (Zhang et al., TIP 2020), TDGAN (Xie et al., TCSVT 2020), DR-GAN
-  (Tran et al., CVPR 2017) and the plain CNN baseline.
+  (Tran et al., CVPR 2017), MGLN (Yu et al., PRL 2020: global face module + landmark-placed part
+  crops with an LSTM over frames), the plain CNN baseline (optionally fused with fitted geometry)
+  and the geometry-coefficient MLP.
 * :mod:`fer.train` - the trainer; :mod:`fer.evaluate` - metrics and reports.
 
 Command line: ``fer synth``, ``fer train``, ``fer evaluate``, ``fer predict``, ``fer generate``.

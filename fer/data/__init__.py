@@ -6,6 +6,8 @@
 * :class:`SyntheticDataset` / :func:`generate_synthetic` - expressions rendered with face3dkit.
 * :class:`PairedDataset` / :class:`IdentityFolderDataset` - (expression, face) pairs for TDGAN
   (:mod:`fer.data.pairs`).
+* :class:`SequenceDataset` - frames grouped into onset -> peak sequences (CK+ file names,
+  folder-of-frames layouts, ``fer synth --sequence T``), for MGLN.
 * :func:`open_dataset` - any of the above from a path, detected from its content.
 """
 
@@ -17,6 +19,7 @@ from fer.data.base import FerDataset, collate_samples, resize_rgb
 from fer.data.formats import FER2013_SPLITS, RAFDB_LABEL_FILE, Fer2013Dataset, ImageFolderDataset, RafDbDataset
 from fer.data.pairs import IdentityFolderDataset, PairedDataset, attach_subject_identities, subject_ids_from_names
 from fer.data.report import DataReport, Problem
+from fer.data.sequences import SequenceDataset, open_sequence_frames, sequence_groups
 from fer.data.synthetic import (
     ARKIT_EXPRESSION_UNITS,
     EXPRESSION_UNITS,
@@ -44,6 +47,7 @@ __all__ = [
     "Problem",
     "RAFDB_LABEL_FILE",
     "RafDbDataset",
+    "SequenceDataset",
     "SynthConfig",
     "SyntheticDataset",
     "attach_subject_identities",
@@ -53,7 +57,9 @@ __all__ = [
     "generate_synthetic",
     "is_synthetic_dir",
     "open_dataset",
+    "open_sequence_frames",
     "resize_rgb",
+    "sequence_groups",
     "subject_ids_from_names",
 ]
 

@@ -10,8 +10,10 @@ A sample is a dict (batch-first after :func:`collate_samples`)::
     landmarks   (68, 2) float32 geometry landmarks normalised to the crop ([0, 1], x right, y down)
     geom_pose   (3,) float32 (yaw, pitch, roll) degrees from the geometry provider (NaN: none)
     pose_class  int64 yaw bin of ``geom_pose`` (fer.labels.yaw_bin; -1: unknown)
+    geom_valid  bool, the geometry provider succeeded on this sample
+    geom_exp    (K,) float32 fitted expression coefficients (only with a table that has them: ``3dmm``)
 
-The last three come from an attached :class:`fer.geometry.GeometryTable` (zeros/NaN/-1 without one).
+The last five come from an attached :class:`fer.geometry.GeometryTable` (zeros/NaN/-1/False without one).
 An image that cannot be decoded is reported (file), counted in ``dataset.report`` and the sample is
 dropped from its batch by :func:`collate_samples`; :meth:`FerDataset.preload` decodes everything
 up front and removes such samples from the dataset.
@@ -191,10 +193,14 @@ class FerDataset(Dataset):
             sample["landmarks"] = torch.from_numpy(g.landmarks[i].astype(np.float32))
             sample["geom_pose"] = torch.from_numpy(g.pose[i].astype(np.float32))
             sample["pose_class"] = int(yaw_bin(g.pose[i, 0])) if g.valid[i] else -1
+            sample["geom_valid"] = bool(g.valid[i])
+            if g.exp is not None:
+                sample["geom_exp"] = torch.from_numpy(g.exp[i].astype(np.float32))
         else:
             sample["landmarks"] = torch.zeros(68, 2)
             sample["geom_pose"] = torch.full((3,), float("nan"))
             sample["pose_class"] = -1
+            sample["geom_valid"] = False
         return sample
 
     def class_counts(self) -> np.ndarray:

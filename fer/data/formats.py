@@ -101,6 +101,7 @@ class ImageFolderDataset(_FileImages):
             raise ValueError(f"{base}: no class folders")
         mapping = self._class_mapping(base, [d.name for d in class_dirs], label_scheme)
         self.paths = []
+        self.class_dirs: list[str] = []  # the class folder of each sample (sequence grouping)
         labels: list[int] = []
         for d in class_dirs:
             files = sorted(p for p in d.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
@@ -115,6 +116,7 @@ class ImageFolderDataset(_FileImages):
                         self.report.add(str(p), None, bad)
                         continue
                 self.paths.append(str(p))
+                self.class_dirs.append(str(d))
                 labels.append(target)
         n = len(self.paths)
         self.labels = np.asarray(labels, np.int64)
@@ -122,6 +124,10 @@ class ImageFolderDataset(_FileImages):
         self.sources = list(self.paths)
         self.true_pose = np.full((n, 3), np.nan, np.float32)
         self._finish()
+
+    def _subset_extra(self, keep: np.ndarray) -> None:
+        super()._subset_extra(keep)
+        self.class_dirs = [self.class_dirs[int(k)] for k in keep]
 
     @staticmethod
     def _class_mapping(base: Path, names: list[str],

@@ -52,6 +52,15 @@ On disk (``fer synth OUT``)::
                                    lm0_x,lm0_y,...,lm67_x,lm67_y   (degrees; landmarks in pixels
                                    of the image, x right, y down, pixel centres at +0.5)
     OUT/meta.json                  generation settings, the unit mapping, timing; written last
+
+Sequences (``fer synth --sequence T``, ``SynthConfig.sequence = T > 1``): each of the ``n`` drawn
+faces is rendered T times with its expression ramped linearly from neutral to the peak
+(``t / (T - 1)`` times the unit weights, t = 0 .. T-1; identity, pose, light, background and the
+gaze (eyeLook* units) fixed),
+as ``images/000000_0.png ... 000000_{T-1}.png``; ``labels.csv`` then has one row per frame, the
+intensity column scaled by the ramp, and two more columns ``sequence`` (the face's number) and
+``frame`` (t). :class:`SyntheticDataset` reads only the peak frames unless ``frames='all'``;
+:class:`fer.data.SequenceDataset` groups all of them.
 """
 
 from __future__ import annotations
@@ -167,6 +176,7 @@ class SynthConfig:
         render_batch: faces per render call (fixed so that a seed gives identical bytes).
         units: class -> {unit: weight} mapping (default: :func:`expression_units_for` the model).
         gaze_max: with eyeLook* units, horizontal / vertical gaze drawn from U(-g, g) (unit weights).
+        sequence: frames per face, neutral -> peak (1: still images; see the module docstring).
     """
 
     n: int = 7000
@@ -188,6 +198,7 @@ class SynthConfig:
     render_batch: int = 64
     units: dict[str, dict[str, float]] | None = None
     gaze_max: tuple[float, float] = (0.4, 0.3)
+    sequence: int = 1
 
     def identities(self) -> int:
         """The number of identities actually used."""
@@ -195,7 +206,10 @@ class SynthConfig:
 
     def key(self) -> str:
         """Short digest of every setting (names a cached synthetic set)."""
-        blob = json.dumps(asdict(self), sort_keys=True).encode()
+        d = asdict(self)
+        if d["sequence"] == 1:
+            del d["sequence"]  # still-image sets keep the keys they had before sequences existed
+        blob = json.dumps(d, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 
 
@@ -259,6 +273,7 @@ def _sample_parameters(cfg: SynthConfig, exp_names: list[str], n_id: int, n_tex:
     order = rng.permutation(n)  # render order: batches mix classes (the background is per batch)
     n_batches = math.ceil(n / cfg.render_batch)
     background = rng.uniform(0.1, 0.9, n_batches).astype(np.float32)
+    held = np.zeros(len(exp_names), np.float32)  # units a sequence does not ramp (the gaze)
     if all(f"eyeLook{d}_{s}" in exp_names for d in ("In", "Out", "Up", "Down") for s in "LR"):
         # gaze: +h = towards the subject's left (left eye looks out, right eye looks in), +v = up
         h = rng.uniform(-cfg.gaze_max[0], cfg.gaze_max[0], n)
@@ -267,10 +282,11 @@ def _sample_parameters(cfg: SynthConfig, exp_names: list[str], n_id: int, n_tex:
         for name, val in (("eyeLookOut_L", h), ("eyeLookIn_R", h), ("eyeLookIn_L", -h), ("eyeLookOut_R", -h),
                           ("eyeLookUp_L", v), ("eyeLookUp_R", v), ("eyeLookDown_L", -v), ("eyeLookDown_R", -v)):
             exp[:, col[name]] = np.maximum(val, 0.0)
+            held[col[name]] = 1.0
     return {
         "identity": identity, "label": label, "id": ids, "tex": tex, "exp": exp.astype(np.float32),
         "intensity": intensity, "angles": np.stack([pitch, yaw, roll], 1).astype(np.float32), "gamma": gamma,
-        "trans": trans, "order": order, "background": background,
+        "trans": trans, "order": order, "background": background, "held": held,
         "test": np.array([i in test_ids for i in range(k)]),
     }
 
@@ -331,11 +347,15 @@ def generate_synthetic(out: str | Path, config: SynthConfig | None = None, model
         meta_path.unlink()  # an interrupted regeneration must not look complete
     prm = _sample_parameters(cfg, list(model.exp_names), model.n_id, model.n_tex)
     n = cfg.n
+    steps = int(cfg.sequence)
+    if steps < 1:
+        raise ValueError(f"sequence must be >= 1 frames, got {steps}")
+    ramp = np.linspace(0.0, 1.0, steps) if steps > 1 else np.ones(1)
     cam = PerspectiveCamera.for_image_size(cfg.size)
     dev, dtype = model.mean_shape.device, model.mean_shape.dtype
-    landmarks = np.zeros((n, 68, 2), np.float32)
+    landmarks = np.zeros((n, steps, 68, 2), np.float32)
     order = prm["order"]
-    bar = tqdm(total=n, desc="rendering", unit="img", disable=not progress)
+    bar = tqdm(total=n * steps, desc="rendering", unit="img", disable=not progress)
     with torch.no_grad():
         for b, start in enumerate(range(0, n, cfg.render_batch)):
             sel = order[start:start + cfg.render_batch]
@@ -343,23 +363,32 @@ def generate_synthetic(out: str | Path, config: SynthConfig | None = None, model
             c = Coefficients(id=t(prm["id"][prm["identity"][sel]]), exp=t(prm["exp"][sel]),
                              tex=t(prm["tex"][prm["identity"][sel]]), angles=t(np.deg2rad(prm["angles"][sel])),
                              gamma=t(prm["gamma"][sel]), trans=t(prm["trans"][sel]))
-            images = render_faces(model, c, size=cfg.size, background=float(prm["background"][b]), camera=cam)
-            landmarks[sel] = project_landmarks(model, c, cam).float().cpu().numpy()
-            for j, i in enumerate(sel):
-                Image.fromarray(images[j]).save(out / "images" / f"{i:06d}.png", compress_level=3)
-            bar.update(len(sel))
+            peak_exp = c.exp
+            held = t(prm["held"])  # (n_exp,) 1 for units the ramp leaves alone (gaze)
+            for t_i, frac in enumerate(ramp):
+                c.exp = peak_exp * (held + (1 - held) * float(frac))
+                images = render_faces(model, c, size=cfg.size, background=float(prm["background"][b]), camera=cam)
+                landmarks[sel, t_i] = project_landmarks(model, c, cam).float().cpu().numpy()
+                for j, i in enumerate(sel):
+                    name = f"{i:06d}.png" if steps == 1 else f"{i:06d}_{t_i}.png"
+                    Image.fromarray(images[j]).save(out / "images" / name, compress_level=3)
+                bar.update(len(sel))
     bar.close()
     split = np.where(prm["test"][prm["identity"]], "test", "train")
     ang = prm["angles"]
     tmp = out / ".labels.csv.tmp"
     with open(tmp, "w", newline="") as f:
         w = csv.writer(f)
+        seq_cols = ["sequence", "frame"] if steps > 1 else []
         w.writerow(["file", "split", "identity", "label", "expression", "intensity", "yaw", "pitch", "roll",
-                    *[f"lm{k}_{a}" for k in range(68) for a in ("x", "y")]])
+                    *[f"lm{k}_{a}" for k in range(68) for a in ("x", "y")], *seq_cols])
         for i in range(n):
-            w.writerow([f"images/{i:06d}.png", split[i], int(prm["identity"][i]), int(prm["label"][i]),
-                        EXPRESSIONS[prm["label"][i]], f"{prm['intensity'][i]:.4f}", f"{ang[i, 1]:.4f}",
-                        f"{ang[i, 0]:.4f}", f"{ang[i, 2]:.4f}", *[f"{v:.4f}" for v in landmarks[i].reshape(-1)]])
+            for t_i, frac in enumerate(ramp):
+                name = f"images/{i:06d}.png" if steps == 1 else f"images/{i:06d}_{t_i}.png"
+                w.writerow([name, split[i], int(prm["identity"][i]), int(prm["label"][i]),
+                            EXPRESSIONS[prm["label"][i]], f"{prm['intensity'][i] * frac:.4f}", f"{ang[i, 1]:.4f}",
+                            f"{ang[i, 0]:.4f}", f"{ang[i, 2]:.4f}",
+                            *[f"{v:.4f}" for v in landmarks[i, t_i].reshape(-1)], *([i, t_i] if steps > 1 else [])])
     os.replace(tmp, out / "labels.csv")
     seconds = time.perf_counter() - t0
     meta = {
@@ -370,6 +399,7 @@ def generate_synthetic(out: str | Path, config: SynthConfig | None = None, model
         "n": n,
         "n_identities": cfg.identities(),
         "counts": {s: int((split == s).sum()) for s in ("train", "test")},
+        "frames_per_face": steps,  # counts are of faces: sequences of that many images
         "test_identities": sorted(int(i) for i in np.flatnonzero(prm["test"])),
         "labels": list(EXPRESSIONS),
         "units": cfg.units or expression_units_for(list(model.exp_names)),
@@ -386,6 +416,8 @@ class SyntheticDataset(FerDataset):
         root: the set's folder (holding ``labels.csv`` and ``images/``).
         split: ``'train'``, ``'test'`` (held-out identities) or None (all).
         image_size: side of returned images (default: the rendered size).
+        frames: for sequence sets, ``'peak'`` (the last frame of each sequence) or ``'all'``
+            (every frame; ``sequence_ids`` / ``frame_numbers`` say which is which).
 
     ``true_pose`` and ``known_landmarks`` come from the csv. Bad rows are reported with the csv
     line and skipped; missing images too.
@@ -393,17 +425,20 @@ class SyntheticDataset(FerDataset):
 
     name = "synthetic"
 
-    def __init__(self, root: str | Path, split: str | None = None, image_size: int | None = None) -> None:
+    def __init__(self, root: str | Path, split: str | None = None, image_size: int | None = None,
+                 frames: str = "peak") -> None:
         super().__init__(image_size)
         root = Path(root)
         if split not in (None, "train", "test"):
             raise ValueError(f"split must be 'train', 'test' or None, got {split!r}")
+        if frames not in ("peak", "all"):
+            raise ValueError(f"frames must be 'peak' or 'all', got {frames!r}")
         csv_path = root / "labels.csv"
         if not csv_path.is_file():
             raise FileNotFoundError(f"{root}: no labels.csv (not a synthetic set; make one with `fer synth`)")
         self.root = root
         self.paths: list[str] = []
-        labels, ids, poses, lms = [], [], [], []
+        labels, ids, poses, lms, seq = [], [], [], [], []
         src = str(csv_path)
         with open(csv_path, newline="") as f:
             reader = csv.reader(f)
@@ -412,6 +447,7 @@ class SyntheticDataset(FerDataset):
                 raise ValueError(f"{csv_path}: not a fer synthetic labels.csv")
             col = {h: i for i, h in enumerate(header)}
             lm_cols = [col[f"lm{k}_{a}"] for k in range(68) for a in ("x", "y")]
+            has_seq = "sequence" in col and "frame" in col
             for row in reader:
                 line = reader.line_num
                 if not row:
@@ -426,6 +462,7 @@ class SyntheticDataset(FerDataset):
                     ident = int(row[col["identity"]])
                     pose = [float(row[col[k]]) for k in ("yaw", "pitch", "roll")]
                     lm = np.array([float(row[c]) for c in lm_cols], np.float32).reshape(68, 2)
+                    sf = (int(row[col["sequence"]]), int(row[col["frame"]])) if has_seq else (-1, -1)
                 except ValueError as e:
                     self.report.add(src, line, f"bad value ({e})")
                     continue
@@ -444,6 +481,7 @@ class SyntheticDataset(FerDataset):
                 ids.append(ident)
                 poses.append(pose)
                 lms.append(lm)
+                seq.append(sf)
         n = len(labels)
         self.labels = np.asarray(labels, np.int64)
         self.identities = np.asarray(ids, np.int64)
@@ -451,7 +489,16 @@ class SyntheticDataset(FerDataset):
         self.true_pose = np.asarray(poses, np.float32).reshape(n, 3)
         self.known_landmarks = np.stack(lms) if lms else np.zeros((0, 68, 2), np.float32)
         self.landmark_convention = "3d"  # projections of the model's fixed landmark vertices
+        sf_arr = np.asarray(seq, np.int64).reshape(n, 2)
+        self.sequence_ids, self.frame_numbers = sf_arr[:, 0].copy(), sf_arr[:, 1].copy()
         self._finish()
+        if frames == "peak" and (self.sequence_ids >= 0).any():
+            last: dict[int, int] = {}
+            for s_id, f_no in zip(self.sequence_ids.tolist(), self.frame_numbers.tolist(), strict=True):
+                last[s_id] = max(last.get(s_id, f_no), f_no)
+            self.subset([i for i, (s_id, f_no) in enumerate(zip(self.sequence_ids.tolist(),
+                                                                 self.frame_numbers.tolist(), strict=True))
+                         if s_id < 0 or f_no == last[s_id]])
 
     def _decode(self, i: int) -> np.ndarray:
         return read_image_file(self.paths[i])
@@ -466,3 +513,5 @@ class SyntheticDataset(FerDataset):
 
     def _subset_extra(self, keep: np.ndarray) -> None:
         self.paths = [self.paths[int(k)] for k in keep]
+        self.sequence_ids = self.sequence_ids[keep]
+        self.frame_numbers = self.frame_numbers[keep]

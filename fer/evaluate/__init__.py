@@ -39,7 +39,8 @@ def predict_dataset(model: Any, dataset: Any, batch_size: int = 64, device: str 
     """Class probabilities of every readable sample.
 
     Args:
-        model: a :class:`fer.models.FerModel` (put in eval mode here, restored afterwards).
+        model: a :class:`fer.models.FerModel` (put in eval mode here, restored afterwards); a model
+            with ``classify_batch`` gets the whole batch (frames, landmarks), others the images.
         dataset: a :class:`fer.data.FerDataset`.
 
     Returns:
@@ -56,7 +57,12 @@ def predict_dataset(model: Any, dataset: Any, batch_size: int = 64, device: str 
         for batch in tqdm(loader, desc="evaluating", disable=not progress, leave=False):
             if batch is None:
                 continue
-            logits = model.classify(batch["image"].to(device, non_blocking=True))
+            if hasattr(model, "classify_batch"):  # models that need more than the image (MGLN: frames, landmarks)
+                dev_batch = {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v
+                             for k, v in batch.items()}
+                logits = model.classify_batch(dev_batch)
+            else:
+                logits = model.classify(batch["image"].to(device, non_blocking=True))
             probs.append(torch.softmax(logits.float(), 1).cpu().numpy())
             idx.append(batch["index"].numpy())
     finally:

@@ -4,7 +4,8 @@ Providers (:func:`get_provider`):
 
 * ``3dmm`` - face3dkit's landmark-and-pose fit of the default morphable model to the 68 landmarks
   (:func:`face3dkit.fit.fit` with ``photo_iters=0``); landmarks are the fitted model's landmarks
-  re-projected into the crop, pose is the fitted head rotation.
+  re-projected into the crop, pose is the fitted head rotation, and the fitted expression
+  coefficients are kept too (``GeometryTable.exp``, input of the ``geometry`` FER model).
 * ``landmarks`` - the 68 2D landmarks as given/detected; pose from POS (scaled orthographic) against
   the model's mean-face landmarks.
 * ``none`` - no geometry (landmarks zero, pose unknown, pose class -1).

@@ -20,6 +20,10 @@ from fer.geometry.table import GeometryTable
 __all__ = ["GeometryCache", "default_cache_dir", "settings_digest"]
 
 
+def _n_exp(exp: np.ndarray | None) -> int | None:
+    return None if exp is None else int(exp.shape[1])
+
+
 def default_cache_dir() -> Path:
     """``$FER_CACHE_DIR``, else ``$XDG_CACHE_HOME/fer``, else ``~/.cache/fer``."""
     if os.environ.get("FER_CACHE_DIR"):
@@ -54,6 +58,8 @@ class GeometryCache:
         try:
             with np.load(p, allow_pickle=False) as z:
                 data = {k: z[k] for k in ("keys", "pose", "landmarks", "valid")}
+                if "exp" in z.files:
+                    data["exp"] = z["exp"]
         except (OSError, ValueError, KeyError):
             return None  # a damaged cache file is recomputed, never trusted
         return data
@@ -69,6 +75,8 @@ class GeometryCache:
         data = self._read(settings)
         if data is None:
             return found, table
+        if "exp" in data:
+            table.exp = np.zeros((len(keys), data["exp"].shape[1]), np.float32)
         where = {k: i for i, k in enumerate(data["keys"].tolist())}
         for j, k in enumerate(keys):
             i = where.get(k)
@@ -77,6 +85,8 @@ class GeometryCache:
                 table.pose[j] = data["pose"][i]
                 table.landmarks[j] = data["landmarks"][i]
                 table.valid[j] = data["valid"][i]
+                if table.exp is not None:
+                    table.exp[j] = data["exp"][i]
         return found, table
 
     def store(self, keys: list[str], table: GeometryTable, settings: dict[str, Any]) -> Path:
@@ -85,6 +95,8 @@ class GeometryCache:
         p.parent.mkdir(parents=True, exist_ok=True)
         data = self._read(settings)
         new = {k: j for j, k in enumerate(keys)}
+        if data is not None and _n_exp(data.get("exp")) != _n_exp(table.exp):
+            data = None  # rows of another layout (expression coefficients or not) are replaced, never mixed
         if data is not None:
             old_keys = data["keys"].tolist()
             old_keep = [i for i, k in enumerate(old_keys) if k not in new]
@@ -92,11 +104,13 @@ class GeometryCache:
             pose = np.concatenate([data["pose"][old_keep], table.pose])
             lms = np.concatenate([data["landmarks"][old_keep], table.landmarks])
             valid = np.concatenate([data["valid"][old_keep], table.valid])
+            exp = None if table.exp is None else np.concatenate([data["exp"][old_keep], table.exp])
         else:
-            all_keys, pose, lms, valid = list(keys), table.pose, table.landmarks, table.valid
+            all_keys, pose, lms, valid, exp = list(keys), table.pose, table.landmarks, table.valid, table.exp
+        extra = {} if exp is None else {"exp": exp.astype(np.float32)}
         tmp = p.with_name(f".{p.stem}.{os.getpid()}.tmp.npz")
         np.savez(tmp, keys=np.asarray(all_keys, dtype=str), pose=pose.astype(np.float32),
                  landmarks=lms.astype(np.float32), valid=valid.astype(bool),
-                 settings=np.asarray(json.dumps(settings, sort_keys=True, default=str)))
+                 settings=np.asarray(json.dumps(settings, sort_keys=True, default=str)), **extra)
         os.replace(tmp, p)
         return p

@@ -52,6 +52,8 @@ def compute_geometry(dataset: Any, provider: GeometryProvider, cache: GeometryCa
     bar.close()
     table.stats = {"provider": provider.name, "cached": int(found.sum()), "computed": len(todo),
                    "failed": int((~table.valid).sum())}
+    if table.exp is not None:
+        table.exp_mirror = provider.exp_mirror()
     return table
 
 

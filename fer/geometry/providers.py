@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from abc import ABC, abstractmethod
 from collections import defaultdict
 from typing import Any
@@ -68,6 +69,10 @@ class GeometryProvider(ABC):
     def cacheable(self) -> bool:
         """Whether results are worth caching."""
         return True
+
+    def exp_mirror(self) -> np.ndarray | None:
+        """(K,) permutation of the expression coefficients under a horizontal flip (None: no coefficients)."""
+        return None
 
     @abstractmethod
     def compute(self, dataset: Any, indices: list[int]) -> GeometryTable:
@@ -141,8 +146,11 @@ class _LandmarkBased(GeometryProvider):
             return PerspectiveCamera.for_image_size(h)
         return PerspectiveCamera(focal=1015.0 * h / 224.0, cx=w / 2.0, cy=h / 2.0, image_size=(h, w))
 
+    #: Whether :meth:`_solve` also returns expression coefficients (and how many: ``model().n_exp``).
+    fits_expression = False
+
     def compute(self, dataset: Any, indices: list[int]) -> GeometryTable:
-        out = GeometryTable.empty(len(indices))
+        out = GeometryTable.empty(len(indices), self.model().n_exp if self.fits_expression else 0)
         # Known landmarks keep the dataset's contour convention; detected ones follow the outline.
         known = getattr(dataset, "known_landmarks", None) is not None
         convention = getattr(dataset, "landmark_convention", "2d") if known else "2d"
@@ -153,16 +161,22 @@ class _LandmarkBased(GeometryProvider):
             for k in np.flatnonzero(ok):
                 groups[(int(hw[k, 0]), int(hw[k, 1]))].append(int(k))
             for (h, w), ks in groups.items():
-                pose, lm_px = self._solve(torch.as_tensor(lms[ks], dtype=torch.float32), h, w, convention)
+                pose, lm_px, *exp = self._solve(torch.as_tensor(lms[ks], dtype=torch.float32), h, w, convention)
                 rows = [chunk[k] for k in ks]
+                valid = np.isfinite(pose).all(1)
                 out.pose[rows] = pose
                 out.landmarks[rows] = lm_px / np.array([w, h], np.float32)
-                out.valid[rows] = np.isfinite(pose).all(1)
+                out.valid[rows] = valid
+                if out.exp is not None and exp:
+                    valid &= np.isfinite(exp[0]).all(1)
+                    out.valid[rows] = valid
+                    out.exp[rows] = np.where(valid[:, None], exp[0], 0.0)
         return out
 
     @abstractmethod
-    def _solve(self, lm2d: torch.Tensor, h: int, w: int, convention: str) -> tuple[np.ndarray, np.ndarray]:
-        """(B, 68, 2) pixel landmarks of (h, w) images -> (B, 3) yaw/pitch/roll degrees, (B, 68, 2) pixels.
+    def _solve(self, lm2d: torch.Tensor, h: int, w: int, convention: str) -> tuple[np.ndarray, ...]:
+        """(B, 68, 2) pixel landmarks of (h, w) images -> (B, 3) yaw/pitch/roll degrees, (B, 68, 2) pixels
+        (and (B, n_exp) expression coefficients when :attr:`fits_expression`).
 
         ``convention`` is the jaw contour's: ``'2d'`` (visible outline) or ``'3d'`` (fixed points).
         """
@@ -177,6 +191,52 @@ def _stored_hw(dataset: Any, i: int) -> tuple[int, int]:
         with Image.open(path[i]) as im:
             return im.height, im.width
     return tuple(dataset.stored_image(i).shape[:2])  # type: ignore[return-value]
+
+
+#: Side suffixes of ARKit / ICT-FaceKit style names (``eyeBlink_L`` / ``eyeBlink_R``), swapped by a mirror.
+_SIDE_SUFFIX = re.compile(r"(?<=[_.\-])([LRlr])$")
+
+
+def _mirror_name(name: str) -> str | None:
+    """The name of ``name``'s mirror component, or None for a name without a side.
+
+    Sides are the words left / right anywhere in the name (any case: ``eye-left-closure``,
+    ``mouthLeft``, ``LEFT_EYE``) or a one-letter ``_L`` / ``_R`` (also ``.L``, ``-L``, lower case)
+    suffix (``eyeBlink_L``, ARKit naming of the subject's left / right).
+    """
+    low = name.lower()
+    for a, b in (("left", "right"), ("right", "left")):
+        if a in low:
+            return name.replace(a, b).replace(a.capitalize(), b.capitalize()).replace(a.upper(), b.upper())
+    m = _SIDE_SUFFIX.search(name)
+    if m:
+        side = m.group(1)
+        other = {"L": "R", "R": "L", "l": "r", "r": "l"}[side]
+        return name[:m.start(1)] + other
+    return None
+
+
+def mirror_permutation(names: list[str]) -> np.ndarray | None:
+    """Permutation swapping left and right components (others map to themselves).
+
+    For a blendshape-style expression basis this maps a face's coefficients to its mirror image's:
+    MakeHuman-style ``eye-left-closure`` / ``eye-right-closure``, ARKit-style ``mouthLeft`` /
+    ``mouthRight`` and ``eyeBlink_L`` / ``eyeBlink_R`` (the default ICT-FaceKit model). None when no
+    name has a side (e.g. a PCA basis, whose mirror is not a permutation) or a side component has
+    no partner.
+    """
+    index = {n: i for i, n in enumerate(names)}
+    perm = np.arange(len(names), dtype=np.int64)
+    found = False
+    for i, n in enumerate(names):
+        other = _mirror_name(n)
+        if other is None:
+            continue
+        j = index.get(other)
+        if j is None:
+            return None  # an unpaired side component: the mirror is no permutation
+        perm[i], found = j, True
+    return perm if found else None
 
 
 def _ypr_degrees(angles: torch.Tensor) -> np.ndarray:
@@ -200,6 +260,9 @@ class LandmarksProvider(_LandmarkBased):
 class ThreeDMMProvider(_LandmarkBased):
     """``3dmm``: face3dkit's landmark-and-pose fit (POS start, then Adam on pose, identity, expression).
 
+    The table carries the fitted pose, the fitted model's re-projected landmarks and its
+    expression coefficients (:attr:`GeometryTable.exp`, (N, n_exp) of the morphable model).
+
     Detected landmarks (and a dataset's known landmarks in the ``'2d'`` convention) are fitted with
     jaw-contour marching and sliding (face3dkit's defaults for 2D detections); known landmarks in
     the ``'3d'`` convention (the synthetic set's projections of fixed vertices) with fixed contour
@@ -212,7 +275,10 @@ class ThreeDMMProvider(_LandmarkBased):
     """
 
     name = "3dmm"
-    version = 2  # 2: contour convention of the landmarks honoured (marching for 2D detections only)
+    # 2: contour convention of the landmarks honoured (marching for 2D detections only);
+    # 3: the fitted expression coefficients are kept (GeometryTable.exp).
+    version = 3
+    fits_expression = True
 
     def __init__(self, model: str = "default", landmark_iters: int = 150, batch_size: int = 256) -> None:
         super().__init__(model, batch_size)
@@ -221,7 +287,11 @@ class ThreeDMMProvider(_LandmarkBased):
     def settings(self) -> dict[str, Any]:
         return {**super().settings(), "landmark_iters": self.landmark_iters}
 
-    def _solve(self, lm2d: torch.Tensor, h: int, w: int, convention: str) -> tuple[np.ndarray, np.ndarray]:
+    def exp_mirror(self) -> np.ndarray | None:
+        names = getattr(self.model(), "exp_names", None)
+        return None if not names else mirror_permutation(list(names))
+
+    def _solve(self, lm2d: torch.Tensor, h: int, w: int, convention: str) -> tuple[np.ndarray, ...]:
         from face3dkit.fit import FitConfig, fit
 
         b = lm2d.shape[0]
@@ -230,7 +300,8 @@ class ThreeDMMProvider(_LandmarkBased):
         if convention == "3d":
             cfg.contour_marching, cfg.contour_tangent_weight = False, 1.0
         res = fit(self.model(), images, lm2d, cfg, camera=self._camera(h, w))
-        return _ypr_degrees(res.coeffs.angles), res.landmarks2d.detach().cpu().numpy().astype(np.float32)
+        return (_ypr_degrees(res.coeffs.angles), res.landmarks2d.detach().cpu().numpy().astype(np.float32),
+                res.coeffs.exp.detach().cpu().numpy().astype(np.float32))
 
 
 def get_provider(name: str, **kwargs: Any) -> GeometryProvider:

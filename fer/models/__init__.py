@@ -1,5 +1,7 @@
-"""FER models: GGPI (:mod:`fer.models.ggpi`), TDGAN (:mod:`fer.models.tdgan`), DR-GAN
-(:mod:`fer.models.drgan`) and the plain CNN baseline (:mod:`fer.models.baseline`).
+"""FER models: GGPI (:mod:`fer.models.ggpi`), the plain CNN baseline (:mod:`fer.models.baseline`,
+optionally fused with fitted geometry), the geometry-coefficient MLP (:mod:`fer.models.geometry`),
+TDGAN (:mod:`fer.models.tdgan`), DR-GAN (:mod:`fer.models.drgan`) and MGLN (:mod:`fer.models.mgln`,
+sequences of frames with landmark-placed part crops).
 
 :func:`build_model` makes either from a kind, a size profile and overrides; the profile picks
 sizes that fit the hardware:
@@ -27,22 +29,31 @@ from fer.models.backbone import BACKBONES, ExpressionClassifier, build_backbone
 from fer.models.base import FerModel, StepContext
 from fer.models.baseline import BaselineConfig, BaselineModel
 from fer.models.drgan import DRGANConfig, DRGANModel
+from fer.models.geometry import GeometryConfig, GeometryModel
 from fer.models.ggpi import GGPIConfig, GGPIModel
+from fer.models.mgln import MGLNConfig, MGLNModel
 from fer.models.tdgan import TDGANConfig, TDGANModel
 
 __all__ = [
     "BACKBONES",
+    "CONFIGS",
     "MODELS",
     "MODEL_PROFILES",
+    "SEQUENCE_MODELS",
     "PROFILES",
+    "REGISTRY",
     "BaselineConfig",
     "BaselineModel",
     "DRGANConfig",
     "DRGANModel",
     "ExpressionClassifier",
     "FerModel",
+    "GeometryConfig",
+    "GeometryModel",
     "GGPIConfig",
     "GGPIModel",
+    "MGLNConfig",
+    "MGLNModel",
     "StepContext",
     "TDGANConfig",
     "TDGANModel",
@@ -50,17 +61,23 @@ __all__ = [
     "build_model",
     "model_from_config",
     "resolve_profile",
+    "without_weights",
 ]
 
-MODELS = ("ggpi", "baseline", "tdgan", "drgan")
-
-#: Model kind -> (model class, config dataclass).
-_CLASSES: dict[str, tuple[type[FerModel], type]] = {
-    "ggpi": (GGPIModel, GGPIConfig),
-    "baseline": (BaselineModel, BaselineConfig),
-    "tdgan": (TDGANModel, TDGANConfig),
-    "drgan": (DRGANModel, DRGANConfig),
+#: kind -> (config dataclass, model class); ``fer train --model KIND`` and :func:`build_model` accept these.
+REGISTRY: dict[str, tuple[type, type[FerModel]]] = {
+    "ggpi": (GGPIConfig, GGPIModel),
+    "baseline": (BaselineConfig, BaselineModel),
+    "geometry": (GeometryConfig, GeometryModel),
+    "tdgan": (TDGANConfig, TDGANModel),
+    "drgan": (DRGANConfig, DRGANModel),
+    "mgln": (MGLNConfig, MGLNModel),
 }
+MODELS = tuple(REGISTRY)
+#: Models trained on sequences of frames (:class:`fer.data.SequenceDataset`).
+SEQUENCE_MODELS = ("mgln",)
+#: Config class of each model kind (from :data:`REGISTRY`).
+CONFIGS: dict[str, type] = {kind: cfg for kind, (cfg, _) in REGISTRY.items()}
 
 #: Profiles: fields set on the model config (unknown fields for a model are ignored).
 PROFILES: dict[str, dict[str, Any]] = {
@@ -94,7 +111,7 @@ def build_model(kind: str, profile: str = "paper", **overrides: Any) -> FerModel
     """
     if kind not in MODELS:
         raise ValueError(f"unknown model {kind!r}; choose one of {', '.join(MODELS)}")
-    cls_cfg = _CLASSES[kind][1]
+    cls_cfg = REGISTRY[kind][0]
     names = {f.name for f in dataclasses.fields(cls_cfg)}
     given = {k: v for k, v in overrides.items() if v is not None}
     prof = {**PROFILES[profile], **MODEL_PROFILES.get(kind, {}).get(profile, {})}
@@ -102,9 +119,23 @@ def build_model(kind: str, profile: str = "paper", **overrides: Any) -> FerModel
     return model_from_config(kind, dataclasses.asdict(cls_cfg(**values)))
 
 
+def without_weights(config: dict[str, Any]) -> dict[str, Any]:
+    """A stored model config with its ``backbone_weights`` path cleared (the weights are in the run)."""
+    return {**config, "backbone_weights": None} if "backbone_weights" in config else dict(config)
+
+
 def model_from_config(kind: str, config: dict[str, Any]) -> FerModel:
     """Rebuild a model from ``kind`` and ``dataclasses.asdict(config)`` (as stored in a run)."""
-    if kind not in _CLASSES:
+    if kind not in REGISTRY:
         raise ValueError(f"unknown model {kind!r}; choose one of {', '.join(MODELS)}")
-    model_cls, cfg_cls = _CLASSES[kind]
-    return model_cls(cfg_cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}))
+    cls_cfg, cls = REGISTRY[kind]
+    names = {f.name for f in dataclasses.fields(cls_cfg)}
+    unknown = sorted(set(config) - names)
+    if unknown:
+        raise ValueError(f"unknown {kind} settings {', '.join(unknown)}")
+    return cls(cls_cfg(**{k: _tuples(v) for k, v in config.items()}))
+
+
+def _tuples(v: Any) -> Any:
+    """JSON lists back to the config's (nested) tuples."""
+    return tuple(_tuples(x) for x in v) if isinstance(v, (list, tuple)) else v

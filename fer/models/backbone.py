@@ -108,6 +108,10 @@ class ExpressionClassifier(nn.Module):
         self.expression = nn.Linear(hidden, num_classes)
         self.pose = nn.Linear(hidden, num_poses) if num_poses > 0 else None
 
+    def features(self, x: Tensor) -> Tensor:
+        """(B, 3, H, W) RGB in [0, 1] -> (B, hidden) features after the FC layer and its dropout."""
+        return self.fc(self.backbone.forward_features(imagenet_normalize(x)))
+
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
-        h = self.fc(self.backbone.forward_features(imagenet_normalize(x)))
+        h = self.features(x)
         return self.expression(h), (self.pose(h) if self.pose is not None else None)

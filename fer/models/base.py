@@ -88,8 +88,20 @@ class FerModel(nn.Module):
         raise NotImplementedError
 
     def uses_geometry(self) -> bool:
-        """Whether batches must carry geometry (landmarks, pose class)."""
+        """Whether training batches must carry geometry (landmarks, pose class)."""
         return False
+
+    def classifies_geometry(self) -> bool:
+        """Whether classifying needs each face's geometry too (:meth:`classify_batch`, not :meth:`classify`)."""
+        return False
+
+    def classify_batch(self, batch: dict[str, Any]) -> Tensor:
+        """Collated batch (``image`` (B, 3, H, W), geometry fields) -> (B, 7) logits (call under ``eval()``).
+
+        The default classifies the pixels alone (:meth:`classify`); models that
+        :meth:`classifies_geometry` also read the batch's geometry.
+        """
+        return self.classify(batch["image"])
 
     @staticmethod
     def _accuracy(logits: Tensor, labels: Tensor) -> float:

@@ -3,7 +3,10 @@
 A flip mirrors the image, mirrors the 68 landmarks (x -> 1 - x with the iBUG left/right
 permutation) and negates yaw and roll, so the pose class moves to the mirrored yaw bin. The
 jitter (scale and translation, ``grid_sample`` with border padding) moves the landmarks with the
-image. Randomness comes from a generator seeded by (seed, step): a resumed run augments exactly
+image. Fitted expression coefficients (``geom_exp``) are mirrored with the model's left/right
+permutation; without one, samples carrying them are not flipped. Sequence batches (``frames``
+(B, T, 3, H, W), ``frame_landmarks`` (B, T, 68, 2)) get the same transform for every frame of a
+sample. Randomness comes from a generator seeded by (seed, step): a resumed run augments exactly
 as an uninterrupted one.
 """
 
@@ -37,7 +40,7 @@ IBUG_FLIP: list[int] = _ibug_flip()
 
 
 def augment_batch(batch: dict[str, Any], generator: torch.Generator, flip: bool = True, scale: float = 0.08,
-                  shift: float = 0.06) -> dict[str, Any]:
+                  shift: float = 0.06, exp_mirror: Any = None) -> dict[str, Any]:
     """Augmented copy of a batch (``image`` (B, 3, H, W) in [0, 1], optional geometry fields).
 
     Args:
@@ -46,6 +49,8 @@ def augment_batch(batch: dict[str, Any], generator: torch.Generator, flip: bool 
         flip: mirror half of the samples.
         scale: zoom drawn from U(1 - scale, 1 + scale).
         shift: translation drawn from U(-shift, shift) of the image side, per axis.
+        exp_mirror: (K,) permutation of ``geom_exp`` under a flip
+            (:attr:`fer.geometry.GeometryTable.exp_mirror`); None with ``geom_exp`` present: no flips.
     """
     img = batch["image"]
     b, dev = img.shape[0], img.device
@@ -53,6 +58,8 @@ def augment_batch(batch: dict[str, Any], generator: torch.Generator, flip: bool 
     do_flip = (torch.rand(b, generator=generator) < 0.5) if flip else torch.zeros(b, dtype=torch.bool)
     s = 1.0 + (torch.rand(b, generator=generator) * 2 - 1) * scale
     t = (torch.rand(b, 2, generator=generator) * 2 - 1) * shift * 2  # normalised coordinates span 2
+    if "geom_exp" in batch and exp_mirror is None:
+        do_flip = torch.zeros_like(do_flip)  # the coefficients of a mirrored face are unknown
     do_flip, s, t = do_flip.to(dev), s.to(dev, img.dtype), t.to(dev, img.dtype)
     fx = torch.where(do_flip, -1.0, 1.0).to(img.dtype)
     # output u_out samples the input at u_in = s * (fx * u_out) + t  (x); v_in = s * v_out + t_y
@@ -62,18 +69,35 @@ def augment_batch(batch: dict[str, Any], generator: torch.Generator, flip: bool 
     theta[:, :, 2] = t
     grid = F.affine_grid(theta, list(img.shape), align_corners=False)
     out["image"] = F.grid_sample(img, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    if "frames" in batch:
+        fr = batch["frames"]
+        steps = fr.shape[1]
+        out["frames"] = F.grid_sample(fr.flatten(0, 1), grid.repeat_interleave(steps, 0), mode="bilinear",
+                                      padding_mode="border", align_corners=False).view_as(fr)
+    perm = torch.tensor(IBUG_FLIP, device=dev)
+
+    def move(lm: torch.Tensor) -> torch.Tensor:
+        """(B, ..., 68, 2) landmarks through the flip and jitter of their sample."""
+        shape = (b,) + (1,) * (lm.dim() - 1)
+        flipped = torch.where(do_flip.view(shape), lm[..., perm, :], lm)
+        u = flipped * 2 - 1  # to normalised coordinates
+        tx, ty = t[:, 0].view(shape[:-1]), t[:, 1].view(shape[:-1])
+        sv, fv = s.view(shape[:-1]), fx.view(shape[:-1])
+        u_out = torch.stack([(u[..., 0] - tx) / (sv * fv), (u[..., 1] - ty) / sv], -1)
+        known = (flipped.abs().sum((-1, -2)) > 0)[..., None, None]
+        return torch.where(known, (u_out + 1) / 2, lm)
+
     if "landmarks" in batch:
-        lm = batch["landmarks"]
-        perm = torch.tensor(IBUG_FLIP, device=dev)
-        lm = torch.where(do_flip[:, None, None], lm[:, perm], lm)
-        u = lm * 2 - 1  # to normalised coordinates
-        u_out = torch.stack([(u[..., 0] - t[:, None, 0]) / (s[:, None] * fx[:, None]),
-                             (u[..., 1] - t[:, None, 1]) / s[:, None]], -1)
-        known = (lm.abs().sum((1, 2)) > 0)[:, None, None]
-        out["landmarks"] = torch.where(known, (u_out + 1) / 2, batch["landmarks"])
+        out["landmarks"] = move(batch["landmarks"])
+    if "frame_landmarks" in batch:
+        out["frame_landmarks"] = move(batch["frame_landmarks"])
     if "pose_class" in batch:
         p = batch["pose_class"]
         out["pose_class"] = torch.where(do_flip & (p >= 0), NUM_YAW_BINS - 1 - p, p)
+    if "geom_exp" in batch and exp_mirror is not None:
+        e = batch["geom_exp"]
+        perm = torch.as_tensor(exp_mirror, dtype=torch.long, device=e.device)
+        out["geom_exp"] = torch.where(do_flip[:, None], e[:, perm], e)
     for key in ("pose", "geom_pose"):
         if key in batch:
             q = batch[key].clone()

@@ -24,19 +24,33 @@ from typing import Any
 import numpy as np
 import torch
 
-from fer.data import FerDataset, SynthConfig, SyntheticDataset, generate_synthetic, is_synthetic_dir, open_dataset
+from fer.data import (
+    FerDataset,
+    SequenceDataset,
+    SynthConfig,
+    generate_synthetic,
+    is_synthetic_dir,
+    open_dataset,
+    open_sequence_frames,
+)
 from fer.geometry import GeometryCache, attach_geometry, compute_geometry, default_cache_dir, get_provider
 from fer.geometry.providers import GeometryUnavailableError
 from fer.labels import EXPRESSIONS, YAW_BIN_EDGES, YAW_BIN_NAMES
-from fer.models import FerModel, model_from_config
+from fer.models import FerModel, model_from_config, without_weights
 
 __all__ = [
     "PRELOAD_LIMIT_BYTES",
+    "RUN_FILES",
+    "clear_run",
     "eval_split_for",
+    "geometry_overrides",
+    "images_batch",
     "load_run",
     "open_for_eval",
     "prepare_data",
+    "describe_weights",
     "read_run_info",
+    "run_status",
     "synthetic_set",
     "write_run_info",
 ]
@@ -86,7 +100,8 @@ def _preload(ds: FerDataset, progress: bool) -> None:
 
 def prepare_data(data: str | os.PathLike, image_size: int, geometry: str, val_data: str | os.PathLike | None = None,
                  cache_dir: str | os.PathLike | None = None, landmark_iters: int = 150, progress: bool = True,
-                 echo: Callable[[str], None] = print) -> tuple[FerDataset, FerDataset | None, dict[str, Any]]:
+                 echo: Callable[[str], None] = print, sequence_length: int = 0,
+                 ) -> tuple[Any, Any, dict[str, Any]]:
     """Open train/validation datasets, decode images into memory, and attach geometry.
 
     Args:
@@ -96,17 +111,20 @@ def prepare_data(data: str | os.PathLike, image_size: int, geometry: str, val_da
         val_data: validation dataset (default: the held-out split of ``data`` when it has one).
         cache_dir: geometry cache root (default :func:`fer.geometry.default_cache_dir`).
         landmark_iters: steps of the 3dmm landmark fit.
+        sequence_length: > 0: every frame is loaded (geometry per frame) and the sets are
+            :class:`fer.data.SequenceDataset` of that many frames (MGLN).
 
     Returns:
         train set, validation set (or None), and a description for ``run.json``.
     """
     path = Path(data)
     train_split, val_split = _splits_for(path)
-    train = open_dataset(path, split=train_split, image_size=image_size)
+    opener = open_sequence_frames if sequence_length > 0 else open_dataset
+    train = opener(path, split=train_split, image_size=image_size)
     if val_data is not None:
-        val: FerDataset | None = open_dataset(val_data, split=None, image_size=image_size)
+        val: FerDataset | None = opener(val_data, split=None, image_size=image_size)
     elif val_split is not None:
-        val = open_dataset(path, split=val_split, image_size=image_size)
+        val = opener(path, split=val_split, image_size=image_size)
     else:
         val = None
     provider = get_provider(geometry, landmark_iters=landmark_iters)
@@ -127,7 +145,39 @@ def prepare_data(data: str | os.PathLike, image_size: int, geometry: str, val_da
         echo(f"{name}: {ds.report.summary()}{geo}")
         info[name] = {"samples": len(ds), "skipped": ds.report.skipped, "class_counts": ds.class_counts().tolist(),
                       "geometry_stats": st}
+    if sequence_length > 0:
+        info["sequence_length"] = int(sequence_length)
+        seqs = [None if ds is None else SequenceDataset(ds, sequence_length) for ds in (train, val)]
+        for name, sq in zip(("train", "val"), seqs, strict=True):
+            if sq is not None:
+                info[name].update(frames=info[name]["samples"], samples=len(sq),
+                                  class_counts=sq.class_counts().tolist())
+                echo(f"{name}: {len(sq)} sequences of {sequence_length} frames "
+                     f"(from {len(sq.frames)} frames; {int((sq.lengths < sequence_length).sum())} shorter, repeated)")
+        return seqs[0], seqs[1], info
     return train, val, info
+
+
+def geometry_overrides(kind: str, geometry: str, train_set: FerDataset) -> dict[str, Any]:
+    """Model settings that depend on the training data's geometry, for :func:`fer.models.build_model`.
+
+    The ``geometry`` model, and the baseline with a geometry provider (fusion), read the ``3dmm``
+    fit's expression coefficients (``n_exp`` from the attached table); with the ``landmarks``
+    provider (no coefficients) they read the landmarks instead. Other models: nothing.
+
+    Raises:
+        ValueError: ``--model geometry`` without geometry, or a 3dmm table without coefficients.
+    """
+    if kind == "geometry" and geometry == "none":
+        raise ValueError("the geometry model needs geometry: use the 3dmm (or landmarks) provider")
+    if not (kind == "geometry" or (kind == "baseline" and geometry != "none")):
+        return {}
+    exp = getattr(train_set.geometry, "exp", None)
+    n_exp = 0 if exp is None else int(exp.shape[1])
+    if n_exp == 0 and geometry == "3dmm":
+        raise ValueError("the 3dmm geometry of the training set has no expression coefficients")
+    landmarks = {"use_landmarks": True, "geo_use_landmarks": True} if n_exp == 0 else {}
+    return {"n_exp": n_exp, "fuse_geometry": True, **landmarks}
 
 
 def write_run_info(out: str | os.PathLike, model: FerModel, profile: str, image_size: int, data: dict[str, Any],
@@ -167,19 +217,87 @@ def read_run_info(run: str | os.PathLike) -> dict[str, Any]:
     return info
 
 
-def load_run(run: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[FerModel, dict[str, Any]]:
-    """The trained model of a run (``model.pt``, else the latest checkpoint), in eval mode, and ``run.json``."""
-    info = read_run_info(run)
-    model = model_from_config(info["model"], {**info["model_config"], "backbone_weights": None})
-    weights = Path(run) / "model.pt"
-    ckpt = Path(run) / "checkpoints" / "last.pt"
-    if weights.is_file():
-        state = torch.load(weights, map_location="cpu", weights_only=True)["state_dict"]
-    elif ckpt.is_file():
-        state = torch.load(ckpt, map_location="cpu", weights_only=True)["model"]
+#: What a run folder holds (``--restart`` deletes exactly these).
+RUN_FILES = ("run.json", "model.pt", "metrics.json", "metrics.csv", "checkpoints", "samples", "eval")
+
+
+def clear_run(run: str | os.PathLike) -> None:
+    """Delete a run's files (:data:`RUN_FILES`; anything else in the folder is left alone), run.json first
+    so that a half-cleared folder is never taken for a run."""
+    import shutil
+
+    root = Path(run)
+    for name in RUN_FILES:
+        p = root / name
+        if p.is_dir():
+            shutil.rmtree(p)
+        elif p.exists():
+            p.unlink()
+
+
+def run_status(run: str | os.PathLike, info: dict[str, Any] | None = None) -> str:
+    """One phrase on a run's progress from its files, e.g. ``'baseline, 3 of 16 epochs done'``."""
+    root = Path(run)
+    info = info if info is not None else read_run_info(run)
+    planned = info.get("train", {}).get("epochs")
+    try:
+        done = len(json.loads((root / "metrics.json").read_text()))
+    except (OSError, ValueError):
+        done = 0
+    state = "finished" if (root / "model.pt").is_file() and planned is not None and done >= planned else (
+        "unfinished" if (root / "checkpoints" / "last.pt").is_file() else "nothing saved yet")
+    return f"{info.get('model', '?')}, {done} of {planned} epochs done, {state}"
+
+
+def _weights_info(state: dict[str, Any], file: str, planned: Any) -> dict[str, Any]:
+    """Where loaded weights come from in the training: file, completed epochs, planned epochs, step."""
+    if file == "model.pt":
+        epoch, step = state.get("epoch"), state.get("global_step")
+        planned = state.get("epochs", planned)
+        partial = 0
     else:
+        epoch, step, partial = state.get("epoch"), state.get("global_step"), int(state.get("batch_in_epoch", 0))
+        planned = state.get("train_config", {}).get("epochs", planned)
+    finished = file == "model.pt" and (epoch is None or planned is None or epoch >= planned)
+    return {"file": file, "epoch": epoch, "epochs": planned, "step": step, "batches_into_next_epoch": partial,
+            "finished": bool(finished)}
+
+
+def describe_weights(w: dict[str, Any]) -> str:
+    """One line on the weights :func:`load_run` loaded (``info['weights']``)."""
+    if w["finished"]:
+        return f"weights: {w['file']} (training finished, {w['epoch'] if w['epoch'] is not None else '?'} epochs)"
+    part = f" and {w['batches_into_next_epoch']} batches" if w.get("batches_into_next_epoch") else ""
+    return (f"weights: {w['file']} after epoch {w['epoch']}{part} of {w['epochs']} (step {w['step']}); "
+            "the run is unfinished")
+
+
+def load_run(run: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[FerModel, dict[str, Any]]:
+    """The trained model of a run, in eval mode, and ``run.json`` with ``info['weights']`` saying which
+    weights were loaded (:func:`describe_weights`): ``model.pt`` unless the checkpoint is further along
+    (a continued run), else the latest checkpoint."""
+    info = read_run_info(run)
+    root = Path(run)
+    try:
+        model = model_from_config(info["model"], without_weights(info["model_config"]))
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{root / 'run.json'}: bad model description ({' '.join(str(e).split())})") from None
+    planned = info.get("train", {}).get("epochs")
+    weights, ckpt = root / "model.pt", root / "checkpoints" / "last.pt"
+    # memory-mapped: only the tensors of the file used are read
+    final = torch.load(weights, map_location="cpu", weights_only=True, mmap=True) if weights.is_file() else None
+    last = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True) if ckpt.is_file() else None
+    if final is None and last is None:
         raise FileNotFoundError(f"{run}: no model.pt or checkpoints/last.pt (training has not saved anything yet)")
-    model.load_state_dict(state)
+    use_ckpt = last is not None and (final is None or int(last.get("global_step", -1)) > int(
+        final.get("global_step", 1 << 62)))
+    file, state = ("checkpoints/last.pt", last["model"]) if use_ckpt else ("model.pt", final["state_dict"])
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"{root / file}: weights do not fit the {info['model']} model of run.json ({first})") from None
+    info["weights"] = _weights_info(last if use_ckpt else final, file, planned)
     return model.to(device).eval(), info
 
 
@@ -197,18 +315,67 @@ def eval_split_for(path: str | os.PathLike) -> str | None:
     return "test" if "test" in has and "train" in has else None
 
 
+def _run_provider(info: dict[str, Any]) -> Any:
+    settings = info.get("data", {}).get("geometry", {"provider": "none"})
+    return get_provider(settings.get("provider", "none"), **({"landmark_iters": settings["landmark_iters"]}
+                                                           if "landmark_iters" in settings else {}))
+
+
 def open_for_eval(path: str | os.PathLike, info: dict[str, Any], split: str | None = "auto",
-                  cache_dir: str | os.PathLike | None = None, progress: bool = False) -> SyntheticDataset | FerDataset:
-    """A dataset for evaluating a run: its image size; geometry (for the yaw bins) when the run used some."""
+                  cache_dir: str | os.PathLike | None = None, progress: bool = False,
+                  need_geometry: bool = False) -> Any:
+    """A dataset for evaluating a run: its image size; the run's geometry when the model classifies
+    from it (``need_geometry``: errors propagate), for sequence models (their part crops sit at the
+    landmarks; errors propagate) or, for the yaw bins, when the true pose is unknown; a
+    :class:`fer.data.SequenceDataset` for sequence models (``run.json`` data ``sequence_length``)."""
     sp = eval_split_for(path) if split == "auto" else split
-    ds = open_dataset(path, split=sp, image_size=int(info["image_size"]))
-    geo = info.get("data", {}).get("geometry", {}).get("provider", "none")
-    if geo != "none" and len(ds) and np.isnan(ds.true_pose[:, 0]).any():
-        settings = info["data"]["geometry"]
-        provider = get_provider(geo, **({"landmark_iters": settings["landmark_iters"]}
-                                        if "landmark_iters" in settings else {}))
+    steps = int(info.get("data", {}).get("sequence_length", 0) or 0)
+    opener = open_sequence_frames if steps > 0 else open_dataset
+    ds = opener(path, split=sp, image_size=int(info["image_size"]))
+    need_geometry = need_geometry or steps > 0
+    provider = _run_provider(info)
+    if provider.name != "none" and len(ds) and (need_geometry or np.isnan(ds.true_pose[:, 0]).any()):
         try:
             attach_geometry(ds, compute_geometry(ds, provider, GeometryCache(cache_dir), progress=progress))
         except GeometryUnavailableError as e:
+            if need_geometry:
+                raise
             log.warning("no per-yaw accuracy: %s", e)
-    return ds
+    return SequenceDataset(ds, steps) if steps > 0 else ds
+
+
+class _Images(FerDataset):
+    """Decoded images (stored size) as a dataset, for computing their geometry."""
+
+    name = "images"
+
+    def __init__(self, images: list[np.ndarray], image_size: int) -> None:
+        super().__init__(image_size)
+        self.pixels = images
+        n = len(images)
+        self.labels = np.zeros(n, np.int64)
+        self.identities = np.full(n, -1, np.int64)
+        self.sources = [f"image {i}" for i in range(n)]
+        self.true_pose = np.full((n, 3), np.nan, np.float32)
+        self._finish()
+
+    def _decode(self, i: int) -> np.ndarray:
+        return self.pixels[i]
+
+    def content_key(self, i: int) -> str:
+        import hashlib
+
+        a = np.ascontiguousarray(self.pixels[i])
+        return hashlib.sha256(a.tobytes() + str(a.shape).encode()).hexdigest()
+
+
+def images_batch(images: list[np.ndarray], info: dict[str, Any], cache_dir: str | os.PathLike | None = None,
+                 geometry: bool = False) -> dict[str, Any]:
+    """A collated batch of (H, W, 3) uint8 images at the run's image size, with the run's geometry when
+    ``geometry`` (for models that classify from it; faces without landmarks get ``geom_valid`` False)."""
+    from fer.data.base import collate_samples
+
+    ds = _Images(images, int(info["image_size"]))
+    if geometry:
+        attach_geometry(ds, compute_geometry(ds, _run_provider(info), GeometryCache(cache_dir)))
+    return collate_samples([ds[i] for i in range(len(ds))])

@@ -184,6 +184,9 @@ class Trainer:
         self.count = 0
         self.history: list[dict[str, Any]] = []
         self.ctx = _StepContext(self)
+        # Fitted expression coefficients go only to models that read them; flips permute them (augment_batch).
+        self._keep_exp = bool(getattr(model, "classifies_geometry", lambda: False)())
+        self._exp_mirror = getattr(getattr(train_set, "geometry", None), "exp_mirror", None)
 
     # -- setup --------------------------------------------------------------------------------------
     def _amp_dtype(self, amp: str) -> torch.dtype | None:
@@ -311,11 +314,13 @@ class Trainer:
                        dynamic_ncols=True, leave=False)
             for batch in loader:
                 if batch is not None:
+                    if not self._keep_exp:
+                        batch.pop("geom_exp", None)
                     batch = self._to_device(batch)
                     if cfg.augment:
                         stream = (self.global_step * self.dist.world_size + self.dist.rank) * 1_000_003
                         gen = torch.Generator().manual_seed(cfg.seed + stream)
-                        batch = augment_batch(batch, gen)
+                        batch = augment_batch(batch, gen, exp_mirror=self._exp_mirror)
                     metrics = self.model.train_step(batch, self.ctx)
                     n = int(batch["label"].shape[0])
                     for k, v in metrics.items():  # every rank must hold the same keys (all-reduced later)
@@ -425,11 +430,13 @@ class Trainer:
         return "  ".join(parts)
 
     def save_model(self, path: str | os.PathLike | None = None) -> Path:
-        """Final weights for ``fer evaluate`` / ``fer predict``: ``{'kind', 'config', 'state_dict'}``."""
+        """Final weights for ``fer evaluate`` / ``fer predict``: ``{'kind', 'config', 'state_dict'}`` and the
+        training position they come from (``epoch`` completed, ``epochs`` planned, ``global_step``)."""
         path = Path(path) if path is not None else self.out / "model.pt"
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
         torch.save({"kind": self.model.kind, "config": asdict(self.model.config),
-                    "state_dict": self.model.state_dict()}, tmp)
+                    "state_dict": self.model.state_dict(), "epoch": self.epoch, "epochs": self.config.epochs,
+                    "global_step": self.global_step}, tmp)
         os.replace(tmp, path)
         return path
