@@ -29,3 +29,22 @@ class ArrayDataset(FerDataset):
 
     def content_key(self, i):
         return str(i)
+
+
+class StepContext:
+    """Minimal step context for a model's ``training_step``: plain fp32 Adam steps, no AMP."""
+
+    def __init__(self, model):
+        import torch
+
+        self.opts = {k: torch.optim.Adam(v, **model.optimizer_settings(k)) for k, v in model.param_groups().items()}
+
+    def autocast(self):
+        import contextlib
+
+        return contextlib.nullcontext()
+
+    def step(self, name, loss):
+        self.opts[name].zero_grad(set_to_none=True)
+        loss.backward()
+        self.opts[name].step()

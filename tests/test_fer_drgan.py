@@ -1,7 +1,6 @@
 """fer DR-GAN: pose bins, confidence-weighted fusion, training lowers its losses, exact resume, shapes,
 frontalisation through ``fer generate``."""
 
-import contextlib
 import json
 
 import numpy as np
@@ -9,6 +8,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 from fer_arrays import ArrayDataset
+from fer_arrays import StepContext as Ctx
 from PIL import Image
 
 from fer.models import DRGANConfig, DRGANModel, build_model
@@ -18,21 +18,6 @@ from fer.train import TrainConfig, Trainer, write_run_info
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 TINY = {"backbone": "tiny", "gen_channels": 32, "disc_channels": 8, "feat_dim": 32, "noise_dim": 16}
-
-
-class Ctx:
-    """Minimal step context: plain fp32 Adam steps."""
-
-    def __init__(self, model):
-        self.opts = {k: torch.optim.Adam(v, **model.optimizer_settings(k)) for k, v in model.param_groups().items()}
-
-    def autocast(self):
-        return contextlib.nullcontext()
-
-    def step(self, name, loss):
-        self.opts[name].zero_grad(set_to_none=True)
-        loss.backward()
-        self.opts[name].step()
 
 
 def _batch(b=8, size=32, seed=0):

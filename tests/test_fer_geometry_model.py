@@ -1,6 +1,5 @@
 """fer.models.geometry: the coefficient MLP, baseline+geometry fusion, their features, flips, resume, cache."""
 
-import contextlib
 import json
 import math
 
@@ -8,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from fer_arrays import ArrayDataset
+from fer_arrays import StepContext as Ctx
 
 import face3dkit
 from fer.data.base import collate_samples
@@ -36,21 +36,6 @@ class ExpDataset(ArrayDataset):
         g = self.geometry
         attach_geometry(self, GeometryTable(g.pose, g.landmarks, g.valid, exp=exp,
                                             exp_mirror=mirror_permutation(NAMES)))
-
-
-class Ctx:
-    """Minimal step context: plain fp32 Adam steps."""
-
-    def __init__(self, model):
-        self.opts = {k: torch.optim.Adam(v, **model.optimizer_settings(k)) for k, v in model.param_groups().items()}
-
-    def autocast(self):
-        return contextlib.nullcontext()
-
-    def step(self, name, loss):
-        self.opts[name].zero_grad(set_to_none=True)
-        loss.backward()
-        self.opts[name].step()
 
 
 def _model(kind, seed=0, **kw):

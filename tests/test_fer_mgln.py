@@ -1,6 +1,5 @@
 """fer.models.mgln: part crops against numpy, fusion, VGG weights, training steps, exact resume."""
 
-import contextlib
 import json
 import os
 import shutil
@@ -12,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from fer_arrays import ArrayDataset
+from fer_arrays import StepContext as Ctx
 
 from face3dkit.nets.vgg import VGG
 from fer.data import SequenceDataset, collate_samples
@@ -24,21 +24,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 TINY = {"global_channels": (16,), "part_channels": 8, "part_sizes": ((3, 5), (4, 4), (3, 4)), "lstm_hidden": 16,
         "dropout": 0.0, "lr": 1e-3}
-
-
-class Ctx:
-    """Minimal step context: plain fp32 Adam steps."""
-
-    def __init__(self, model):
-        self.opts = {k: torch.optim.Adam(v, **model.optimizer_settings(k)) for k, v in model.param_groups().items()}
-
-    def autocast(self):
-        return contextlib.nullcontext()
-
-    def step(self, name, loss):
-        self.opts[name].zero_grad(set_to_none=True)
-        loss.backward()
-        self.opts[name].step()
 
 
 def _seq_batch(b=6, t=3, size=32, seed=0):

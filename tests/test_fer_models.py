@@ -1,9 +1,9 @@
 """fer.models: architecture shapes, torchvision weights, one CPU training step lowers the losses."""
 
-import contextlib
 
 import pytest
 import torch
+from fer_arrays import StepContext as Ctx
 
 from face3dkit.nets.resnet import resnet18
 from fer.models import GGPIConfig, GGPIModel, build_model
@@ -12,21 +12,6 @@ from fer.models.ggpi import signed_one_hot, total_variation
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 TINY = {"backbone": "tiny", "enc_channels": 8, "gen_channels": 32, "cls_hidden": 64, "datt_fc": 64}
-
-
-class Ctx:
-    """Minimal step context: plain fp32 Adam steps."""
-
-    def __init__(self, model):
-        self.opts = {k: torch.optim.Adam(v, **model.optimizer_settings(k)) for k, v in model.param_groups().items()}
-
-    def autocast(self):
-        return contextlib.nullcontext()
-
-    def step(self, name, loss):
-        self.opts[name].zero_grad(set_to_none=True)
-        loss.backward()
-        self.opts[name].step()
 
 
 def _batch(b=8, size=32, seed=0):

@@ -1,12 +1,12 @@
 """fer TDGAN: shapes, training on a fixed batch lowers its losses, exact resume, the pair loader on files."""
 
-import contextlib
 import json
 
 import numpy as np
 import pytest
 import torch
 from fer_arrays import ArrayDataset
+from fer_arrays import StepContext as Ctx
 from PIL import Image
 
 from fer.data import ImageFolderDataset, PairedDataset, attach_subject_identities, subject_ids_from_names
@@ -19,21 +19,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 TINY = {"backbone": "tiny", "enc_channels": 8, "gen_channels": 32, "disc_channels": 8, "exp_dim": 32,
         "face_dim": 32, "noise_dim": 16}
-
-
-class Ctx:
-    """Minimal step context: plain fp32 Adam steps."""
-
-    def __init__(self, model):
-        self.opts = {k: torch.optim.Adam(v, **model.optimizer_settings(k)) for k, v in model.param_groups().items()}
-
-    def autocast(self):
-        return contextlib.nullcontext()
-
-    def step(self, name, loss):
-        self.opts[name].zero_grad(set_to_none=True)
-        loss.backward()
-        self.opts[name].step()
 
 
 def _batch(b=8, size=32, seed=0):
