@@ -311,6 +311,7 @@ def register_makehuman(mh: dict, ict_v: np.ndarray, ict_f: np.ndarray, ict_lm: n
     inner = np.arange(17, 68)
     s, r, t = umeyama(mv[mlm[inner]], ict_v[ict_lm[inner]])
     ict_front_v = ict_v[ict_front]
+    ict_face_f = face_triangles(ict_f)
     ict_n = vertex_normals(ict_v, ict_f)[ict_front]
     tree = cKDTree(ict_front_v)
     k = basis.shape[-1]
@@ -346,7 +347,7 @@ def register_makehuman(mh: dict, ict_v: np.ndarray, ict_f: np.ndarray, ict_lm: n
     # free-form refinement: smoothed displacement towards the ICT surface
     lap = adjacency(mf, len(cur))
     for _ in range(6):
-        closest, dist, _, _ = closest_on_mesh(ict_v, ict_f_face(ict_f), cur, vertex_normals(cur, mf))
+        closest, dist, _, _ = closest_on_mesh(ict_v, ict_face_f, cur, vertex_normals(cur, mf))
         disp = closest - cur
         keep = dist < 0.15
         disp[~keep] = 0.0
@@ -368,16 +369,9 @@ def _dist_report(d: np.ndarray) -> dict:
             "uncovered": float((~np.isfinite(d)).mean())}
 
 
-_FACE_TRIS: dict = {}
-
-
-def ict_f_face(f: np.ndarray) -> np.ndarray:
-    """Triangles of the ICT face region (all three vertices below the face range end)."""
-    key = id(f)
-    if key not in _FACE_TRIS:
-        _FACE_TRIS.clear()
-        _FACE_TRIS[key] = f[(f < ICT_RANGES["face"][1]).all(1)]
-    return _FACE_TRIS[key]
+def face_triangles(f: np.ndarray) -> np.ndarray:
+    """Triangles of the ICT face region (all three vertices below the face range's end)."""
+    return f[(f < ICT_RANGES["face"][1]).all(1)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -528,7 +522,7 @@ def build(ict_root: Path, mh_model: Path, mh_data: Path | None, out: Path) -> di
     samples = np.stack([sample_texture(t, uv_mh) for t in skins])  # (18, Nf, 3)
     # vertices far from the MakeHuman surface (ears, back of the neck) take a smooth fill
     far = ~(dist < 0.05)
-    lap_ict = adjacency(ict_f_face(tris), rr["face"][1])
+    lap_ict = adjacency(face_triangles(tris), rr["face"][1])
     fill = samples.copy()
     for _ in range(60):
         sm = np.stack([lap_ict @ fill[i] for i in range(len(fill))])

@@ -262,12 +262,13 @@ def render_coefficients(model: MorphableModel, c: Coefficients, camera: Perspect
     Returns:
         image (B, H, W, 3), front-face mask (B, H, W, 1), coverage (B, H, W, 1), landmarks (B, 68, 2).
     """
-    return _render(model, c, camera, antialias)[:4]
+    return _render(model, c, camera, antialias, display=False)[:4]
 
 
-def _render(model: MorphableModel, c: Coefficients, camera: PerspectiveCamera,
-            antialias: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """:func:`render_coefficients` plus the (B, H, W, 1) coverage of :func:`display_face_mask`."""
+def _render(model: MorphableModel, c: Coefficients, camera: PerspectiveCamera, antialias: bool = False,
+            display: bool = True) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor | None]:
+    """:func:`render_coefficients` plus (with ``display``) the (B, H, W, 1) coverage of
+    :func:`display_face_mask` (only the final render needs it, not every photometric step)."""
     from face3dkit.render import antialias as aa
     from face3dkit.render import interpolate, rasterize
 
@@ -283,8 +284,8 @@ def _render(model: MorphableModel, c: Coefficients, camera: PerspectiveCamera,
     face_id = frags.pix_to_face.clamp_min(0) % f
     front_face = model.front_mask[model.faces].all(-1)
     mask = (covered & front_face[face_id])[..., None].to(img.dtype)
-    display = (covered & display_face_mask(model)[face_id])[..., None].to(img.dtype)
-    return img, mask, covered[..., None].to(img.dtype), out.landmarks2d, display
+    shown = (covered & display_face_mask(model)[face_id])[..., None].to(img.dtype) if display else None
+    return img, mask, covered[..., None].to(img.dtype), out.landmarks2d, shown
 
 
 def display_face_mask(model: MorphableModel) -> Tensor:
