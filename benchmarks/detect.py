@@ -21,49 +21,34 @@ MTCNN box, the mapped box and the HOG box, with the agreement measure used to ac
 from __future__ import annotations
 
 import argparse
-import math
 import time
 
 import numpy as np
 import torch
+from reconstruct import SIZE, make_scenes  # noqa: E402  (benchmarks/reconstruct.py, same folder)
 
 import face3dkit
-from face3dkit.geometry import PerspectiveCamera
 from face3dkit.landmarks import DetectorUnavailableError, DlibDetector, MTCNNDetector, lm68_to_lm5, nms
 from face3dkit.sysinfo import machine_summary
-from face3dkit.viz import render_faces
 
-SIZE = 320
 BINS = (0, 15, 30, 45, 60, 75, 90)
 
 
 def make_yaw_scenes(model, per_bin: int, seed: int) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
-    """``per_bin`` renders in each |yaw| bin: images, (N, 68, 2) true landmarks, (N,) yaw degrees."""
+    """``per_bin`` renders in each |yaw| bin: images, (N, 68, 2) true landmarks, (N,) yaw degrees.
+
+    The scenes of benchmarks/reconstruct.py (same identity, expression, lighting, position and
+    background draws) with the yaw drawn per bin, sign random."""
     n = per_bin * (len(BINS) - 1)
-    g = torch.Generator().manual_seed(seed)
-    rnd = lambda *s: torch.rand(*s, generator=g)  # noqa: E731
-    c = model.sample(n, generator=g)
-    c.exp = (rnd(n, model.n_exp) < 0.12).float() * rnd(n, model.n_exp) * 0.7
-    if model.exp_range is None:
-        c.exp = torch.randn(n, model.n_exp, generator=g) * 0.5
-    lo = torch.tensor(BINS[:-1], dtype=torch.float32).repeat_interleave(per_bin)
-    yaw = (lo + rnd(n) * 15) * torch.where(rnd(n) < 0.5, -1.0, 1.0)
-    deg = math.pi / 180
-    c.angles[:, 1] = yaw * deg
-    c.angles[:, 0] = (rnd(n) * 2 - 1) * 15 * deg
-    c.angles[:, 2] = (rnd(n) * 2 - 1) * 10 * deg
-    c.gamma = torch.randn(n, 27, generator=g) * 0.08
-    c.gamma[:, [2, 11, 20]] += 0.2
-    c.trans[:, :2] = (rnd(n, 2) * 2 - 1) * 0.15
-    c.trans[:, 2] = (rnd(n) * 2 - 1) * 0.5
-    cam = PerspectiveCamera(focal=1015.0 * SIZE / 224, cx=SIZE / 2, cy=SIZE / 2, image_size=SIZE)
-    imgs = []
-    for i in range(n):
-        ci = face3dkit.Coefficients(**{k: v[i:i + 1] for k, v in c.as_dict().items()})
-        imgs.append(render_faces(model, ci, camera=cam, background=0.25 + 0.5 * float(rnd(1)))[0])
-    with torch.no_grad():
-        lms = model(c, camera=cam).landmarks2d.numpy().astype(np.float64)
-    return imgs, lms, yaw.numpy()
+    drawn: list[torch.Tensor] = []
+
+    def yaw_deg(rnd, n: int) -> torch.Tensor:
+        lo = torch.tensor(BINS[:-1], dtype=torch.float32).repeat_interleave(per_bin)
+        drawn.append((lo + rnd(n) * 15) * torch.where(rnd(n) < 0.5, -1.0, 1.0))
+        return drawn[0]
+
+    imgs, lms, _ = make_scenes(model, n, seed, yaw_deg)
+    return imgs, np.stack(lms).astype(np.float64), drawn[0].numpy()
 
 
 def found(boxes: np.ndarray, lm: np.ndarray) -> np.ndarray:

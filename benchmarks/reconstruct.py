@@ -68,7 +68,10 @@ class TrueLandmarks:
         return [FaceLandmarks(pts.copy(), (float(x0), float(y0), float(x1), float(y1)), 1.0, "truth")]
 
 
-def make_scenes(model, n: int, seed: int) -> tuple[list[np.ndarray], list[np.ndarray], face3dkit.Coefficients]:
+def make_scenes(model, n: int, seed: int, yaw_deg=None) -> tuple[list[np.ndarray], list[np.ndarray],
+                                                                  face3dkit.Coefficients]:
+    """``n`` random photos, their (68, 2) true landmarks and coefficients; ``yaw_deg(rnd, n)`` draws
+    the (n,) yaw in degrees from the scene generator (default: uniform in +-60)."""
     g = torch.Generator().manual_seed(seed)
     c = model.sample(n, generator=g)
     rnd = lambda *s: torch.rand(*s, generator=g)  # noqa: E731
@@ -76,7 +79,7 @@ def make_scenes(model, n: int, seed: int) -> tuple[list[np.ndarray], list[np.nda
     if model.exp_range is None:
         c.exp = torch.randn(n, model.n_exp, generator=g) * 0.5
     deg = math.pi / 180
-    c.angles[:, 1] = (rnd(n) * 2 - 1) * 60 * deg
+    c.angles[:, 1] = (yaw_deg(rnd, n) if yaw_deg is not None else (rnd(n) * 2 - 1) * 60) * deg
     c.angles[:, 0] = (rnd(n) * 2 - 1) * 15 * deg
     c.angles[:, 2] = (rnd(n) * 2 - 1) * 10 * deg
     c.gamma = torch.randn(n, 27, generator=g) * 0.08

@@ -74,14 +74,7 @@ def landmark_loss(pred: Tensor, target: Tensor, weights: Tensor | None = None) -
     Returns:
         Scalar tensor (pixels^2).
     """
-    if pred.shape != target.shape or pred.dim() != 3 or pred.shape[-1] != 2:
-        raise ValueError(
-            f"pred and target must be (B, N, 2), got {tuple(pred.shape)} and {tuple(target.shape)}"
-        )
-    if weights is None:
-        weights = landmark_weights(pred.shape[1], device=pred.device, dtype=pred.dtype)
-    sq = ((pred - target) ** 2).sum(-1)  # (B, N)
-    return (sq * weights.to(pred.dtype)).sum() / (pred.shape[0] * pred.shape[1])
+    return robust_landmark_loss(pred, target, weights, kind="l2")
 
 
 def robust_penalty(sq_dist: Tensor, kind: str = "gm", scale: float = ROBUST_SCALE_PX) -> Tensor:
