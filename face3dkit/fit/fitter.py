@@ -55,13 +55,14 @@ from face3dkit.losses import (
 )
 from face3dkit.losses.landmark import ROBUST_KINDS, ROBUST_SCALE_PX
 from face3dkit.model.coefficients import Coefficients
-from face3dkit.model.morphable import MorphableModel
+from face3dkit.model.morphable import ModelRows, MorphableModel
 
 __all__ = [
     "FitConfig",
     "FitResult",
     "arcface_matrix",
     "fit",
+    "fit_landmark_weights",
     "init_pose_from_landmarks",
     "render_coefficients",
     "yaw_pitch_roll_degrees",
@@ -89,6 +90,13 @@ class FitConfig:
             weights (1 = the paper). Detectors place contour points on the visible silhouette,
             which slides over the face with yaw while the model's contour vertices are fixed;
             a lower weight trusts the contour less.
+        eye_weight: weight of the 12 eye landmarks (36-47) relative to Deng et al.'s weights (1 in
+            the paper; 20 by default, the weight the paper gives the nose and inner-mouth points).
+            The eye aperture is carried by the lid points alone: the photometric term barely sees
+            it (the lids border sclera, iris and lashes, which skin attention gives almost no
+            weight, and coverage has no gradient), and at weight 1 the photometric stage closed
+            the eyes the landmark stage had opened (correlation of fitted vs detected eye opening
+            on real photos 0.28; 0.97 with 20 — ``benchmarks/expressions.py``).
         contour_marching: move the jaw-contour landmarks (0-16) of the side turned away from
             the camera onto the model's silhouette at each step (landmark marching, Zhu et al.
             2015; see :mod:`face3dkit.fit.contour`). Right for 2D landmarks that follow the
@@ -124,6 +132,7 @@ class FitConfig:
     seed: int = 0
     deterministic: bool = True
     contour_weight: float = 1.0
+    eye_weight: float = 20.0
     contour_marching: bool = True
     contour_tangent_weight: float = 0.3
     landmark_loss: str = "gm"
@@ -135,6 +144,9 @@ class FitConfig:
                              f"got {self.landmark_loss!r}")
         if self.photo_size is not None and self.photo_size < 16:
             raise ValueError(f"FitConfig.photo_size must be None or >= 16 pixels, got {self.photo_size}")
+        if not (self.eye_weight >= 0 and self.contour_weight >= 0):
+            raise ValueError(f"FitConfig.eye_weight and contour_weight must be >= 0, got {self.eye_weight} and "
+                             f"{self.contour_weight}")
         if not self.landmark_scale > 0:
             raise ValueError(f"FitConfig.landmark_scale must be > 0 pixels, got {self.landmark_scale}")
 
@@ -165,6 +177,19 @@ class FitResult:
     landmark_error: Tensor
     timings: dict[str, float] = field(default_factory=dict)
     display_mask: Tensor | None = None
+
+
+def fit_landmark_weights(cfg: FitConfig, n_points: int = 68, device: torch.device | str | None = None,
+                         dtype: torch.dtype | None = None) -> Tensor:
+    """(N,) per-landmark weights of the fit's landmark terms: Deng et al.'s (20 on the nose 28-30
+    and inner mouth 60-67, else 1) with the jaw contour 0-16 times ``cfg.contour_weight`` and the
+    eyes 36-47 times ``cfg.eye_weight``; all ones for 5 points."""
+    if n_points == 5:
+        return torch.ones(5, device=device, dtype=dtype or torch.get_default_dtype())
+    lw = landmark_weights(n_points, device=device, dtype=dtype)
+    lw[:17] *= cfg.contour_weight
+    lw[36:48] *= cfg.eye_weight
+    return lw
 
 
 def init_pose_from_landmarks(model: MorphableModel, lm2d: Tensor, camera: PerspectiveCamera,
@@ -219,17 +244,63 @@ def _robust_pos(xy: Tensor, mean_lm: Tensor, scale: float, iters: int) -> PosRes
     return res
 
 
-def _landmarks_only(model: MorphableModel, c: Coefficients, camera: PerspectiveCamera) -> Tensor:
-    """(B, 68, 2) projected landmarks evaluating only the landmark rows of the bases."""
-    return camera.project(_posed_rows(model, c, model.landmark_idx)[0])
+def _posed_rows(sub: ModelRows, c: Coefficients) -> tuple[Tensor, Tensor]:
+    """Posed vertices (B, M, 3) of the model rows ``sub`` and the rotations (B, 3, 3)."""
+    pts = sub.shape(c.id, c.exp)
+    rot = euler_to_rotation(c.angles.to(pts.dtype))
+    return rotate(pts, rot) + c.trans.to(pts.dtype)[:, None], rot
 
 
-def _posed_rows(model: MorphableModel, c: Coefficients, idx: Tensor) -> tuple[Tensor, Tensor]:
-    """Posed vertices (B, M, 3) of the model rows ``idx`` (M,) and the rotations (B, 3, 3)."""
-    pts = model.mean_shape[idx] + torch.einsum("nck,bk->bnc", model.id_basis[idx], c.id) + torch.einsum(
-        "nck,bk->bnc", model.exp_basis[idx], c.exp)
-    rot = euler_to_rotation(c.angles)
-    return rotate(pts, rot) + c.trans[:, None], rot
+class _PhotometricRenderer:
+    """The photometric stage's render: the same image and front-face mask as
+    :func:`render_coefficients`, with gradients computed only where the loss can use them.
+
+    The loss sees only pixels of front-face triangles, whose colours are interpolated from their
+    own three vertices. So the differentiable part (shape, vertex normals, albedo, SH shading)
+    is evaluated on the front-face vertices and the one-ring of faces around them (exact normals
+    there); every other vertex (ears, neck, eyeballs, teeth, mouth interior: the occluders) is
+    posed without gradients, and all faces are rasterized for visibility. On the default model this
+    differentiates about a third of the vertices and faces (the photometric step was 3x the cost
+    of the rest, most of it in the backward of the vertex normals).
+    """
+
+    def __init__(self, model: MorphableModel) -> None:
+        faces = model.faces
+        self.model = model
+        self.front = model.front_mask[faces].all(-1)  # (F,) faces in the loss
+        keep = torch.zeros(model.n_verts, dtype=torch.bool, device=faces.device)
+        keep[faces[self.front].reshape(-1)] = True
+        ring = keep[faces].any(-1)  # faces touching a loss vertex: the one-ring for its normal
+        self.rows = torch.unique(faces[ring])  # (R,) vertices evaluated with gradients
+        local = torch.full((model.n_verts,), -1, dtype=torch.long, device=faces.device)
+        local[self.rows] = torch.arange(self.rows.numel(), device=faces.device)
+        self.ring_faces = local[faces[ring]]  # (Fr, 3) in the rows' numbering
+        self.sub = model.rows(self.rows)
+        self.others = model.rows((local < 0).nonzero().squeeze(1))  # posed without gradients
+
+    def __call__(self, c: Coefficients, camera: PerspectiveCamera) -> tuple[Tensor, Tensor]:
+        """Image (B, H, W, 3) and front-face mask (B, H, W, 1) (as :func:`render_coefficients`)."""
+        from face3dkit.model.morphable import vertex_normals
+        from face3dkit.render import interpolate, rasterize
+        from face3dkit.shading.sh import sh_shade
+
+        m = self.model
+        pts = self.sub.shape(c.id, c.exp)  # (B, R, 3)
+        rot = euler_to_rotation(c.angles.to(pts.dtype))
+        trans = c.trans.to(pts.dtype)[:, None]
+        normals = rotate(vertex_normals(pts, self.ring_faces), rot)
+        color = sh_shade(self.sub.albedo(c.tex), normals, c.gamma.to(pts.dtype))
+        screen_rows = camera.to_screen(rotate(pts, rot) + trans)
+        with torch.no_grad():
+            screen_others = camera.to_screen(rotate(self.others.shape(c.id, c.exp), rot) + trans)
+        screen = screen_rows.new_zeros(screen_rows.shape[0], m.n_verts, 3).index_copy(
+            1, self.others.rows, screen_others).index_copy(1, self.rows, screen_rows)
+        color_all = color.new_zeros(screen.shape).index_copy(1, self.rows, color)
+        frags = rasterize(screen.detach(), m.faces, camera.height_width)
+        img = interpolate(color_all, frags, m.faces, verts=screen)
+        face_id = frags.pix_to_face.clamp_min(0) % m.faces.shape[0]
+        mask = ((frags.pix_to_face >= 0) & self.front[face_id])[..., None].to(img.dtype)
+        return img, mask
 
 
 class _LandmarkProjector:
@@ -247,9 +318,10 @@ class _LandmarkProjector:
             local = n_lm + torch.arange(cand.idx.numel(), device=dev).view_as(cand.idx)
             self.cand = ContourCandidates(cand.points, local, cand.outward)
             self.local_lm = torch.arange(n_lm, device=dev)
+        self.sub = model.rows(self.rows)
 
     def __call__(self, c: Coefficients) -> Tensor:
-        world, rot = _posed_rows(self.model, c, self.rows)
+        world, rot = _posed_rows(self.sub, c)
         if self.cand is None:
             return self.camera.project(world)
         return marched_landmarks(world, self.local_lm, rot, self.camera, self.cand)
@@ -402,10 +474,7 @@ def _fit(model: MorphableModel, images: Tensor, lm2d: Tensor, cfg: FitConfig, ca
     cam = camera or PerspectiveCamera.for_image_size(h)
     torch.manual_seed(cfg.seed)  # nothing in the fit draws random numbers today; keep it that way for a seed
     wts = cfg.weights
-    lw = torch.ones(5, device=dev, dtype=dtype) if five else landmark_weights(device=dev, dtype=dtype)
-    if not five and cfg.contour_weight != 1.0:
-        lw = lw.clone()
-        lw[:17] *= cfg.contour_weight
+    lw = fit_landmark_weights(cfg, lm2d.shape[1], device=dev, dtype=dtype)
     slide = (contour_sliding_fn(lm2d, cfg.contour_tangent_weight) if not five and cfg.contour_tangent_weight != 1.0
              else (lambda x: x))
     reduce = _to_five if five else slide
@@ -459,9 +528,13 @@ def _fit(model: MorphableModel, images: Tensor, lm2d: Tensor, cfg: FitConfig, ca
                       else None)
         opt = _Adam(list(params.values()), lr=cfg.lr_photo)
         skin = model.skin_mask
+        fast = None if cfg.antialias or model._own_adjacency else _PhotometricRenderer(model)
         for _ in range(cfg.photo_iters):
             opt.zero_grad(set_to_none=True)
-            img, mask, _, _ = render_coefficients(model, c, photo_cam, cfg.antialias)
+            if fast is not None:
+                img, mask = fast(c, photo_cam)
+            else:
+                img, mask, _, _ = render_coefficients(model, c, photo_cam, cfg.antialias)
             loss = wts.photometric * photometric_loss(photo_images, img, mask, att)
             loss = loss + wts.landmark * landmark_loss(reduce(project_lm(c)), lm2d, lw)
             loss = loss + wts.coefficient * coefficient_regularization(

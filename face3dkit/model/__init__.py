@@ -26,6 +26,7 @@ from face3dkit.model.io import (
 )
 from face3dkit.model.morphable import (
     FaceOutput,
+    ModelRows,
     MorphableModel,
     build_vertex_faces,
     face_normals,
@@ -34,6 +35,7 @@ from face3dkit.model.morphable import (
 
 __all__ = [
     "MorphableModel",
+    "ModelRows",
     "FaceOutput",
     "Coefficients",
     "CoefficientLayout",

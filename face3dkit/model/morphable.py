@@ -21,7 +21,7 @@ from face3dkit.geometry.rotation import euler_to_rotation, rotate
 from face3dkit.model.coefficients import CoefficientLayout, Coefficients
 from face3dkit.shading.sh import AMBIENT_INIT, sh_shade
 
-__all__ = ["MorphableModel", "FaceOutput", "vertex_normals", "face_normals", "build_vertex_faces"]
+__all__ = ["MorphableModel", "ModelRows", "FaceOutput", "vertex_normals", "face_normals", "build_vertex_faces"]
 
 
 def face_normals(verts: Tensor, faces: Tensor, normalize: bool = True) -> Tensor:
@@ -35,27 +35,48 @@ def face_normals(verts: Tensor, faces: Tensor, normalize: bool = True) -> Tensor
     Returns:
         (B, F, 3).
     """
-    v0, v1, v2 = verts[:, faces[:, 0]], verts[:, faces[:, 1]], verts[:, faces[:, 2]]
+    b, f = verts.shape[0], faces.shape[0]
+    # index_select (backward: index_add) rather than advanced indexing (backward: a serial
+    # accumulating index_put, the largest cost of a photometric step on the CPU).
+    tri = verts.index_select(1, faces.reshape(-1)).view(b, f, 3, 3)
+    v0, v1, v2 = tri.unbind(2)
     n = torch.linalg.cross(v1 - v0, v2 - v0, dim=-1)
     return nn.functional.normalize(n, dim=-1, eps=1e-12) if normalize else n
 
 
-def vertex_normals(verts: Tensor, faces: Tensor, vertex_faces: Tensor) -> Tensor:
+def vertex_normals(verts: Tensor, faces: Tensor, vertex_faces: Tensor | None = None) -> Tensor:
     """Unit vertex normals: normalised sum of the unit normals of the one-ring faces.
 
     Args:
         verts: (B, N, 3).
         faces: (F, 3) long.
-        vertex_faces: (N, M) long, the faces adjacent to each vertex, padded with -1.
+        vertex_faces: optional (N, M) long table of the faces adjacent to each vertex, padded
+            with -1 (a model file's own table, e.g. Deng et al.'s ``point_buf``); None = every
+            face adjacent to each of its three corners (scattered, the fast path).
 
     Returns:
         (B, N, 3) unit normals (zero for isolated vertices).
     """
     fn = face_normals(verts, faces)
+    if vertex_faces is None:
+        b, n = verts.shape[:2]
+        vn = fn.new_zeros(b, n, 3)
+        for k in range(3):  # the three corners: scatter each face normal onto its vertices
+            vn = vn.index_add(1, faces[:, k], fn)
+        return nn.functional.normalize(vn, dim=-1, eps=1e-12)
     fn = torch.cat([fn, torch.zeros_like(fn[:, :1])], 1)  # index F (and -1 -> F) is a zero normal
     idx = torch.where(vertex_faces < 0, torch.full_like(vertex_faces, faces.shape[0]), vertex_faces)
-    vn = fn[:, idx].sum(2)
+    vn = fn.index_select(1, idx.reshape(-1)).view(fn.shape[0], *idx.shape, 3).sum(2)
     return nn.functional.normalize(vn, dim=-1, eps=1e-12)
+
+
+def _same_adjacency(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two -1-padded (N, M) adjacency tables list the same faces per vertex (any order)."""
+    if a.ndim != 2 or a.shape[0] != b.shape[0]:
+        return False
+    m = max(a.shape[1], b.shape[1])
+    pad = lambda t: np.sort(np.pad(t, ((0, 0), (0, m - t.shape[1])), constant_values=-1), 1)  # noqa: E731
+    return bool(np.array_equal(pad(a), pad(b)))
 
 
 def build_vertex_faces(faces: np.ndarray | Tensor, n_verts: int) -> np.ndarray:
@@ -97,6 +118,53 @@ class FaceOutput:
     landmarks3d: Tensor
     landmarks2d: Tensor | None
     rotation: Tensor
+
+
+def _linear(mean: Tensor, terms: list[tuple[Tensor, Tensor | None]], batch_size: int = 1) -> Tensor:
+    """``mean + sum_k basis_k @ coeff_k``: (N, 3) mean, (N, 3, K) bases, (B, K) coefficients (or
+    None: zeros) → (B, N, 3)."""
+    out = mean.expand(batch_size, -1, -1)
+    for basis, coeff in terms:
+        if coeff is None:
+            continue
+        n, _, k = basis.shape
+        if coeff.ndim != 2 or coeff.shape[-1] != k:
+            raise ValueError(f"expected coefficients of shape (B, {k}), got {tuple(coeff.shape)}")
+        out = out + (coeff.to(basis.dtype) @ basis.reshape(n * 3, k).T).reshape(-1, n, 3)
+    return out
+
+
+class ModelRows:
+    """A morphable model's mean and bases restricted to some vertices (see :meth:`MorphableModel.rows`).
+
+    Attributes:
+        rows: (M,) vertex ids.
+    """
+
+    def __init__(self, model: MorphableModel, rows: Tensor) -> None:
+        self.rows = rows.to(model.mean_shape.device).long()
+        pick = lambda t: t.index_select(0, self.rows)  # noqa: E731
+        self.mean_shape, self.id_basis, self.exp_basis = pick(model.mean_shape), pick(model.id_basis), pick(
+            model.exp_basis)
+        self.mean_albedo, self.albedo_basis = pick(model.mean_albedo), pick(model.albedo_basis)
+
+    def shape(self, id_coeff: Tensor | None = None, exp_coeff: Tensor | None = None) -> Tensor:
+        """(B, M, 3) model-space shape of the rows (as :meth:`MorphableModel.shape`)."""
+        return _shape(self, id_coeff, exp_coeff)
+
+    def albedo(self, tex_coeff: Tensor | None = None, batch_size: int = 1) -> Tensor:
+        """(B, M, 3) albedo of the rows (as :meth:`MorphableModel.albedo`)."""
+        return _albedo(self, tex_coeff, batch_size)
+
+
+def _albedo(m: MorphableModel | ModelRows, tex_coeff: Tensor | None, batch_size: int) -> Tensor:
+    return _linear(m.mean_albedo, [(m.albedo_basis, tex_coeff)],
+                   tex_coeff.shape[0] if tex_coeff is not None else batch_size)
+
+
+def _shape(m: MorphableModel | ModelRows, id_coeff: Tensor | None, exp_coeff: Tensor | None) -> Tensor:
+    b = id_coeff.shape[0] if id_coeff is not None else (exp_coeff.shape[0] if exp_coeff is not None else 1)
+    return _linear(m.mean_shape, [(m.id_basis, id_coeff), (m.exp_basis, exp_coeff)], b)
 
 
 class MorphableModel(nn.Module):
@@ -175,8 +243,12 @@ class MorphableModel(nn.Module):
         if fa.ndim != 2 or fa.shape[-1] != 3 or (fa.numel() and (int(fa.min()) < 0 or int(fa.max()) >= n)):
             raise ValueError(f"{self.meta.get('source', 'model')}: faces must be (F, 3) and index vertices "
                              f"in [0, {n}); got shape {tuple(fa.shape)}")
-        vf = build_vertex_faces(self.faces.numpy(), n) if vertex_faces is None else vertex_faces
+        derived = build_vertex_faces(self.faces.numpy(), n)
+        vf = derived if vertex_faces is None else np.asarray(vertex_faces, np.int64)
         self.register_buffer("vertex_faces", i64(vf))
+        # Normals by scattering face normals onto their corners, unless the file's own adjacency
+        # table says something else than the faces do (then that table is used as given).
+        self._own_adjacency = vertex_faces is not None and not _same_adjacency(vf, derived)
         self.register_buffer("landmark_idx", i64(landmark_idx))
         skin = np.ones(n, bool) if skin_mask is None else np.asarray(skin_mask).astype(bool).reshape(-1)
         front = np.ones(n, bool) if front_mask is None else np.asarray(front_mask).astype(bool).reshape(-1)
@@ -289,49 +361,45 @@ class MorphableModel(nn.Module):
         return self.faces[m[self.faces].all(-1)]
 
     # ------------------------------------------------------------------------------------------
-    @staticmethod
-    def _apply_basis(basis: Tensor, coeff: Tensor) -> Tensor:
-        n, _, k = basis.shape
-        if coeff.ndim != 2 or coeff.shape[-1] != k:
-            raise ValueError(f"expected coefficients of shape (B, {k}), got {tuple(coeff.shape)}")
-        return (coeff.to(basis.dtype) @ basis.reshape(n * 3, k).T).reshape(-1, n, 3)
-
-    def shape(self, id_coeff: Tensor | None = None, exp_coeff: Tensor | None = None) -> Tensor:
+    def shape(self, id_coeff: Tensor | None = None, exp_coeff: Tensor | None = None,
+              rows: Tensor | None = None) -> Tensor:
         """Model-space shape ``S_mean + B_id id + B_exp exp``.
 
         Args:
             id_coeff: (B, n_id) or None (zeros).
             exp_coeff: (B, n_exp) or None (zeros).
+            rows: optional (M,) vertex ids: evaluate only these rows of the bases (the landmarks,
+                a region), the same values as ``shape(...)[:, rows]`` at a fraction of the cost.
+                To evaluate the same rows many times, slice the bases once with :meth:`rows`.
 
         Returns:
-            (B, N, 3) vertices in model units (decimetres for BFM and the default model),
-            re-centred on the centroid of the mean shape.
+            (B, N, 3) vertices (or (B, M, 3) with ``rows``) in model units (decimetres for BFM and
+            the default model), re-centred on the centroid of the mean shape.
         """
-        b = id_coeff.shape[0] if id_coeff is not None else (exp_coeff.shape[0] if exp_coeff is not None else 1)
-        out = self.mean_shape.expand(b, -1, -1)
-        if id_coeff is not None:
-            out = out + self._apply_basis(self.id_basis, id_coeff)
-        if exp_coeff is not None:
-            out = out + self._apply_basis(self.exp_basis, exp_coeff)
-        return out
+        return _shape(self if rows is None else self.rows(rows), id_coeff, exp_coeff)
 
-    def albedo(self, tex_coeff: Tensor | None = None, batch_size: int = 1) -> Tensor:
+    def albedo(self, tex_coeff: Tensor | None = None, batch_size: int = 1, rows: Tensor | None = None) -> Tensor:
         """Per-vertex reflectance ``T_mean + B_tex tex``.
 
         Args:
             tex_coeff: (B, n_tex) or None (mean albedo).
+            batch_size: B when ``tex_coeff`` is None.
+            rows: optional (M,) vertex ids: evaluate only these rows (as in :meth:`shape`).
 
         Returns:
-            (B, N, 3) RGB albedo, nominally in [0, 1] (BFM's 0-255 is divided by 255 on load);
-            large coefficients can leave that range: clamp for display.
+            (B, N, 3) (or (B, M, 3)) RGB albedo, nominally in [0, 1] (BFM's 0-255 is divided by 255
+            on load); large coefficients can leave that range: clamp for display.
         """
-        if tex_coeff is None:
-            return self.mean_albedo.expand(batch_size, -1, -1)
-        return self.mean_albedo + self._apply_basis(self.albedo_basis, tex_coeff)
+        return _albedo(self if rows is None else self.rows(rows), tex_coeff, batch_size)
+
+    def rows(self, rows: Tensor) -> ModelRows:
+        """The model's bases restricted to the vertices ``rows`` (M,), sliced once: its
+        ``shape(id, exp)`` and ``albedo(tex)`` equal this model's ``[:, rows]``."""
+        return ModelRows(self, rows)
 
     def vertex_normals(self, verts: Tensor) -> Tensor:
         """(B, N, 3) vertices → (B, N, 3) unit vertex normals from the one-ring face normals."""
-        return vertex_normals(verts, self.faces, self.vertex_faces)
+        return vertex_normals(verts, self.faces, self.vertex_faces if self._own_adjacency else None)
 
     def landmarks(self, verts: Tensor) -> Tensor:
         """(B, N, 3) vertices → (B, 68, 3) iBUG landmark vertices."""

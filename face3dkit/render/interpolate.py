@@ -41,8 +41,13 @@ def _pixel_xy(idx: Tensor, hw: tuple[int, int], dtype: torch.dtype) -> tuple[Ten
 
 
 def _corner_ids(faces: Tensor, fid: Tensor, batch: int, num_verts: int) -> Tensor:
-    """(3, N) packed vertex ids of the corners of packed faces ``fid``."""
-    fp = pack_faces(faces.to(fid.device), batch, num_verts)
+    """(3, N) packed vertex ids of the corners of packed faces ``fid`` (N,)."""
+    faces = faces.to(fid.device)
+    if faces.ndim == 2:  # shared faces: look up only the N covered faces (no (B * F, 3) packing)
+        nf = faces.shape[0]
+        b = torch.div(fid, nf, rounding_mode="floor")
+        return (faces.long().t().index_select(1, fid - b * nf) + b * num_verts)
+    fp = pack_faces(faces, batch, num_verts)
     return fp.t().index_select(1, fid)
 
 
