@@ -324,3 +324,48 @@ def test_eye_weight_keeps_the_detected_eye_opening_in_the_photometric_stage(mode
     # Measured: weight 1 closes the eyes to a third of the landmarks' gap, 20 keeps 85 % of it.
     assert gaps[1.0] < 0.5 * target, (gaps, target)
     assert abs(gaps[20.0] - target) < 0.25 * target, (gaps, target)
+
+
+# --- the photometric stage's render ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["default", "makehuman"])
+def test_photometric_renderer_equals_the_full_render(name):
+    """Only the front-face vertices (and their one-ring) carry gradients in the photometric stage; the
+    image, the front-face mask and every coefficient gradient equal the full render's."""
+    from face3dkit.fit.fitter import _PhotometricRenderer
+    from face3dkit.losses import photometric_loss
+
+    m = face3dkit.load_model(name)
+    g = torch.Generator().manual_seed(4)
+    c = m.sample(3, generator=g)
+    c.angles[:, 1] = torch.tensor([-0.9, 0.0, 0.7])
+    c.gamma[:, [2, 11, 20]] = 0.2
+    if m.exp_range is not None:
+        c.exp = torch.rand(3, m.n_exp, generator=g) * 0.4
+    cam = PerspectiveCamera.for_image_size(96)
+    target = torch.rand(3, 96, 96, 3, generator=g)
+    out = {}
+    for kind in ("full", "fast"):
+        p = {k: v.detach().clone().requires_grad_(True) for k, v in c.as_dict().items()}
+        cc = face3dkit.Coefficients(**p)
+        img, mask = render_coefficients(m, cc, cam)[:2] if kind == "full" else _PhotometricRenderer(m)(cc, cam)
+        photometric_loss(target, img, mask).backward()
+        out[kind] = (img.detach() * mask, mask, {k: v.grad for k, v in p.items()})
+    (img_a, mask_a, grad_a), (img_b, mask_b, grad_b) = out["full"], out["fast"]
+    assert mask_a.sum() > 500
+    assert torch.equal(mask_a, mask_b)
+    assert torch.equal(img_a, img_b)
+    for k in grad_a:
+        torch.testing.assert_close(grad_b[k], grad_a[k], rtol=1e-5, atol=1e-7 * float(grad_a[k].abs().max()))
+
+
+def test_model_rows_equal_the_sliced_full_evaluation(model):
+    g = torch.Generator().manual_seed(0)
+    c = model.sample(2, generator=g)
+    c.exp = torch.rand(2, model.n_exp, generator=g)
+    rows = torch.tensor([5, 0, 9000, 21000, 17])
+    torch.testing.assert_close(model.rows(rows).shape(c.id, c.exp), model.shape(c.id, c.exp)[:, rows])
+    torch.testing.assert_close(model.shape(c.id, c.exp, rows=rows), model.shape(c.id, c.exp)[:, rows])
+    torch.testing.assert_close(model.albedo(c.tex, rows=rows), model.albedo(c.tex)[:, rows])
+    torch.testing.assert_close(model.albedo(None, 3, rows=rows), model.mean_albedo[rows].expand(3, -1, -1))

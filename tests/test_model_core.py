@@ -86,6 +86,9 @@ def test_vertex_normals_match_numpy_on_random_mesh():
             ref[vi] += fn[fi]
     ref /= np.linalg.norm(ref, axis=1, keepdims=True)
     np.testing.assert_allclose(n.numpy(), ref, atol=1e-12)
+    # Without a table the face normals are scattered onto their corners: the same normals.
+    n_scatter = vertex_normals(torch.tensor(v[None]), torch.tensor(OCTA_F))[0]
+    np.testing.assert_allclose(n_scatter.numpy(), ref, atol=1e-12)
 
 
 def test_forward_pose_and_landmarks():
