@@ -161,6 +161,8 @@ def run_config(name: str, kind: str, geometry: str, prepared: tuple[Any, Any, di
     train_s = time.perf_counter() - t1
     m = evaluate_model(trainer.model, test, 128, trainer.device)
     write_report(m, out / "eval" / args.eval_name)
+    m_flip = evaluate_model(trainer.model, test, 128, trainer.device, tta="flip")  # test-time flip, same weights
+    write_report(m_flip, out / "eval" / f"{args.eval_name}-flip")
     rates = [r["images_per_s"] for r in hist]
     steady = rates[1:] or rates  # the first epoch includes warm-up
     return {
@@ -171,6 +173,8 @@ def run_config(name: str, kind: str, geometry: str, prepared: tuple[Any, Any, di
         "profile": profile,
         "accuracy": m["accuracy"],
         "macro_f1": m["macro_f1"],
+        "accuracy_flip": m_flip["accuracy"],
+        "macro_f1_flip": m_flip["macro_f1"],
         "per_yaw": {k: v["accuracy"] for k, v in m["per_yaw"].items()},
         "per_class": {k: v["accuracy"] for k, v in m["per_class"].items()},
         "train_images_per_s": sum(steady) / len(steady),
@@ -200,11 +204,13 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for name in dict.fromkeys(r["config"] for r in rows):
         rs = [r for r in rows if r["config"] == name]
-        col = {k: [r[k] for r in rs] for k in ("accuracy", "macro_f1", "train_images_per_s", "train_minutes")}
+        col = {k: [r.get(k, math.nan) for r in rs]
+               for k in ("accuracy", "macro_f1", "accuracy_flip", "train_images_per_s", "train_minutes")}
         yaw_bins = [b for b in YAW_BIN_NAMES if all(b in r["per_yaw"] for r in rs)]
         classes = [c for c in EXPRESSIONS if all(math.isfinite(r["per_class"].get(c, math.nan)) for r in rs)]
         out.append({**rs[0], "seeds": [r["seed"] for r in rs], **{k: _mean(v) for k, v in col.items()},
                     "accuracy_std": _std(col["accuracy"]), "macro_f1_std": _std(col["macro_f1"]),
+                    "accuracy_flip_std": _std(col["accuracy_flip"]),
                     "per_yaw": {b: _mean([r["per_yaw"][b] for r in rs]) for b in yaw_bins},
                     "per_class": {c: _mean([r["per_class"][c] for r in rs]) for c in classes}})
     return out
@@ -214,8 +220,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     """Results table (accuracies in %; mean ± std over seeds when there are several)."""
     bins = [b for b in YAW_BIN_NAMES if any(b in r["per_yaw"] for r in rows)]
     classes = [c for c in EXPRESSIONS if any(c in r["per_class"] for r in rows)]
-    head = ["config", "epochs", "seeds", "accuracy", "macro-F1", *classes, *[f"yaw {b}°" for b in bins], "train img/s",
-            "train min", "vs first"]
+    head = ["config", "epochs", "seeds", "accuracy", "macro-F1", "accuracy (flip TTA)", *classes,
+            *[f"yaw {b}°" for b in bins], "train img/s", "train min", "vs first"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     ref = rows[0]["accuracy"] if rows else float("nan")
 
@@ -225,7 +231,9 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         lines.append("| " + " | ".join([f"{r['config']} ({r['classifier']})", str(r.get("epochs", "-")),
                                         str(len(r["seeds"])), _pct(r, "accuracy"),
-                                        _pct(r, "macro_f1"), *[cell(r["per_class"], c) for c in classes],
+                                        _pct(r, "macro_f1"),
+                                        _pct(r, "accuracy_flip") if math.isfinite(r.get("accuracy_flip", math.nan))
+                                        else "-", *[cell(r["per_class"], c) for c in classes],
                                         *[cell(r["per_yaw"], b) for b in bins], f"{r['train_images_per_s']:.0f}",
                                         f"{r['train_minutes']:.1f}",
                                         f"{r['accuracy'] / ref:.2f}x" if ref > 0 else "-"]) + " |")
@@ -309,8 +317,10 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 row = run_config(name, kind, geometry, prepared[key], args, device, seed)
             rows.append(row)
+            flip = row.get("accuracy_flip")
             print(f"{row['config']} seed {seed}: accuracy {100 * row['accuracy']:.1f}% "
-                  f"(macro-F1 {100 * row['macro_f1']:.1f}%; per class "
+                  + (f"(flip TTA {100 * flip:.1f}%) " if flip is not None else "")
+                  + f"(macro-F1 {100 * row['macro_f1']:.1f}%; per class "
                   + " ".join(f"{c} {100 * v:.0f}%" for c, v in row["per_class"].items() if math.isfinite(v))
                   + f"), {row['train_images_per_s']:.0f} img/s, "
                   f"{row['train_minutes']:.1f} min", flush=True)

@@ -263,9 +263,11 @@ def _summary(m: dict, what: str) -> str:
 @click.option("--cache-dir", default=None, help="Geometry cache [default: ~/.cache/fer].")
 @click.option("--name", default=None, help="Report folder name under RUN/eval [default: from the data path].")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
+@click.option("--tta", type=click.Choice(["none", "flip"]), default="none", show_default=True,
+              help="Test-time augmentation: flip = mean probabilities of each image and its mirror image.")
 @fail_cleanly
 def evaluate(run: str, data: str, split: str, batch_size: int, device: str, cache_dir: str | None,
-             name: str | None, as_json: bool) -> None:
+             name: str | None, as_json: bool, tta: str) -> None:
     """Accuracy, per-class accuracy, macro-F1, accuracy per yaw bin and a confusion-matrix PNG."""
     import torch
 
@@ -282,12 +284,12 @@ def evaluate(run: str, data: str, split: str, batch_size: int, device: str, cach
     ds = open_for_eval(data, info, sp, cache_dir, need_geometry=model.classifies_geometry())
     if len(ds) == 0:
         raise ValueError(f"{data}: no usable samples ({ds.report.summary()})")
-    m = evaluate_model(model, ds, batch_size, dev)
+    m = evaluate_model(model, ds, batch_size, dev, tta=tta)
     m["data"] = str(data)
     m["split"] = sp
     m["skipped_rows"] = ds.report.skipped
     m["weights"] = info["weights"]
-    label = name or (Path(data).stem + (f"-{sp}" if sp and sp != "auto" else ""))
+    label = name or (Path(data).stem + (f"-{sp}" if sp and sp != "auto" else "") + (f"-{tta}" if tta != "none" else ""))
     paths = write_report(m, Path(run) / "eval" / label)
     if as_json:
         click.echo(json.dumps(m, indent=2))

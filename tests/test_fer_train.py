@@ -99,3 +99,48 @@ def test_flip_augmentation_keeps_geometry_consistent():
     assert torch.allclose(out["image"][0, 0], torch.flip(img[0, 0], [1]))
     assert torch.allclose(out["landmarks"][0, 45], torch.tensor([1 - 1.5 / 8, 2.5 / 8]))  # now the right corner
     assert out["pose_class"].item() == 5 and out["geom_pose"][0].tolist() == [30.0, 5.0, -10.0]
+
+
+def test_mirror_batch_flips_every_sample_exactly():
+    from fer.train.augment import mirror_batch
+
+    g = torch.Generator().manual_seed(0)
+    img = torch.rand(3, 3, 8, 8, generator=g)
+    lm = torch.rand(3, 68, 2, generator=g)
+    batch = {"image": img, "landmarks": lm, "pose_class": torch.tensor([0, 3, 6]),
+             "geom_pose": torch.tensor([[-30.0, 5.0, 10.0]] * 3), "geom_exp": torch.arange(6.0).repeat(3, 1)}
+    with pytest.raises(ValueError, match="exp_mirror"):
+        mirror_batch(batch)
+    perm = [1, 0, 3, 2, 4, 5]
+    out = mirror_batch(batch, exp_mirror=perm)
+    assert torch.equal(out["image"], torch.flip(img, [3]))  # exact: pixel centres map onto pixel centres
+    want = lm[:, IBUG_FLIP].clone()
+    want[..., 0] = 1 - want[..., 0]
+    torch.testing.assert_close(out["landmarks"], want)
+    assert out["pose_class"].tolist() == [6, 3, 0]
+    assert out["geom_pose"][0].tolist() == [30.0, 5.0, -10.0]
+    assert out["geom_exp"][0].tolist() == [1.0, 0.0, 3.0, 2.0, 4.0, 5.0]
+
+
+def test_flip_tta_averages_the_probabilities_of_image_and_mirror():
+    from fer.evaluate import predict_dataset
+
+    class LeftRight(torch.nn.Module):
+        """Logits from the brightness of the image's left and right halves (not mirror-invariant)."""
+
+        def classify(self, x):
+            left, right = x[..., : x.shape[-1] // 2].mean((1, 2, 3)), x[..., x.shape[-1] // 2:].mean((1, 2, 3))
+            return torch.stack([left * 5, right * 5, *[torch.zeros_like(left)] * 5], 1)
+
+    ds = ArrayDataset(n=10, size=16, seed=2)
+    model = LeftRight()
+    plain, idx = predict_dataset(model, ds, batch_size=4)
+    flip, idx2 = predict_dataset(model, ds, batch_size=4, tta="flip")
+    assert (idx == idx2).all()
+    x = torch.stack([torch.as_tensor(ds.pixels[i]).permute(2, 0, 1).float() / 255 for i in idx])
+    p1 = torch.softmax(model.classify(x), 1)
+    p2 = torch.softmax(model.classify(torch.flip(x, [3])), 1)
+    torch.testing.assert_close(torch.as_tensor(plain), p1, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(torch.as_tensor(flip), (p1 + p2) / 2, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="tta"):
+        predict_dataset(model, ds, tta="rotate")

@@ -27,21 +27,29 @@ __all__ = [
     "draw_confusion_matrix",
     "evaluate_model",
     "predict_dataset",
+    "TTA_MODES",
     "save_confusion_png",
     "sample_yaw",
     "write_report",
 ]
 
 
+#: Test-time augmentations of :func:`predict_dataset`.
+TTA_MODES = ("none", "flip")
+
+
 @torch.no_grad()
 def predict_dataset(model: Any, dataset: Any, batch_size: int = 64, device: str | torch.device = "cpu",
-                    progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                    progress: bool = False, tta: str = "none") -> tuple[np.ndarray, np.ndarray]:
     """Class probabilities of every readable sample.
 
     Args:
         model: a :class:`fer.models.FerModel` (put in eval mode here, restored afterwards); a model
             with ``classify_batch`` gets the whole batch (frames, landmarks), others the images.
         dataset: a :class:`fer.data.FerDataset`.
+        tta: ``"none"``, or ``"flip"``: the mean of the class probabilities of each sample and of
+            its mirror image (:func:`fer.train.augment.mirror_batch`: landmarks, pose and
+            expression coefficients mirrored with it).
 
     Returns:
         probabilities (M, 7) float32 and the dataset indices (M,) they belong to (unreadable images
@@ -49,6 +57,9 @@ def predict_dataset(model: Any, dataset: Any, batch_size: int = 64, device: str 
     """
     from tqdm import tqdm
 
+    if tta not in TTA_MODES:
+        raise ValueError(f"tta must be one of {', '.join(TTA_MODES)}, got {tta!r}")
+    exp_mirror = getattr(getattr(dataset, "geometry", None), "exp_mirror", None)
     was_training = model.training
     model.eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_samples)
@@ -57,13 +68,21 @@ def predict_dataset(model: Any, dataset: Any, batch_size: int = 64, device: str 
         for batch in tqdm(loader, desc="evaluating", disable=not progress, leave=False):
             if batch is None:
                 continue
-            if hasattr(model, "classify_batch"):  # models that need more than the image (MGLN: frames, landmarks)
-                dev_batch = {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v
-                             for k, v in batch.items()}
-                logits = model.classify_batch(dev_batch)
-            else:
-                logits = model.classify(batch["image"].to(device, non_blocking=True))
-            probs.append(torch.softmax(logits.float(), 1).cpu().numpy())
+            views = [batch]
+            if tta == "flip":
+                from fer.train.augment import mirror_batch
+
+                views.append(mirror_batch(batch, exp_mirror))
+            p = 0.0
+            for view in views:
+                if hasattr(model, "classify_batch"):  # models that need more than the image (MGLN: frames, landmarks)
+                    dev_batch = {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v
+                                 for k, v in view.items()}
+                    logits = model.classify_batch(dev_batch)
+                else:
+                    logits = model.classify(view["image"].to(device, non_blocking=True))
+                p = p + torch.softmax(logits.float(), 1).cpu()
+            probs.append((p / len(views)).numpy())
             idx.append(batch["index"].numpy())
     finally:
         model.train(was_training)
@@ -83,16 +102,18 @@ def sample_yaw(dataset: Any) -> np.ndarray | None:
 
 
 def evaluate_model(model: Any, dataset: Any, batch_size: int = 64, device: str | torch.device = "cpu",
-                   progress: bool = False) -> dict[str, Any]:
-    """Metrics of ``model`` on ``dataset`` (see :func:`fer.evaluate.metrics.classification_metrics`).
+                   progress: bool = False, tta: str = "none") -> dict[str, Any]:
+    """Metrics of ``model`` on ``dataset`` (see :func:`fer.evaluate.metrics.classification_metrics`);
+    ``tta`` as in :func:`predict_dataset`.
 
-    The result also holds ``skipped`` (unreadable samples).
+    The result also holds ``skipped`` (unreadable samples) and ``tta``.
     """
-    probs, idx = predict_dataset(model, dataset, batch_size, device, progress)
+    probs, idx = predict_dataset(model, dataset, batch_size, device, progress, tta)
     yaw = sample_yaw(dataset)
     m = classification_metrics(dataset.labels[idx], probs.argmax(1) if len(probs) else np.zeros(0, np.int64),
                                None if yaw is None else yaw[idx])
     m["skipped"] = int(len(dataset) - len(idx))
+    m["tta"] = tta
     return m
 
 

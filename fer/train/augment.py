@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from fer.labels import NUM_YAW_BINS
 
-__all__ = ["IBUG_FLIP", "augment_batch"]
+__all__ = ["IBUG_FLIP", "augment_batch", "mirror_batch"]
 
 
 def _ibug_flip() -> list[int]:
@@ -52,14 +52,32 @@ def augment_batch(batch: dict[str, Any], generator: torch.Generator, flip: bool 
         exp_mirror: (K,) permutation of ``geom_exp`` under a flip
             (:attr:`fer.geometry.GeometryTable.exp_mirror`); None with ``geom_exp`` present: no flips.
     """
-    img = batch["image"]
-    b, dev = img.shape[0], img.device
-    out = dict(batch)
+    b = batch["image"].shape[0]
     do_flip = (torch.rand(b, generator=generator) < 0.5) if flip else torch.zeros(b, dtype=torch.bool)
     s = 1.0 + (torch.rand(b, generator=generator) * 2 - 1) * scale
     t = (torch.rand(b, 2, generator=generator) * 2 - 1) * shift * 2  # normalised coordinates span 2
     if "geom_exp" in batch and exp_mirror is None:
         do_flip = torch.zeros_like(do_flip)  # the coefficients of a mirrored face are unknown
+    return _transform_batch(batch, do_flip, s, t, exp_mirror)
+
+
+def mirror_batch(batch: dict[str, Any], exp_mirror: Any = None) -> dict[str, Any]:
+    """Every sample of a batch mirrored left-right, nothing else changed (test-time flip): images
+    and frames flipped exactly, landmarks mirrored and re-ordered, yaw and roll negated, pose
+    classes and ``geom_exp`` mirrored (``exp_mirror`` required when the batch has ``geom_exp``)."""
+    b = batch["image"].shape[0]
+    if "geom_exp" in batch and exp_mirror is None:
+        raise ValueError("mirror_batch: the batch has geom_exp but no exp_mirror permutation was given")
+    return _transform_batch(batch, torch.ones(b, dtype=torch.bool), torch.ones(b), torch.zeros(b, 2), exp_mirror)
+
+
+def _transform_batch(batch: dict[str, Any], do_flip: torch.Tensor, s: torch.Tensor, t: torch.Tensor,
+                     exp_mirror: Any) -> dict[str, Any]:
+    """Copy of ``batch`` with sample i flipped where ``do_flip[i]`` (B,), zoomed by ``s[i]`` (B,) and
+    shifted by ``t[i]`` (B, 2) in normalised coordinates."""
+    img = batch["image"]
+    b, dev = img.shape[0], img.device
+    out = dict(batch)
     do_flip, s, t = do_flip.to(dev), s.to(dev, img.dtype), t.to(dev, img.dtype)
     fx = torch.where(do_flip, -1.0, 1.0).to(img.dtype)
     # output u_out samples the input at u_in = s * (fx * u_out) + t  (x); v_in = s * v_out + t_y
