@@ -207,8 +207,10 @@ class DeviceParam(click.ParamType):
               help="Jaw-contour landmark convention: 2d = on the visible outline (dlib, iBUG 300-W; contour "
                    "marching and sliding on), 3d = projections of fixed 3D points (300W-LP/AFLW2000-3D style).")
 @click.option("--landmark-weight", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Landmark term weight (default Deng et al.'s 1.6e-3). 1.6e-2 makes the photometric stage "
-                   "keep the detected eye/mouth/brow opening on real photos (docs/benchmarks.md).")
+              help="Landmark term weight (default Deng et al.'s 1.6e-3; the eye points weigh 20x, "
+                   "FitConfig.eye_weight). Larger: the fit follows the detected points more closely.")
+@click.option("--texture-size", type=click.IntRange(min=16, max=16384), default=512, show_default=True,
+              help="Side of the OBJ's baked albedo texture, pixels.")
 @click.option("--strict/--no-strict", default=False, show_default=True,
               help="Exit with code 3 when a face is a poor fit (status poor_fit in summary.json/csv: fitted "
                    "landmarks far from the given ones, implausible pose or identity) and no input failed.")
@@ -217,7 +219,7 @@ def reconstruct_cmd(inputs: tuple[str, ...], out: str, model_name: str, device: 
                     landmarks: str, landmarks_dir: str | None, faces: str, iters: int | None,
                     landmark_iters: int | None, batch_size: int, save: str, recursive: bool, resume: bool,
                     force: bool, redo_changed: bool, progress: bool, seed: int, identity_net: str | None,
-                    contour: str, landmark_weight: float | None, strict: bool) -> None:
+                    contour: str, landmark_weight: float | None, texture_size: int, strict: bool) -> None:
     """Reconstruct every face in INPUTS (folders, images, or text files listing images).
 
     Per face: mesh (.obj + texture), coefficients (.mat with Deng et al.'s keys, .npz), 68 landmarks
@@ -262,7 +264,7 @@ def reconstruct_cmd(inputs: tuple[str, ...], out: str, model_name: str, device: 
     cfg = ReconstructConfig(model=model_name, device=device, landmarks=landmarks, landmarks_dir=landmarks_dir,
                             faces=faces, batch_size=batch_size, fit=fit_cfg, save=kinds, recursive=recursive,
                             resume=resume and not force, redo_changed=redo_changed, identity_net=identity_net,
-                            threads=n_threads)
+                            threads=n_threads, texture_size=texture_size)
     summary = reconstruct(list(inputs), out, cfg, progress=progress)
     n = len(summary.results)
     rate = f", {summary.seconds / n:.2f} s/face" if n else ""

@@ -3,6 +3,11 @@
 each face's picture (aligned crop | render | overlay with the fitted landmarks), one row per image.
 
     python docs/make_reconstruct_figure.py [--out OUTDIR]
+    python docs/make_reconstruct_figure.py --photos PHOTO... --dst check.png [--upscale 4]
+
+With ``--photos`` the same figure is made of other photos (your own open-mouth or wide-eyed
+photos, dataset frames) into ``--dst``, to look at, not to commit: the repository only ships the
+public-domain examples.
 """
 
 from __future__ import annotations
@@ -21,16 +26,30 @@ ROOT = Path(__file__).resolve().parents[1]
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", default="out/examples", help="reconstruction output folder")
+    p.add_argument("--photos", nargs="+", default=None, help="photos instead of assets/examples")
+    p.add_argument("--dst", default=None, help="figure path (default: docs/img/reconstruct_examples.png)")
+    p.add_argument("--upscale", type=int, default=1, help="enlarge small --photos (e.g. 48 px dataset crops) first")
     args = p.parse_args()
+    if args.photos and not args.dst:
+        p.error("--photos needs --dst (the committed figure shows only the repository's examples)")
     cfg = ReconstructConfig(save=("png",), resume=False)
-    summary = reconstruct([str(ROOT / "assets" / "examples")], args.out, cfg, progress=False)
+    if args.photos:
+        inputs = []
+        for f in args.photos:
+            im = Image.open(f).convert("RGB")
+            if args.upscale > 1:
+                im = im.resize((im.width * args.upscale, im.height * args.upscale), Image.BICUBIC)
+            inputs.append(np.asarray(im))
+    else:
+        inputs = [str(ROOT / "assets" / "examples")]
+    summary = reconstruct(inputs, args.out, cfg, progress=False)
     rows = []
     for r in sorted(summary.results, key=lambda r: str(r.image)):
-        stem = Path(str(r.image)).stem
-        rows.append(np.asarray(Image.open(Path(args.out) / stem / f"{stem}.png").convert("RGB")))
+        png = next(f for f in r.files if f.endswith(".png") and not f.endswith("_texture.png"))
+        rows.append(np.asarray(Image.open(png).convert("RGB")))
     width = max(a.shape[1] for a in rows)
     rows = [np.pad(a, ((0, 0), (0, width - a.shape[1]), (0, 0)), constant_values=255) for a in rows]
-    dst = ROOT / "docs" / "img" / "reconstruct_examples.png"
+    dst = Path(args.dst) if args.dst else ROOT / "docs" / "img" / "reconstruct_examples.png"
     Image.fromarray(np.concatenate(rows, 0)).save(dst, optimize=True)
     print(f"wrote {dst} ({len(rows)} faces)")
 

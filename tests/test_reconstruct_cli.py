@@ -52,6 +52,7 @@ def test_reconstruct_folder_reports_and_resumes(scene, tmp_path):
     for name in ("face.obj", "face.mtl", "face_texture.png", "face.mat", "face.npz", "face_lm68.txt",
                  "face_pose.json", "face.png", "face.done.json"):
         assert (face / name).exists(), name
+    assert Image.open(face / "face_texture.png").size == (512, 512)  # ReconstructConfig.texture_size
     mat = scipy.io.loadmat(face / "face.mat")
     m = face3dkit.load_model("default")
     assert mat["id"].shape == (1, m.n_id) and mat["angle"].shape == (1, 3) and mat["lm68"].shape == (68, 2)

@@ -355,7 +355,8 @@ def test_python_api_missing_and_bad_config(tmp_path, lm68):
     s = face3dkit.reconstruct([a, tmp_path / "missing"], None, cfg)
     assert len(s.results) == 1 and [f.image for f in s.failures] == [str(tmp_path / "missing")]
     for bad in (ReconstructConfig(batch_size=0), ReconstructConfig(threads=-1),
-                ReconstructConfig(fit=FitConfig(photo_iters=-1)), ReconstructConfig(save=("obj", "bogus"))):
+                ReconstructConfig(fit=FitConfig(photo_iters=-1)), ReconstructConfig(save=("obj", "bogus")),
+                ReconstructConfig(texture_size=8)):
         with pytest.raises(ValueError, match="ReconstructConfig"):
             face3dkit.reconstruct([a], None, bad)
 

@@ -156,6 +156,7 @@ def write_face_outputs(
     uv: torch.Tensor | None = None,
     face_uv: torch.Tensor | None = None,
     save: tuple[str, ...] = OUTPUT_KINDS,
+    texture_size: int = 512,
     extra: dict[str, Any] | None = None,
     exp_names: list[str] | None = None,
 ) -> list[Path]:
@@ -175,6 +176,7 @@ def write_face_outputs(
         crop_matrix: (2, 3) original image → crop affine.
         uv, face_uv: optional model UVs for a textured OBJ.
         save: which of :data:`OUTPUT_KINDS` to write.
+        texture_size: side of the baked OBJ texture, pixels.
         extra: more fields for the ``.done.json`` summary.
         exp_names: the model's expression unit names (``_blendshapes.json`` is written only
             with names).
@@ -190,7 +192,8 @@ def write_face_outputs(
     deng = {"id": c["id"], "exp": c["exp"], "tex": c["tex"], "angle": c["angles"], "gamma": c["gamma"],
             "trans": c["trans"], "lm68": lm68_image.astype(np.float32)}
     if "obj" in save:
-        written += export_mesh(folder / f"{stem}.obj", verts, faces, albedo.clamp(0, 1), uv, face_uv)
+        written += export_mesh(folder / f"{stem}.obj", verts, faces, albedo.clamp(0, 1), uv, face_uv,
+                               texture_size=texture_size)
     if "mat" in save:
         _atomic_savemat(folder / f"{stem}.mat", deng)
         written.append(folder / f"{stem}.mat")
