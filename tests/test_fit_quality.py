@@ -293,6 +293,9 @@ def test_fit_landmark_weights_compose_deng_contour_and_eyes():
     want[36:48] *= 7.0
     got = fit_landmark_weights(FitConfig(contour_weight=0.5, eye_weight=7.0), dtype=torch.float64)
     np.testing.assert_array_equal(got.numpy(), want)
+    want[36:48] /= 7.0  # the landmark stage: Deng et al.'s eyes
+    got = fit_landmark_weights(FitConfig(contour_weight=0.5, eye_weight=7.0), dtype=torch.float64, stage="landmark")
+    np.testing.assert_array_equal(got.numpy(), want)
     np.testing.assert_array_equal(fit_landmark_weights(FitConfig(), 5).numpy(), np.ones(5))
     with pytest.raises(ValueError, match="eye_weight"):
         FitConfig(eye_weight=-1.0)

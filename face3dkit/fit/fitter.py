@@ -90,8 +90,10 @@ class FitConfig:
             weights (1 = the paper). Detectors place contour points on the visible silhouette,
             which slides over the face with yaw while the model's contour vertices are fixed;
             a lower weight trusts the contour less.
-        eye_weight: weight of the 12 eye landmarks (36-47) relative to Deng et al.'s weights (1 in
-            the paper; 20 by default, the weight the paper gives the nose and inner-mouth points).
+        eye_weight: weight of the 12 eye landmarks (36-47) in the photometric stage relative to
+            Deng et al.'s weights (1 in the paper; 20 by default, the weight the paper gives the nose
+            and inner-mouth points). The landmark stage keeps the paper's weights: there the lids
+            would pull the pose of a model that cannot open or close its eyes (the MakeHuman model).
             The eye aperture is carried by the lid points alone: the photometric term barely sees
             it (the lids border sclera, iris and lashes, which skin attention gives almost no
             weight, and coverage has no gradient), and at weight 1 the photometric stage closed
@@ -180,15 +182,19 @@ class FitResult:
 
 
 def fit_landmark_weights(cfg: FitConfig, n_points: int = 68, device: torch.device | str | None = None,
-                         dtype: torch.dtype | None = None) -> Tensor:
+                         dtype: torch.dtype | None = None, stage: str = "photometric") -> Tensor:
     """(N,) per-landmark weights of the fit's landmark terms: Deng et al.'s (20 on the nose 28-30
-    and inner mouth 60-67, else 1) with the jaw contour 0-16 times ``cfg.contour_weight`` and the
-    eyes 36-47 times ``cfg.eye_weight``; all ones for 5 points."""
+    and inner mouth 60-67, else 1) with the jaw contour 0-16 times ``cfg.contour_weight`` and, in
+    the photometric stage (``stage``), the eyes 36-47 times ``cfg.eye_weight``; all ones for 5
+    points."""
+    if stage not in ("landmark", "photometric"):
+        raise ValueError(f"stage must be 'landmark' or 'photometric', got {stage!r}")
     if n_points == 5:
         return torch.ones(5, device=device, dtype=dtype or torch.get_default_dtype())
     lw = landmark_weights(n_points, device=device, dtype=dtype)
     lw[:17] *= cfg.contour_weight
-    lw[36:48] *= cfg.eye_weight
+    if stage == "photometric":
+        lw[36:48] *= cfg.eye_weight
     return lw
 
 
@@ -474,7 +480,8 @@ def _fit(model: MorphableModel, images: Tensor, lm2d: Tensor, cfg: FitConfig, ca
     cam = camera or PerspectiveCamera.for_image_size(h)
     torch.manual_seed(cfg.seed)  # nothing in the fit draws random numbers today; keep it that way for a seed
     wts = cfg.weights
-    lw = fit_landmark_weights(cfg, lm2d.shape[1], device=dev, dtype=dtype)
+    lw = fit_landmark_weights(cfg, lm2d.shape[1], device=dev, dtype=dtype, stage="landmark")
+    lw_photo = fit_landmark_weights(cfg, lm2d.shape[1], device=dev, dtype=dtype, stage="photometric")
     slide = (contour_sliding_fn(lm2d, cfg.contour_tangent_weight) if not five and cfg.contour_tangent_weight != 1.0
              else (lambda x: x))
     reduce = _to_five if five else slide
@@ -536,7 +543,7 @@ def _fit(model: MorphableModel, images: Tensor, lm2d: Tensor, cfg: FitConfig, ca
             else:
                 img, mask, _, _ = render_coefficients(model, c, photo_cam, cfg.antialias)
             loss = wts.photometric * photometric_loss(photo_images, img, mask, att)
-            loss = loss + wts.landmark * landmark_loss(reduce(project_lm(c)), lm2d, lw)
+            loss = loss + wts.landmark * landmark_loss(reduce(project_lm(c)), lm2d, lw_photo)
             loss = loss + wts.coefficient * coefficient_regularization(
                 c.id, c.exp, c.tex, wts.coef_id, wts.coef_exp, wts.coef_tex)
             loss = loss + wts.gamma * gamma_regularization(c.gamma)
