@@ -144,8 +144,8 @@ def marched_landmarks(verts_world: Tensor, landmark_idx: Tensor, rotation: Tenso
     """
     b = verts_world.shape[0]
     flat = cand.idx.flatten()
-    cw = verts_world[:, flat].view(b, *cand.idx.shape, 3)
-    with torch.no_grad():
+    with torch.no_grad():  # the choice is discrete: no graph for the candidates
+        cw = verts_world.index_select(1, flat).view(b, *cand.idx.shape, 3)
         chosen = march_contour(cand, rotation, camera.project(cw))
     idx = landmark_idx.expand(b, -1).clone()
     idx[:, cand.points] = chosen

@@ -319,11 +319,11 @@ class _LandmarkProjector:
         self.rows = model.landmark_idx
         if marching:
             cand = contour_candidates(model.mean_shape, model.landmark_idx, mask=model.region_mask("face"))
-            n_lm, dev = model.landmark_idx.numel(), cand.idx.device
-            self.rows = torch.cat([model.landmark_idx, cand.idx.flatten()])
-            local = n_lm + torch.arange(cand.idx.numel(), device=dev).view_as(cand.idx)
-            self.cand = ContourCandidates(cand.points, local, cand.outward)
-            self.local_lm = torch.arange(n_lm, device=dev)
+            n_lm = model.landmark_idx.numel()
+            # Neighbouring contour points share most candidates: evaluate each vertex once.
+            self.rows, local = torch.unique(torch.cat([model.landmark_idx, cand.idx.flatten()]), return_inverse=True)
+            self.cand = ContourCandidates(cand.points, local[n_lm:].view_as(cand.idx), cand.outward)
+            self.local_lm = local[:n_lm]
         self.sub = model.rows(self.rows)
 
     def __call__(self, c: Coefficients) -> Tensor:
