@@ -60,7 +60,7 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
 
 from face3dkit.sysinfo import machine_summary  # noqa: E402
 from fer.data import SynthConfig  # noqa: E402
-from fer.evaluate import evaluate_model, sample_yaw, write_report  # noqa: E402
+from fer.evaluate import evaluate_model, predict_dataset, sample_yaw, write_report  # noqa: E402
 from fer.labels import EXPRESSIONS, YAW_BIN_NAMES  # noqa: E402
 from fer.models import MODELS, SEQUENCE_MODELS, build_model, resolve_profile  # noqa: E402
 from fer.train import TrainConfig, Trainer, prepare_data, seed_everything, synthetic_set, training_data  # noqa: E402
@@ -163,6 +163,7 @@ def run_config(name: str, kind: str, geometry: str, prepared: tuple[Any, Any, di
     write_report(m, out / "eval" / args.eval_name)
     m_flip = evaluate_model(trainer.model, test, 128, trainer.device, tta="flip")  # test-time flip, same weights
     write_report(m_flip, out / "eval" / f"{args.eval_name}-flip")
+    probs, idx = predict_dataset(trainer.model, test, 128, trainer.device)  # for the seed ensemble
     rates = [r["images_per_s"] for r in hist]
     steady = rates[1:] or rates  # the first epoch includes warm-up
     return {
@@ -181,6 +182,8 @@ def run_config(name: str, kind: str, geometry: str, prepared: tuple[Any, Any, di
         "train_minutes": train_s / 60,
         "geometry_seconds": prep_s,
         "test_images": m["n"],
+        "_probs": probs,
+        "_labels": test.labels[idx],
     }
 
 
@@ -208,7 +211,9 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                for k in ("accuracy", "macro_f1", "accuracy_flip", "train_images_per_s", "train_minutes")}
         yaw_bins = [b for b in YAW_BIN_NAMES if all(b in r["per_yaw"] for r in rs)]
         classes = [c for c in EXPRESSIONS if all(math.isfinite(r["per_class"].get(c, math.nan)) for r in rs)]
+        ens = _ensemble(rs)
         out.append({**rs[0], "seeds": [r["seed"] for r in rs], **{k: _mean(v) for k, v in col.items()},
+                    "accuracy_ensemble": ens[0], "macro_f1_ensemble": ens[1],
                     "accuracy_std": _std(col["accuracy"]), "macro_f1_std": _std(col["macro_f1"]),
                     "accuracy_flip_std": _std(col["accuracy_flip"]),
                     "per_yaw": {b: _mean([r["per_yaw"][b] for r in rs]) for b in yaw_bins},
@@ -216,11 +221,25 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def _ensemble(rs: list[dict[str, Any]]) -> tuple[float, float]:
+    """Accuracy and macro-F1 of the mean class probabilities of a configuration's seeds (NaN for one
+    seed or runs without probabilities)."""
+    import numpy as np
+
+    from fer.evaluate.metrics import classification_metrics
+
+    if len(rs) < 2 or any("_probs" not in r for r in rs) or any(
+            not np.array_equal(r["_labels"], rs[0]["_labels"]) for r in rs):
+        return math.nan, math.nan
+    m = classification_metrics(rs[0]["_labels"], np.mean([r["_probs"] for r in rs], 0).argmax(1))
+    return m["accuracy"], m["macro_f1"]
+
+
 def markdown(rows: list[dict[str, Any]]) -> str:
     """Results table (accuracies in %; mean ± std over seeds when there are several)."""
     bins = [b for b in YAW_BIN_NAMES if any(b in r["per_yaw"] for r in rows)]
     classes = [c for c in EXPRESSIONS if any(c in r["per_class"] for r in rows)]
-    head = ["config", "epochs", "seeds", "accuracy", "macro-F1", "accuracy (flip TTA)", *classes,
+    head = ["config", "epochs", "seeds", "accuracy", "macro-F1", "accuracy (flip TTA)", "seed ensemble", *classes,
             *[f"yaw {b}°" for b in bins], "train img/s", "train min", "vs first"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     ref = rows[0]["accuracy"] if rows else float("nan")
@@ -233,7 +252,10 @@ def markdown(rows: list[dict[str, Any]]) -> str:
                                         str(len(r["seeds"])), _pct(r, "accuracy"),
                                         _pct(r, "macro_f1"),
                                         _pct(r, "accuracy_flip") if math.isfinite(r.get("accuracy_flip", math.nan))
-                                        else "-", *[cell(r["per_class"], c) for c in classes],
+                                        else "-",
+                                        f"{100 * r['accuracy_ensemble']:.1f}"
+                                        if math.isfinite(r.get("accuracy_ensemble", math.nan)) else "-",
+                                        *[cell(r["per_class"], c) for c in classes],
                                         *[cell(r["per_yaw"], b) for b in bins], f"{r['train_images_per_s']:.0f}",
                                         f"{r['train_minutes']:.1f}",
                                         f"{r['accuracy'] / ref:.2f}x" if ref > 0 else "-"]) + " |")
@@ -329,8 +351,9 @@ def main(argv: list[str] | None = None) -> int:
     print(markdown(table))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"args": vars(args), "device": device, "rows": rows,
-                                               "summary": table}, indent=2))
+        strip = lambda rs: [{k: v for k, v in r.items() if not k.startswith("_")} for r in rs]  # noqa: E731
+        Path(args.json).write_text(json.dumps({"args": vars(args), "device": device, "rows": strip(rows),
+                                               "summary": strip(table)}, indent=2))
     return 0
 
 
