@@ -283,6 +283,12 @@ class _PhotometricRenderer:
         self.ring_faces = local[faces[ring]]  # (Fr, 3) in the rows' numbering
         self.sub = model.rows(self.rows)
         self.others = model.rows((local < 0).nonzero().squeeze(1))  # posed without gradients
+        # The render's vertices are [rows, others] (no scatter back into the model's order): the
+        # faces renumbered to match, in their own order (same face ids, same depth-tie rule).
+        order = torch.cat([self.rows, self.others.rows])
+        new_id = torch.empty_like(order)
+        new_id[order] = torch.arange(order.numel(), device=order.device)
+        self.faces = new_id[faces]
 
     def __call__(self, c: Coefficients, camera: PerspectiveCamera) -> tuple[Tensor, Tensor]:
         """Image (B, H, W, 3) and front-face mask (B, H, W, 1) (as :func:`render_coefficients`)."""
@@ -290,7 +296,6 @@ class _PhotometricRenderer:
         from face3dkit.render import interpolate, rasterize
         from face3dkit.shading.sh import sh_shade
 
-        m = self.model
         pts = self.sub.shape(c.id, c.exp)  # (B, R, 3)
         rot = euler_to_rotation(c.angles.to(pts.dtype))
         trans = c.trans.to(pts.dtype)[:, None]
@@ -299,12 +304,11 @@ class _PhotometricRenderer:
         screen_rows = camera.to_screen(rotate(pts, rot) + trans)
         with torch.no_grad():
             screen_others = camera.to_screen(rotate(self.others.shape(c.id, c.exp), rot) + trans)
-        screen = screen_rows.new_zeros(screen_rows.shape[0], m.n_verts, 3).index_copy(
-            1, self.others.rows, screen_others).index_copy(1, self.rows, screen_rows)
-        color_all = color.new_zeros(screen.shape).index_copy(1, self.rows, color)
-        frags = rasterize(screen.detach(), m.faces, camera.height_width)
-        img = interpolate(color_all, frags, m.faces, verts=screen)
-        face_id = frags.pix_to_face.clamp_min(0) % m.faces.shape[0]
+        screen = torch.cat([screen_rows, screen_others], 1)
+        color_all = torch.cat([color, color.new_zeros(screen_others.shape)], 1)
+        frags = rasterize(screen.detach(), self.faces, camera.height_width)
+        img = interpolate(color_all, frags, self.faces, verts=screen)
+        face_id = frags.pix_to_face.clamp_min(0) % self.faces.shape[0]
         mask = ((frags.pix_to_face >= 0) & self.front[face_id])[..., None].to(img.dtype)
         return img, mask
 
