@@ -20,6 +20,11 @@ within one run, with ``--threads 1``.
     python benchmarks/reconstruct.py [--n 50] [--threads 1] [--device cpu] [--iters 50] [--detectors dlib dlib-cnn]
         [--render-model default|makehuman|FILE] [--fit-model default|makehuman|FILE]
 
+Then (unless ``--no-photos``) the real photos: ``assets/examples/*.jpg`` (public-domain portraits)
+and any ``--photos`` given, through the same pipeline with dlib: per photo the fitted-vs-detected
+landmark NME, pose, status (``ok`` / ``poor_fit``) and s/face. Real photos have no true landmarks:
+the detector's points are the reference, so this checks that the fit stays on them.
+
 With ``--render-model makehuman --fit-model default`` (or the reverse) the photos come from the
 *other* model, so the result is not measured on the fitted model's own renders only; the shape
 error is then not defined (different topologies) and is left out. The detector's own NME against
@@ -226,6 +231,8 @@ def main() -> None:
     p.add_argument("--no-today", action="store_true",
                    help="skip the run with the settings before the speed work (photo_size None, l2)")
     p.add_argument("--no-profile", action="store_true", help="skip the stage profile")
+    p.add_argument("--photos", nargs="*", default=[], help="more real photos for the real-photo section")
+    p.add_argument("--no-photos", action="store_true", help="skip the real-photo section")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     fit_name = args.fit_model or args.render_model
@@ -326,6 +333,33 @@ def main() -> None:
         if row["nme_given_median_%"] == row["nme_given_median_%"] and not name.startswith("true landmarks"):
             print(f"# {name}: fitted / given landmark NME (vs the true points) "
                   f"{row['nme_median_%'] / row['nme_given_median_%']:.2f}")
+    if not args.no_photos:
+        real_photos(model, args.photos, args)
+
+
+def real_photos(model, extra: list[str], args) -> None:
+    """Fitted-vs-detected agreement on real photos (assets/examples + ``extra``), dlib landmarks."""
+    from face3dkit.landmarks import make_detector
+
+    root = Path(__file__).resolve().parents[1]
+    paths = sorted(str(p) for p in (root / "assets" / "examples").glob("*.jpg")) + list(extra)
+    if not paths:
+        return
+    cfg = ReconstructConfig(device=args.device, batch_size=args.batch_size, threads=args.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        s = reconstruct(paths, tmp, cfg, model=model, detector=make_detector("dlib"))
+    print(f"\n# real photos ({len(s.results)} faces of {len(paths)} photos, dlib, default settings, every output "
+          f"written): {s.seconds / max(len(s.results), 1):.2f} s/face")
+    print("| photo | fitted vs detected NME % | yaw° | pitch° | roll° | status |")
+    print("|---|---|---|---|---|---|")
+    for r in s.results:
+        iod = np.linalg.norm(r.detected[36] - r.detected[45])
+        nme = 100 * np.linalg.norm(r.landmarks - r.detected, axis=1).mean() / iod
+        yaw, pitch, roll = r.pose_deg
+        print(f"| {Path(str(r.image)).name} | {nme:.2f} | {yaw:.1f} | {pitch:.1f} | {roll:.1f} | "
+              f"{r.status}{' (' + r.reason + ')' if r.reason else ''} |")
+    for f in s.failures:
+        print(f"| {Path(str(f.image)).name} | – | – | – | – | failed: {f.reason} |")
 
 
 if __name__ == "__main__":
