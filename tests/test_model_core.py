@@ -130,3 +130,17 @@ def test_bad_shapes_one_line_error():
     assert "id_basis" in str(e.value) and "\n" not in str(e.value) and str(e.value).startswith("x.npz")
     with pytest.raises(ValueError, match="faces must be"):
         tiny_model(faces=OCTA_F + 1)
+
+
+def test_a_files_own_adjacency_table_is_used_only_when_it_differs_from_the_faces():
+    derived = build_vertex_faces(OCTA_F, 6)
+    shuffled = derived[:, ::-1].copy()  # same faces per vertex, other order
+    assert not tiny_model(vertex_faces=shuffled).normals_from_table
+    assert not tiny_model().normals_from_table
+    partial = derived.copy()
+    partial[0, 0] = -1  # vertex 0 leaves one face out: the table decides its normal
+    m = tiny_model(vertex_faces=partial)
+    assert m.normals_from_table
+    v = m.mean_shape[None]
+    torch.testing.assert_close(m.vertex_normals(v), vertex_normals(v, m.faces, torch.as_tensor(partial)))
+    assert not torch.allclose(m.vertex_normals(v)[0, 0], vertex_normals(v, m.faces)[0, 0])

@@ -539,7 +539,7 @@ def _fit(model: MorphableModel, images: Tensor, lm2d: Tensor, cfg: FitConfig, ca
                       else None)
         opt = _Adam(list(params.values()), lr=cfg.lr_photo)
         skin = model.skin_mask
-        fast = None if cfg.antialias or model._own_adjacency else _PhotometricRenderer(model)
+        fast = None if cfg.antialias or model.normals_from_table else _PhotometricRenderer(model)
         for _ in range(cfg.photo_iters):
             opt.zero_grad(set_to_none=True)
             if fast is not None:

@@ -397,6 +397,12 @@ class MorphableModel(nn.Module):
         ``shape(id, exp)`` and ``albedo(tex)`` equal this model's ``[:, rows]``."""
         return ModelRows(self, rows)
 
+    @property
+    def normals_from_table(self) -> bool:
+        """Whether vertex normals use the file's own adjacency table (``vertex_faces``, given and
+        different from the faces' own adjacency) rather than the faces scattered onto their corners."""
+        return self._own_adjacency
+
     def vertex_normals(self, verts: Tensor) -> Tensor:
         """(B, N, 3) vertices → (B, N, 3) unit vertex normals from the one-ring face normals."""
         return vertex_normals(verts, self.faces, self.vertex_faces if self._own_adjacency else None)
