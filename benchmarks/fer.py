@@ -60,7 +60,13 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
 
 from face3dkit.sysinfo import machine_summary  # noqa: E402
 from fer.data import SynthConfig  # noqa: E402
-from fer.evaluate import evaluate_model, predict_dataset, sample_yaw, write_report  # noqa: E402
+from fer.evaluate import (  # noqa: E402
+    evaluate_model,
+    predict_dataset,
+    prediction_metrics,
+    sample_yaw,
+    write_report,
+)
 from fer.labels import EXPRESSIONS, YAW_BIN_NAMES  # noqa: E402
 from fer.models import MODELS, SEQUENCE_MODELS, build_model, resolve_profile  # noqa: E402
 from fer.train import TrainConfig, Trainer, prepare_data, seed_everything, synthetic_set, training_data  # noqa: E402
@@ -159,11 +165,11 @@ def run_config(name: str, kind: str, geometry: str, prepared: tuple[Any, Any, di
     t1 = time.perf_counter()
     hist = trainer.fit()
     train_s = time.perf_counter() - t1
-    m = evaluate_model(trainer.model, test, 128, trainer.device)
+    probs, idx = predict_dataset(trainer.model, test, 128, trainer.device)  # kept for the seed ensemble
+    m = {**prediction_metrics(test, probs, idx), "tta": "none"}
     write_report(m, out / "eval" / args.eval_name)
     m_flip = evaluate_model(trainer.model, test, 128, trainer.device, tta="flip")  # test-time flip, same weights
     write_report(m_flip, out / "eval" / f"{args.eval_name}-flip")
-    probs, idx = predict_dataset(trainer.model, test, 128, trainer.device)  # for the seed ensemble
     rates = [r["images_per_s"] for r in hist]
     steady = rates[1:] or rates  # the first epoch includes warm-up
     return {

@@ -27,6 +27,7 @@ __all__ = [
     "draw_confusion_matrix",
     "evaluate_model",
     "predict_dataset",
+    "prediction_metrics",
     "TTA_MODES",
     "save_confusion_png",
     "sample_yaw",
@@ -59,6 +60,8 @@ def predict_dataset(model: Any, dataset: Any, batch_size: int = 64, device: str 
 
     if tta not in TTA_MODES:
         raise ValueError(f"tta must be one of {', '.join(TTA_MODES)}, got {tta!r}")
+    if tta == "flip":
+        from fer.train.augment import mirror_batch
     exp_mirror = getattr(getattr(dataset, "geometry", None), "exp_mirror", None)
     was_training = model.training
     model.eval()
@@ -68,11 +71,7 @@ def predict_dataset(model: Any, dataset: Any, batch_size: int = 64, device: str 
         for batch in tqdm(loader, desc="evaluating", disable=not progress, leave=False):
             if batch is None:
                 continue
-            views = [batch]
-            if tta == "flip":
-                from fer.train.augment import mirror_batch
-
-                views.append(mirror_batch(batch, exp_mirror))
+            views = [batch] if tta == "none" else [batch, mirror_batch(batch, exp_mirror)]
             p = 0.0
             for view in views:
                 if hasattr(model, "classify_batch"):  # models that need more than the image (MGLN: frames, landmarks)
@@ -109,11 +108,18 @@ def evaluate_model(model: Any, dataset: Any, batch_size: int = 64, device: str |
     The result also holds ``skipped`` (unreadable samples) and ``tta``.
     """
     probs, idx = predict_dataset(model, dataset, batch_size, device, progress, tta)
+    m = prediction_metrics(dataset, probs, idx)
+    m["tta"] = tta
+    return m
+
+
+def prediction_metrics(dataset: Any, probs: np.ndarray, idx: np.ndarray) -> dict[str, Any]:
+    """Metrics of the (M, 7) class probabilities ``probs`` of the dataset samples ``idx`` (M,) (the
+    output of :func:`predict_dataset`), with per-yaw accuracy and ``skipped`` (unread samples)."""
     yaw = sample_yaw(dataset)
     m = classification_metrics(dataset.labels[idx], probs.argmax(1) if len(probs) else np.zeros(0, np.int64),
                                None if yaw is None else yaw[idx])
     m["skipped"] = int(len(dataset) - len(idx))
-    m["tta"] = tta
     return m
 
 
