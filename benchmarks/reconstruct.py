@@ -230,6 +230,8 @@ def main() -> None:
     p.add_argument("--landmark-loss", choices=["l2", "huber", "gm"], default=None, help="FitConfig.landmark_loss")
     p.add_argument("--no-today", action="store_true",
                    help="skip the run with the settings before the speed work (photo_size None, l2)")
+    p.add_argument("--previous", action="store_true",
+                   help="also run the previous defaults (no closed-form appearance, 50 photometric steps)")
     p.add_argument("--no-profile", action="store_true", help="skip the stage profile")
     p.add_argument("--photos", nargs="*", default=[], help="more real photos for the real-photo section")
     p.add_argument("--no-photos", action="store_true", help="skip the real-photo section")
@@ -289,6 +291,8 @@ def main() -> None:
     settings = [("default", fit_cfg)]
     if not args.no_today:
         settings.append(("today", dataclasses.replace(fit_cfg, photo_size=None, landmark_loss="l2")))
+    if args.previous:  # the defaults before the closed-form appearance initialisation
+        settings.append(("previous", dataclasses.replace(fit_cfg, appearance_init=False, photo_iters=50)))
     for setting, f_cfg in settings:
         for name, det in runs:
             f_run = f_cfg
@@ -323,9 +327,11 @@ def main() -> None:
               f"s/face {a['s_per_face'] / b['s_per_face']:.2f}x")
 
     n_src = len(runs)
-    if len(settings) > 1:
-        for (name, row), (_, old) in zip(rows[:n_src], rows[n_src:], strict=True):
-            ratio(f"{name} / today's settings", row, old)
+    labels = {"today": "today's settings (photometric at 224 px, L2 landmarks)",
+              "previous": "the previous defaults (no closed-form appearance, 50 photometric steps)"}
+    for k, (setting, _) in enumerate(settings[1:], 1):
+        for (name, row), (_, old) in zip(rows[:n_src], rows[k * n_src:(k + 1) * n_src], strict=True):
+            ratio(f"{name} / {labels[setting]}", row, old)
     if not args.no_true and n_src > 1:
         for name, row in rows[1:n_src]:
             ratio(f"{name} / true landmarks", row, rows[0][1])

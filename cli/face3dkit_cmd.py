@@ -186,7 +186,8 @@ class DeviceParam(click.ParamType):
 @click.option("--landmarks-dir", type=click.Path(file_okay=False), default=None, help="Folder of landmark files.")
 @click.option("--faces", type=click.Choice(["largest", "all", "center"]), default="largest", show_default=True,
               help="Faces per image: the largest, all, or the one whose box centre is nearest the image centre.")
-@click.option("--iters", type=click.IntRange(min=0), default=None, help="Photometric iterations (default 50).")
+@click.option("--iters", type=click.IntRange(min=0), default=None,
+              help="Photometric iterations (default 40, FitConfig.photo_iters).")
 @click.option("--landmark-iters", type=click.IntRange(min=0), default=None,
               help="Landmark/pose iterations (default 150).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Faces fitted together.")

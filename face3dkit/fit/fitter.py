@@ -17,6 +17,9 @@ Stages (batched over faces, CPU or CUDA, deterministic for a seed):
    this stage renders at half the crop resolution (``photo_size = 112`` for 224 crops: the crop is
    area-averaged and the camera scaled, a quarter of the pixels to rasterize, interpolate and
    backpropagate); the landmark terms stay in crop pixels, and the final render is at full size.
+   It starts from the closed-form SH light and albedo of the landmark stage's geometry
+   (:mod:`face3dkit.fit.appearance`), not from the ambient light and mean albedo, and takes 40 Adam
+   steps (Deng et al.'s start needed 50 for the same accuracy: ``benchmarks/reconstruct.py --previous``).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -57,6 +61,9 @@ from face3dkit.losses.landmark import ROBUST_KINDS, ROBUST_SCALE_PX
 from face3dkit.model.coefficients import Coefficients
 from face3dkit.model.morphable import ModelRows, MorphableModel
 
+if TYPE_CHECKING:
+    from face3dkit.render import Fragments
+
 __all__ = [
     "FitConfig",
     "FitResult",
@@ -75,7 +82,8 @@ class FitConfig:
 
     Attributes:
         landmark_iters: Adam steps of the landmark/pose stage.
-        photo_iters: Adam steps of the photometric stage (0 = landmarks and pose only).
+        photo_iters: Adam steps of the photometric stage (0 = landmarks and pose only; 40 from the
+            closed-form appearance reach the accuracy 50 reached from Deng et al.'s start).
         photo_size: height in pixels at which the photometric stage renders and compares (the
             crop is area-averaged to it and the camera scaled); None = the crop's own size. The
             photometric loss is a mean over face pixels, so its weight does not depend on it.
@@ -117,13 +125,18 @@ class FitConfig:
             neither set the starting pose nor pull the fit.
         landmark_scale: robust scale ``s`` in pixels of a 224 x 224 crop (rescaled with the crop
             size): points much closer than ``s`` count as in ``'l2'``, points much farther hardly.
+        appearance_init: start the photometric stage from the closed-form SH light and albedo of the
+            landmark stage's geometry (:mod:`face3dkit.fit.appearance`: weighted least squares on
+            the front-face pixels) instead of Deng et al.'s ambient light and mean albedo; skipped
+            when ``init`` coefficients are given to :func:`fit`. The photometric loss then starts
+            near where the paper's first 15 steps take it, so fewer steps reach the same fit.
         deterministic: run with ``torch.use_deterministic_algorithms(True, warn_only=True)``
             (restored afterwards) so a fit is bitwise reproducible; without it the order of
             parallel float reductions (``index_add`` in the rasterizer's backward) varies by ~1e-9.
     """
 
     landmark_iters: int = 150
-    photo_iters: int = 50
+    photo_iters: int = 40
     photo_size: int | None = 112
     lr_landmark: float = 0.05
     lr_photo: float = 0.01
@@ -139,6 +152,7 @@ class FitConfig:
     contour_tangent_weight: float = 0.3
     landmark_loss: str = "gm"
     landmark_scale: float = ROBUST_SCALE_PX
+    appearance_init: bool = True
 
     def __post_init__(self) -> None:
         if self.landmark_loss not in ROBUST_KINDS:
@@ -290,27 +304,62 @@ class _PhotometricRenderer:
         new_id[order] = torch.arange(order.numel(), device=order.device)
         self.faces = new_id[faces]
 
-    def __call__(self, c: Coefficients, camera: PerspectiveCamera) -> tuple[Tensor, Tensor]:
-        """Image (B, H, W, 3) and front-face mask (B, H, W, 1) (as :func:`render_coefficients`)."""
-        from face3dkit.model.morphable import vertex_normals
-        from face3dkit.render import interpolate, rasterize
-        from face3dkit.shading.sh import sh_shade
+    def _raster(self, c: Coefficients, camera: PerspectiveCamera) -> tuple[Tensor, Tensor, Tensor, Tensor, Fragments]:
+        """Posed row points (B, R, 3) (differentiable), rotation (B, 3, 3), screen vertices in render
+        order (B, V, 3), the (B, H, W) bool front-face mask, and the rasterized fragments."""
+        from face3dkit.render import rasterize
 
         pts = self.sub.shape(c.id, c.exp)  # (B, R, 3)
         rot = euler_to_rotation(c.angles.to(pts.dtype))
         trans = c.trans.to(pts.dtype)[:, None]
-        normals = rotate(vertex_normals(pts, self.ring_faces), rot)
-        color = sh_shade(self.sub.albedo(c.tex), normals, c.gamma.to(pts.dtype))
         screen_rows = camera.to_screen(rotate(pts, rot) + trans)
         with torch.no_grad():
             screen_others = camera.to_screen(rotate(self.others.shape(c.id, c.exp), rot) + trans)
         screen = torch.cat([screen_rows, screen_others], 1)
-        color_all = torch.cat([color, color.new_zeros(screen_others.shape)], 1)
         frags = rasterize(screen.detach(), self.faces, camera.height_width)
-        img = interpolate(color_all, frags, self.faces, verts=screen)
         face_id = frags.pix_to_face.clamp_min(0) % self.faces.shape[0]
-        mask = ((frags.pix_to_face >= 0) & self.front[face_id])[..., None].to(img.dtype)
-        return img, mask
+        front = (frags.pix_to_face >= 0) & self.front[face_id]
+        return pts, rot, screen, front, frags
+
+    def __call__(self, c: Coefficients, camera: PerspectiveCamera) -> tuple[Tensor, Tensor]:
+        """Image (B, H, W, 3) and front-face mask (B, H, W, 1): inside the mask as
+        :func:`render_coefficients`, 0 outside (only masked pixels are interpolated)."""
+        from face3dkit.model.morphable import vertex_normals
+        from face3dkit.render import interpolate
+        from face3dkit.shading.sh import sh_shade
+
+        pts, rot, screen, front, frags = self._raster(c, camera)
+        normals = rotate(vertex_normals(pts, self.ring_faces), rot)
+        color = sh_shade(self.sub.albedo(c.tex), normals, c.gamma.to(pts.dtype))
+        color_all = torch.cat([color, color.new_zeros((color.shape[0], screen.shape[1] - color.shape[1], 3))], 1)
+        in_mask = frags._replace(pix_to_face=torch.where(front, frags.pix_to_face, -1))
+        img = interpolate(color_all, in_mask, self.faces, verts=screen)
+        return img, front[..., None].to(img.dtype)
+
+    @torch.no_grad()
+    def appearance(self, c: Coefficients, camera: PerspectiveCamera, images: Tensor, weights: Tensor,
+                   ridge: float = 1e-4) -> tuple[Tensor, Tensor]:
+        """Closed-form SH light (B, 27) and albedo coefficients (B, K) for the current geometry
+        (:func:`face3dkit.fit.appearance.closed_form_appearance` on the front-face pixels).
+
+        Args:
+            images: (B, H, W, 3) the photometric stage's images.
+            weights: (B, H, W, 1) per-pixel weights (skin attention), multiplied by the mask.
+        """
+        from face3dkit.fit.appearance import closed_form_appearance
+        from face3dkit.model.morphable import vertex_normals
+        from face3dkit.shading.sh import sh_basis
+
+        pts, rot, _, front, frags = self._raster(c, camera)
+        b = pts.shape[0]
+        sh = sh_basis(rotate(vertex_normals(pts, self.ring_faces), rot))  # (B, R, 9)
+        nf = self.faces.shape[0]
+        face_id = frags.pix_to_face.clamp_min(0) % nf
+        corners = torch.where(front[..., None], self.faces[face_id], 0).reshape(b, -1, 3)  # front faces: ids < R
+        w = (weights[..., 0] * front.to(weights.dtype)).reshape(b, -1)
+        bary = frags.bary.clamp_min(0).reshape(b, -1, 3)
+        return closed_form_appearance(sh, self.sub.mean_albedo, self.sub.albedo_basis, corners, bary,
+                                      images.reshape(b, -1, 3), w, ridge)
 
 
 class _LandmarkProjector:
@@ -537,9 +586,19 @@ def _fit(model: MorphableModel, images: Tensor, lm2d: Tensor, cfg: FitConfig, ca
                    else torch.ones_like(photo_images[..., :1]))
             crop_m = (arcface_matrix(lm2d * f, five_points=five) if perceptual is not None and perceptual.enabled
                       else None)
+        # The photometric renderer restricted to the loss's vertices; also used (its normals from the
+        # faces, a starting point) for the closed-form appearance of models with their own normals table.
+        rows_render = _PhotometricRenderer(model)
+        fast = None if cfg.antialias or model.normals_from_table else rows_render
+        if cfg.appearance_init and init is None:
+            gamma, tex = rows_render.appearance(c, photo_cam, photo_images, att)
+            with torch.no_grad():
+                params["gamma"].copy_(gamma)
+                params["tex"].copy_(tex)
         opt = _Adam(list(params.values()), lr=cfg.lr_photo)
-        skin = model.skin_mask
-        fast = None if cfg.antialias or model.normals_from_table else _PhotometricRenderer(model)
+        # The reflectance prior sees the skin vertices only (exactly: it is masked to them).
+        skin_rows = model.rows(model.skin_mask.nonzero().squeeze(1))
+        skin = torch.ones(skin_rows.rows.numel(), dtype=torch.bool, device=dev)
         for _ in range(cfg.photo_iters):
             opt.zero_grad(set_to_none=True)
             if fast is not None:
@@ -551,7 +610,7 @@ def _fit(model: MorphableModel, images: Tensor, lm2d: Tensor, cfg: FitConfig, ca
             loss = loss + wts.coefficient * coefficient_regularization(
                 c.id, c.exp, c.tex, wts.coef_id, wts.coef_exp, wts.coef_tex)
             loss = loss + wts.gamma * gamma_regularization(c.gamma)
-            loss = loss + wts.reflectance * reflectance_loss(model.albedo(c.tex), skin)
+            loss = loss + wts.reflectance * reflectance_loss(skin_rows.albedo(c.tex), skin)
             if crop_m is not None:
                 composite = img * mask + photo_images * (1 - mask)
                 loss = loss + wts.perceptual * perceptual(photo_images, composite, crop_m)

@@ -14,7 +14,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-__all__ = ["SH_CONSTANTS", "sh_basis", "sh_shade", "SHShader", "AMBIENT_INIT"]
+__all__ = ["SH_CONSTANTS", "sh_basis", "sh_shade", "solve_sh_lighting", "SHShader", "AMBIENT_INIT"]
 
 AMBIENT_INIT = 0.8
 """Added to the DC coefficient of each colour (Deng et al.'s ``init_lit``)."""
@@ -74,6 +74,48 @@ def sh_shade(albedo: Tensor, normals: Tensor, gamma: Tensor, ambient: float = AM
     basis = sh_basis(normals)  # (B, N, 9)
     irradiance = basis @ g.transpose(1, 2)  # (B, N, 3)
     return irradiance * albedo
+
+
+def solve_sh_lighting(features: Tensor, target: Tensor, weights: Tensor, ridge: float = 1e-4,
+                      ambient: float = AMBIENT_INIT) -> Tensor:
+    """Closed-form SH lighting: the weighted ridge least-squares ``gamma`` of Deng et al.'s shading.
+
+    A rendered colour is linear in the light: at a sample (pixel) ``n`` of image ``b``, channel
+    ``c``, ``colour = F[b, n, c] . g[b, c]`` with ``F = sum_k bary_k * albedo_kc * sh_basis(normal_k)``
+    over the corners ``k`` of the visible triangle and ``g[b, c]`` the channel's 9 coefficients
+    (ambient included). For each image and channel this solves
+
+        min_g  sum_n w_bn (F_bnc . g - t_bnc)^2 / sum_n w_bn  +  ridge * ||g - g_0||^2
+
+    with ``g_0 = (ambient, 0, ..., 0)`` (Deng et al.'s initial light), a 9 x 9 system.
+
+    Args:
+        features: (B, N, 3, 9) per-sample, per-channel shading features ``F``.
+        target: (B, N, 3) observed colours (same range as the albedo's).
+        weights: (B, N) non-negative sample weights (0 = unused sample).
+        ridge: weight of the pull toward ``g_0`` relative to the mean squared colour error.
+        ambient: the DC offset :func:`sh_shade` adds (subtracted from the result).
+
+    Returns:
+        (B, 27) SH coefficients in :func:`sh_shade`'s layout (R 0..8, G 0..8, B 0..8; DC without
+        ``ambient``).
+    """
+    if features.ndim != 4 or features.shape[2:] != (3, 9):
+        raise ValueError(f"features must be (B, N, 3, 9), got {tuple(features.shape)}")
+    b, n = features.shape[:2]
+    if target.shape != (b, n, 3) or weights.shape != (b, n):
+        raise ValueError(f"target must be (B, N, 3) and weights (B, N) with (B, N) = {(b, n)}, got "
+                         f"{tuple(target.shape)} and {tuple(weights.shape)}")
+    w = weights.to(features.dtype) / weights.sum(1, keepdim=True).clamp_min(1e-12).to(features.dtype)
+    wf = features * w[..., None, None]
+    a = torch.einsum("bnci,bncj->bcij", wf, features)  # (B, 3, 9, 9)
+    rhs = torch.einsum("bnci,bnc->bci", wf, target.to(features.dtype))  # (B, 3, 9)
+    eye = torch.eye(9, dtype=features.dtype, device=features.device)
+    g0 = torch.zeros(9, dtype=features.dtype, device=features.device)
+    g0[0] = ambient
+    g = torch.linalg.solve(a + ridge * eye, (rhs + ridge * g0)[..., None])[..., 0]
+    g = g - g0  # back to sh_shade's layout (the DC term without the ambient offset)
+    return g.reshape(b, 27)
 
 
 class SHShader(nn.Module):
