@@ -374,3 +374,24 @@ def test_model_rows_equal_the_sliced_full_evaluation(model):
     torch.testing.assert_close(model.shape(c.id, c.exp, rows=rows), model.shape(c.id, c.exp)[:, rows])
     torch.testing.assert_close(model.albedo(c.tex, rows=rows), model.albedo(c.tex)[:, rows])
     torch.testing.assert_close(model.albedo(None, 3, rows=rows), model.mean_albedo[rows].expand(3, -1, -1))
+
+
+def test_photometric_renderer_back_face_culling_keeps_the_default_models_pixels(model):
+    """FitConfig.cull_backfaces: the default model's mesh is closed and consistently wound, so over
+    a sweep of poses, identities and expressions dropping back faces leaves (almost) every
+    front-face pixel and its colour as the full rasterization has them."""
+    from face3dkit.fit.fitter import _PhotometricRenderer
+
+    yaw, pitch = torch.meshgrid(torch.tensor([-80.0, -50, -25, 0, 25, 50, 80]), torch.tensor([-35.0, 0, 35]),
+                                indexing="ij")
+    n = yaw.numel()
+    g = torch.Generator().manual_seed(2)
+    c = model.sample(n, generator=g)
+    c.angles = torch.stack([pitch.reshape(-1), yaw.reshape(-1), torch.zeros(n)], 1) * math.pi / 180
+    c.exp = torch.rand(n, model.n_exp, generator=g) * 0.5
+    cam = PerspectiveCamera.for_image_size(64)
+    with torch.no_grad():
+        img_a, mask_a = _PhotometricRenderer(model)(c, cam)
+        img_b, mask_b = _PhotometricRenderer(model, cull_backfaces=True)(c, cam)
+    differ = (mask_a != mask_b).sum() + ((img_a != img_b).any(-1, keepdim=True) & (mask_a > 0) & (mask_b > 0)).sum()
+    assert mask_a.sum() > 20 * n * 50 and differ <= 1e-4 * mask_a.sum(), (int(differ), int(mask_a.sum()))

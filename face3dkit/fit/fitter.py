@@ -130,6 +130,14 @@ class FitConfig:
             the front-face pixels) instead of Deng et al.'s ambient light and mean albedo; skipped
             when ``init`` coefficients are given to :func:`fit`. The photometric loss then starts
             near where the paper's first 15 steps take it, so fewer steps reach the same fit.
+        cull_backfaces: the photometric stage rasterizes only the triangles that face the camera
+            (counter-clockwise on screen). A closed, consistently wound mesh never shows a back
+            face, so the image is the same for a quarter less rasterizer work; on the default model
+            2 of 305,027 front-face pixels differ over 65 poses (yaw ±90°, pitch ±45°, random
+            identity and expression, 112 px); where the mesh intersects itself (the MakeHuman
+            model's lids and lips: 0.5 % of the pixels) the surface seen from inside is dropped.
+            Ignored with ``antialias`` and for models with their own normals table (which render
+            through :func:`render_coefficients`). The final render keeps every triangle.
         deterministic: run with ``torch.use_deterministic_algorithms(True, warn_only=True)``
             (restored afterwards) so a fit is bitwise reproducible; without it the order of
             parallel float reductions (``index_add`` in the rasterizer's backward) varies by ~1e-9.
@@ -153,6 +161,7 @@ class FitConfig:
     landmark_loss: str = "gm"
     landmark_scale: float = ROBUST_SCALE_PX
     appearance_init: bool = True
+    cull_backfaces: bool = True
 
     def __post_init__(self) -> None:
         if self.landmark_loss not in ROBUST_KINDS:
@@ -284,9 +293,10 @@ class _PhotometricRenderer:
     of the rest, most of it in the backward of the vertex normals).
     """
 
-    def __init__(self, model: MorphableModel) -> None:
+    def __init__(self, model: MorphableModel, cull_backfaces: bool = False) -> None:
         faces = model.faces
         self.model = model
+        self.cull_backfaces = cull_backfaces
         self.front = model.front_mask[faces].all(-1)  # (F,) faces in the loss
         keep = torch.zeros(model.n_verts, dtype=torch.bool, device=faces.device)
         keep[faces[self.front].reshape(-1)] = True
@@ -316,7 +326,7 @@ class _PhotometricRenderer:
         with torch.no_grad():
             screen_others = camera.to_screen(rotate(self.others.shape(c.id, c.exp), rot) + trans)
         screen = torch.cat([screen_rows, screen_others], 1)
-        frags = rasterize(screen.detach(), self.faces, camera.height_width)
+        frags = rasterize(screen.detach(), self.faces, camera.height_width, cull_backfaces=self.cull_backfaces)
         face_id = frags.pix_to_face.clamp_min(0) % self.faces.shape[0]
         front = (frags.pix_to_face >= 0) & self.front[face_id]
         return pts, rot, screen, front, frags
@@ -588,7 +598,7 @@ def _fit(model: MorphableModel, images: Tensor, lm2d: Tensor, cfg: FitConfig, ca
                       else None)
         # The photometric renderer restricted to the loss's vertices; also used (its normals from the
         # faces, a starting point) for the closed-form appearance of models with their own normals table.
-        rows_render = _PhotometricRenderer(model)
+        rows_render = _PhotometricRenderer(model, cull_backfaces=cfg.cull_backfaces)
         fast = None if cfg.antialias or model.normals_from_table else rows_render
         if cfg.appearance_init and init is None:
             gamma, tex = rows_render.appearance(c, photo_cam, photo_images, att)

@@ -69,22 +69,30 @@ def _fill_background(img: np.ndarray, covered: np.ndarray, iters: int = 8) -> np
     return _apply_fill(img, _fill_index(covered, iters))
 
 
-#: UV rasterizations by layout: key -> (fragments, owner (T,), fill index (size, size)).
+#: UV rasterizations by layout: key -> (covered texels (N,), their corner vertex ids (3, N),
+#: barycentrics (3, N), fill index (size, size)).
 _UV_RASTER_CACHE: dict[tuple, tuple] = {}
 _UV_RASTER_CACHE_SIZE = 4
+#: OBJ texture-coordinate and face lines by layout (the same for every face exported with it).
+_OBJ_LAYOUT_CACHE: dict[str, str] = {}
 
 
-def _uv_raster(faces: Tensor, uv: Tensor, face_uv: Tensor, size: int) -> tuple:
-    """Fragments of the mesh rasterized in UV space, the UV-vertex owners and the fill index,
-    cached per (layout content, size, device)."""
-    from face3dkit.render import rasterize
-
-    dev = uv.device
+def _layout_digest(faces: Tensor, uv: Tensor, face_uv: Tensor) -> str:
     digest = hashlib.blake2b(digest_size=16)
     for t in (faces, uv, face_uv):
         digest.update(str((t.dtype, tuple(t.shape))).encode())
         digest.update(t.detach().cpu().contiguous().numpy().tobytes())
-    key = (digest.hexdigest(), int(size), str(dev))
+    return digest.hexdigest()
+
+
+def _uv_raster(faces: Tensor, uv: Tensor, face_uv: Tensor, size: int, key: str | None = None) -> tuple:
+    """The mesh rasterized in UV space, as (covered texel ids (N,), their triangles' mesh-vertex ids
+    (3, N), perspective-correct barycentrics (3, N), fill index (size, size)), cached per (layout
+    content, size, device)."""
+    from face3dkit.render import rasterize
+
+    dev = uv.device
+    key = (key or _layout_digest(faces, uv, face_uv), int(size), str(dev))
     hit = _UV_RASTER_CACHE.get(key)
     if hit is not None:
         return hit
@@ -93,15 +101,23 @@ def _uv_raster(faces: Tensor, uv: Tensor, face_uv: Tensor, size: int) -> tuple:
     owner = uv_vertex_map(faces.to(dev), face_uv.to(dev), uv.shape[0])
     with torch.no_grad():
         frags = rasterize(screen, face_uv.to(dev), size)
-    covered = (frags.pix_to_face[0].reshape(size, size, -1)[..., 0] >= 0).cpu().numpy()
+    p2f = frags.pix_to_face.reshape(-1)
+    idx = (p2f >= 0).nonzero().squeeze(1)
+    vid = owner.clamp_min(0)[face_uv.to(dev).long().index_select(0, p2f.index_select(0, idx)).t()]  # (3, N)
+    bary = frags.bary.reshape(-1, 3).index_select(0, idx).t()  # (3, N)
+    covered = (p2f >= 0).reshape(size, size).cpu().numpy()
     if len(_UV_RASTER_CACHE) >= _UV_RASTER_CACHE_SIZE:
         _UV_RASTER_CACHE.pop(next(iter(_UV_RASTER_CACHE)))
-    _UV_RASTER_CACHE[key] = (frags, owner, _fill_index(covered))
+    _UV_RASTER_CACHE[key] = (idx, vid, bary, _fill_index(covered))
     return _UV_RASTER_CACHE[key]
 
 
-def bake_uv_texture(colors: Tensor, faces: Tensor, uv: Tensor, face_uv: Tensor, size: int = 1024) -> np.ndarray:
+def bake_uv_texture(colors: Tensor, faces: Tensor, uv: Tensor, face_uv: Tensor, size: int = 1024,
+                    _key: str | None = None) -> np.ndarray:
     """Bake per-vertex colours into a UV texture by rasterizing the mesh in UV space.
+
+    The texel colours are those of :func:`face3dkit.render.interpolate` on the UV rasterization
+    (the same arithmetic); the rasterization is cached per layout, so a bake is one gather.
 
     Args:
         colors: (N, 3) per-vertex colours in [0, 1].
@@ -113,14 +129,11 @@ def bake_uv_texture(colors: Tensor, faces: Tensor, uv: Tensor, face_uv: Tensor, 
     Returns:
         (size, size, 3) uint8 image (row 0 = top = v of 1).
     """
-    from face3dkit.render import interpolate
-
     dev = colors.device
-    fuv = face_uv.to(dev)
-    frags, owner, fill = _uv_raster(faces.to(dev), uv.to(dev), fuv, size)
-    attr = colors.to(torch.float32)[owner.clamp_min(0)][None]
-    with torch.no_grad():
-        tex = interpolate(attr, frags, fuv)[0]
+    idx, vid, bary, fill = _uv_raster(faces.to(dev), uv.to(dev), face_uv.to(dev), size, _key)
+    attr = colors.detach().to(torch.float32)
+    vals = (attr[vid] * bary[..., None]).sum(0)  # (N, 3), as interpolate computes it
+    tex = attr.new_zeros((size * size, 3)).index_put((idx,), vals).view(size, size, 3)
     rgb = (tex.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
     return _apply_fill(rgb, fill)  # copying texels commutes with the per-texel rounding
 
@@ -141,15 +154,23 @@ map_Kd {texture}
 """
 
 
-def _obj_text(verts: np.ndarray, uv: np.ndarray, faces: np.ndarray, mtl_name: str) -> str:
+def _obj_text(verts: np.ndarray, uv: np.ndarray, faces: np.ndarray, mtl_name: str,
+              layout_key: str | None = None) -> str:
     """Wavefront OBJ text of a mesh whose vertex ``i`` has texture coordinate ``i`` (1-based
-    ``f a/a b/b c/c``), using material ``material_0`` of ``mtl_name``."""
-    f1 = faces.astype(np.int64) + 1
+    ``f a/a b/b c/c``), using material ``material_0`` of ``mtl_name``. The ``vt`` and ``f`` lines
+    depend only on the layout: with a ``layout_key`` they are formatted once and reused."""
     head = f"# face3dkit\nmtllib {mtl_name}\nusemtl material_0\n"
     v = ("v %.8f %.8f %.8f\n" * len(verts)) % tuple(verts.ravel().tolist())
-    vt = ("vt %.8f %.8f\n" * len(uv)) % tuple(uv.ravel().tolist())
-    f = ("f %d/%d %d/%d %d/%d\n" * len(f1)) % tuple(np.repeat(f1, 2, axis=1).ravel().tolist())
-    return head + v + vt + f
+    tail = _OBJ_LAYOUT_CACHE.get(layout_key) if layout_key is not None else None
+    if tail is None:
+        f1 = faces.astype(np.int64) + 1
+        vt = ("vt %.8f %.8f\n" * len(uv)) % tuple(uv.ravel().tolist())
+        tail = vt + ("f %d/%d %d/%d %d/%d\n" * len(f1)) % tuple(np.repeat(f1, 2, axis=1).ravel().tolist())
+        if layout_key is not None:
+            if len(_OBJ_LAYOUT_CACHE) >= _UV_RASTER_CACHE_SIZE:
+                _OBJ_LAYOUT_CACHE.pop(next(iter(_OBJ_LAYOUT_CACHE)))
+            _OBJ_LAYOUT_CACHE[layout_key] = tail
+    return head + v + tail
 
 
 def export_mesh(
@@ -180,7 +201,8 @@ def export_mesh(
     v = verts.detach().cpu().double().numpy()
     f = faces.detach().cpu().numpy()
     if uv is not None and face_uv is not None and path.suffix.lower() == ".obj":
-        tex = bake_uv_texture(colors.detach().cpu(), faces.cpu(), uv.cpu(), face_uv.cpu(), texture_size)
+        key = _layout_digest(faces, uv, face_uv)
+        tex = bake_uv_texture(colors.detach().cpu(), faces.cpu(), uv.cpu(), face_uv.cpu(), texture_size, key)
         owner = uv_vertex_map(faces.cpu(), face_uv.cpu(), uv.shape[0]).numpy()
         stem = path.stem
         png = io.BytesIO()
@@ -188,7 +210,7 @@ def export_mesh(
         tex_path = atomic_write_bytes(path.parent / f"{stem}_texture.png", png.getvalue())
         mtl_path = atomic_write_text(path.parent / f"{stem}.mtl", _MTL.format(texture=tex_path.name))
         atomic_write_text(path, _obj_text(v[owner], uv.detach().cpu().double().numpy(),
-                                          face_uv.detach().cpu().numpy(), f"{stem}.mtl"))
+                                          face_uv.detach().cpu().numpy(), f"{stem}.mtl", key))
         return [path, mtl_path, tex_path]
     import trimesh
 
