@@ -231,7 +231,7 @@ def main() -> None:
     p.add_argument("--no-today", action="store_true",
                    help="skip the run with the settings before the speed work (photo_size None, l2)")
     p.add_argument("--previous", action="store_true",
-                   help="also run the previous defaults (no closed-form appearance, 50 photometric steps)")
+                   help="also run the previous defaults (no closed-form appearance, 50 photometric steps, no culling)")
     p.add_argument("--no-profile", action="store_true", help="skip the stage profile")
     p.add_argument("--photos", nargs="*", default=[], help="more real photos for the real-photo section")
     p.add_argument("--no-photos", action="store_true", help="skip the real-photo section")
@@ -292,7 +292,8 @@ def main() -> None:
     if not args.no_today:
         settings.append(("today", dataclasses.replace(fit_cfg, photo_size=None, landmark_loss="l2")))
     if args.previous:  # the defaults before the closed-form appearance initialisation
-        settings.append(("previous", dataclasses.replace(fit_cfg, appearance_init=False, photo_iters=50)))
+        settings.append(("previous", dataclasses.replace(fit_cfg, appearance_init=False, photo_iters=50,
+                                                         cull_backfaces=False)))
     for setting, f_cfg in settings:
         for name, det in runs:
             f_run = f_cfg
@@ -328,7 +329,7 @@ def main() -> None:
 
     n_src = len(runs)
     labels = {"today": "today's settings (photometric at 224 px, L2 landmarks)",
-              "previous": "the previous defaults (no closed-form appearance, 50 photometric steps)"}
+              "previous": "the previous defaults (no closed-form appearance, 50 photometric steps, no culling)"}
     for k, (setting, _) in enumerate(settings[1:], 1):
         for (name, row), (_, old) in zip(rows[:n_src], rows[k * n_src:(k + 1) * n_src], strict=True):
             ratio(f"{name} / {labels[setting]}", row, old)
