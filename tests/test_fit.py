@@ -87,3 +87,16 @@ def test_fit_with_five_points(model):
     err = (res.coeffs.angles[:, 1] - c.angles[:, 1]).abs() * 180 / math.pi
     assert err.max() < 6.0, err  # five points constrain yaw less than 68
     assert res.landmarks2d.shape == (2, 68, 2)
+
+
+def test_fit_leaves_the_global_random_state_alone():
+    """The fit neither reseeds nor draws from torch's global generator (it used to reseed it)."""
+    model = face3dkit.load_model("default")
+    c = model.sample(1, generator=torch.Generator().manual_seed(0))
+    cam = PerspectiveCamera.for_image_size(64)
+    with torch.no_grad():
+        img, _, _, lm = render_coefficients(model, c, cam)
+    torch.manual_seed(1234)
+    before = torch.get_rng_state()
+    fit(model, img, lm, FitConfig(landmark_iters=2, photo_iters=1, seed=7), camera=cam)
+    assert torch.equal(torch.get_rng_state(), before)

@@ -41,10 +41,10 @@ from face3dkit.fit.contour import ContourCandidates, contour_candidates, marched
 from face3dkit.geometry import (
     PerspectiveCamera,
     PosResult,
-    euler_to_rotation,
     pos_similarity,
     rotate,
     rotation_to_euler,
+    yaw_pitch_roll_degrees,
 )
 from face3dkit.losses import (
     LossWeights,
@@ -59,7 +59,7 @@ from face3dkit.losses import (
 )
 from face3dkit.losses.landmark import ROBUST_KINDS, ROBUST_SCALE_PX
 from face3dkit.model.coefficients import Coefficients
-from face3dkit.model.morphable import ModelRows, MorphableModel
+from face3dkit.model.morphable import MorphableModel, pose_points
 
 if TYPE_CHECKING:
     from face3dkit.render import Fragments
@@ -93,7 +93,9 @@ class FitConfig:
             ``'deng2019'``), or None for no attention.
         fit_identity_in_landmark_stage: also fit identity and expression in stage 2.
         antialias: analytic silhouette antialiasing in the photometric render (edge gradients).
-        seed: seed of everything random in the fit.
+        seed: seed of a local ``torch.Generator`` for anything random in the fit (nothing is random
+            today: the fit is a deterministic function of its inputs). The global RNG is never
+            reseeded or drawn from.
         contour_weight: weight of the 17 jaw-contour landmarks (0-16) relative to Deng et al.'s
             weights (1 = the paper). Detectors place contour points on the visible silhouette,
             which slides over the face with yaw while the model's contour vertices are fixed;
@@ -273,13 +275,6 @@ def _robust_pos(xy: Tensor, mean_lm: Tensor, scale: float, iters: int) -> PosRes
     return res
 
 
-def _posed_rows(sub: ModelRows, c: Coefficients) -> tuple[Tensor, Tensor]:
-    """Posed vertices (B, M, 3) of the model rows ``sub`` and the rotations (B, 3, 3)."""
-    pts = sub.shape(c.id, c.exp)
-    rot = euler_to_rotation(c.angles.to(pts.dtype))
-    return rotate(pts, rot) + c.trans.to(pts.dtype)[:, None], rot
-
-
 class _PhotometricRenderer:
     """The photometric stage's render: the same image and front-face mask as
     :func:`render_coefficients`, with gradients computed only where the loss can use them.
@@ -320,11 +315,10 @@ class _PhotometricRenderer:
         from face3dkit.render import rasterize
 
         pts = self.sub.shape(c.id, c.exp)  # (B, R, 3)
-        rot = euler_to_rotation(c.angles.to(pts.dtype))
-        trans = c.trans.to(pts.dtype)[:, None]
-        screen_rows = camera.to_screen(rotate(pts, rot) + trans)
+        world, rot = pose_points(pts, c)
+        screen_rows = camera.to_screen(world)
         with torch.no_grad():
-            screen_others = camera.to_screen(rotate(self.others.shape(c.id, c.exp), rot) + trans)
+            screen_others = camera.to_screen(self.others.posed_points(c)[0])
         screen = torch.cat([screen_rows, screen_others], 1)
         frags = rasterize(screen.detach(), self.faces, camera.height_width, cull_backfaces=self.cull_backfaces)
         face_id = frags.pix_to_face.clamp_min(0) % self.faces.shape[0]
@@ -390,7 +384,7 @@ class _LandmarkProjector:
         self.sub = model.rows(self.rows)
 
     def __call__(self, c: Coefficients) -> Tensor:
-        world, rot = _posed_rows(self.sub, c)
+        world, rot = self.sub.posed_points(c)
         if self.cand is None:
             return self.camera.project(world)
         return marched_landmarks(world, self.local_lm, rot, self.camera, self.cand)
@@ -541,7 +535,6 @@ def _fit(model: MorphableModel, images: Tensor, lm2d: Tensor, cfg: FitConfig, ca
         raise ValueError(f"lm2d must be (B, 68, 2) or (B, 5, 2) with B = {b}, got {tuple(lm2d.shape)}")
     five = lm2d.shape[1] == 5
     cam = camera or PerspectiveCamera.for_image_size(h)
-    torch.manual_seed(cfg.seed)  # nothing in the fit draws random numbers today; keep it that way for a seed
     wts = cfg.weights
     lw = fit_landmark_weights(cfg, lm2d.shape[1], device=dev, dtype=dtype, stage="landmark")
     lw_photo = fit_landmark_weights(cfg, lm2d.shape[1], device=dev, dtype=dtype, stage="photometric")
@@ -703,8 +696,3 @@ def arcface_matrix(lm68: Tensor, five_points: bool = False) -> Tensor:
     sol = torch.linalg.lstsq(a, rhs).solution[..., 0]
     aa, bb, tx, ty = sol.unbind(-1)
     return torch.stack([torch.stack([aa, -bb, tx], -1), torch.stack([bb, aa, ty], -1)], 1)
-
-
-def yaw_pitch_roll_degrees(angles: Tensor) -> Tensor:
-    """(B, 3) (pitch, yaw, roll) radians → (B, 3) (yaw, pitch, roll) degrees for reports."""
-    return torch.stack([angles[:, 1], angles[:, 0], angles[:, 2]], -1) * (180.0 / math.pi)

@@ -14,6 +14,7 @@ from face3dkit.geometry.rotation import (
     rigid_transform,
     rotate,
     rotation_to_euler,
+    yaw_pitch_roll_degrees,
 )
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "degrees",
     "euler_to_rotation",
     "rigid_transform",
+    "yaw_pitch_roll_degrees",
     "rotate",
     "rotation_to_euler",
 ]

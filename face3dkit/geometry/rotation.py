@@ -12,6 +12,7 @@ __all__ = [
     "rotation_to_euler",
     "rotate",
     "rigid_transform",
+    "yaw_pitch_roll_degrees",
 ]
 
 
@@ -78,20 +79,31 @@ def rotate(points: Tensor, rot: Tensor) -> Tensor:
     return points @ rot.transpose(-1, -2)
 
 
-def rigid_transform(points: Tensor, angles: Tensor, trans: Tensor) -> Tensor:
-    """Rigid transform of Deng et al.: ``v @ R(angles).T + t``.
+def rigid_transform(points: Tensor, angles: Tensor, trans: Tensor, *,
+                    return_rotation: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+    """Rigid transform of Deng et al.: ``v @ R(angles).T + t`` (the one pose of the library:
+    :meth:`face3dkit.MorphableModel.posed_points` and the model's forward use it).
 
     Args:
         points: (B, N, 3) model-space points.
         angles: (B, 3) (pitch, yaw, roll) radians.
         trans: (B, 3) translation, model units.
+        return_rotation: also return the rotations.
 
     Returns:
-        (B, N, 3) world (camera-frame) points.
+        (B, N, 3) world (camera-frame) points, and with ``return_rotation`` R (B, 3, 3).
     """
-    return rotate(points, euler_to_rotation(angles)) + trans[:, None, :]
+    rot = euler_to_rotation(angles.to(points.dtype))
+    out = rotate(points, rot) + trans.to(points.dtype)[:, None, :]
+    return (out, rot) if return_rotation else out
 
 
 def degrees(angles: Tensor) -> Tensor:
     """Radians to degrees (convenience for pose reports)."""
     return angles * (180.0 / math.pi)
+
+
+def yaw_pitch_roll_degrees(angles: Tensor) -> Tensor:
+    """(B, 3) (pitch, yaw, roll) radians → (B, 3) (yaw, pitch, roll) degrees, the order of every
+    pose report (summaries, ``pose.json``, FER geometry)."""
+    return torch.stack([angles[:, 1], angles[:, 0], angles[:, 2]], -1) * (180.0 / math.pi)

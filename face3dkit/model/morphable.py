@@ -17,11 +17,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from face3dkit.geometry.rotation import euler_to_rotation, rotate
+from face3dkit.geometry.rotation import rigid_transform, rotate
 from face3dkit.model.coefficients import CoefficientLayout, Coefficients
 from face3dkit.shading.sh import AMBIENT_INIT, sh_shade
 
-__all__ = ["MorphableModel", "ModelRows", "FaceOutput", "vertex_normals", "face_normals", "build_vertex_faces"]
+__all__ = ["MorphableModel", "ModelRows", "FaceOutput", "pose_points", "vertex_normals", "face_normals",
+           "build_vertex_faces"]
 
 
 def face_normals(verts: Tensor, faces: Tensor, normalize: bool = True) -> Tensor:
@@ -155,6 +156,17 @@ class ModelRows:
     def albedo(self, tex_coeff: Tensor | None = None, batch_size: int = 1) -> Tensor:
         """(B, M, 3) albedo of the rows (as :meth:`MorphableModel.albedo`)."""
         return _albedo(self, tex_coeff, batch_size)
+
+    def posed_points(self, coeffs: Coefficients) -> tuple[Tensor, Tensor]:
+        """Posed (camera-frame) points (B, M, 3) of the rows and the rotations (B, 3, 3): as
+        :meth:`MorphableModel.posed_points`."""
+        return pose_points(self.shape(coeffs.id, coeffs.exp), coeffs)
+
+
+def pose_points(points: Tensor, c: Coefficients) -> tuple[Tensor, Tensor]:
+    """``R(angles) @ points + trans``: (B, M, 3) model-space points → camera frame
+    (:func:`face3dkit.geometry.rigid_transform` with the coefficients' pose), and R (B, 3, 3)."""
+    return rigid_transform(points, c.angles, c.trans, return_rotation=True)
 
 
 def _albedo(m: MorphableModel | ModelRows, tex_coeff: Tensor | None, batch_size: int) -> Tensor:
@@ -415,6 +427,25 @@ class MorphableModel(nn.Module):
         """Flat (B, total) vector → :class:`Coefficients` for this model's layout."""
         return Coefficients.split(coeffs, self.layout)
 
+    def posed_points(self, coeffs: Coefficients | Tensor,
+                     rows: Tensor | ModelRows | None = None) -> tuple[Tensor, Tensor]:
+        """Shape and pose of some vertices, evaluating only them.
+
+        Args:
+            coeffs: :class:`Coefficients` or a flat (B, total) vector (``id``, ``exp``, ``angles``,
+                ``trans`` are used).
+            rows: (M,) vertex ids, a :class:`ModelRows` sliced once (cheaper when called often), or
+                None for every vertex.
+
+        Returns:
+            (B, M, 3) camera-frame points ``R(angles) @ shape + trans`` (model units) and the
+            rotations (B, 3, 3).
+        """
+        c = self.split(coeffs) if isinstance(coeffs, Tensor) else coeffs
+        if isinstance(rows, ModelRows):
+            return rows.posed_points(c)
+        return pose_points(self.shape(c.id, c.exp, rows=rows), c)
+
     def forward(self, coeffs: Coefficients | Tensor, camera: Any = None, ambient: float = AMBIENT_INIT) -> FaceOutput:
         """Shape, pose, albedo and SH colour of a batch of faces.
 
@@ -429,8 +460,7 @@ class MorphableModel(nn.Module):
         """
         c = self.split(coeffs) if isinstance(coeffs, Tensor) else coeffs
         verts = self.shape(c.id, c.exp)
-        rot = euler_to_rotation(c.angles.to(verts.dtype))
-        verts_world = rotate(verts, rot) + c.trans.to(verts.dtype)[:, None]
+        verts_world, rot = pose_points(verts, c)
         normals = rotate(self.vertex_normals(verts), rot)
         albedo = self.albedo(c.tex)
         color = sh_shade(albedo, normals, c.gamma.to(verts.dtype), ambient)

@@ -293,13 +293,7 @@ def _sample_parameters(cfg: SynthConfig, exp_names: list[str], n_id: int, n_tex:
 
 def project_landmarks(model: torch.nn.Module, c: Any, camera: Any) -> torch.Tensor:
     """(B, 68, 2) pixel landmarks of coefficients ``c``, evaluating only the 68 landmark vertices."""
-    from face3dkit.geometry import euler_to_rotation, rotate
-
-    idx = model.landmark_idx
-    pts = model.mean_shape[idx] + torch.einsum("nck,bk->bnc", model.id_basis[idx], c.id) + torch.einsum(
-        "nck,bk->bnc", model.exp_basis[idx], c.exp)
-    world = rotate(pts, euler_to_rotation(c.angles)) + c.trans[:, None]
-    return camera.project(world)
+    return camera.project(model.posed_points(c, model.landmark_idx)[0])
 
 
 def is_synthetic_dir(path: str | Path) -> bool:

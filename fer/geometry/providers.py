@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import re
 from abc import ABC, abstractmethod
 from collections import defaultdict
@@ -240,9 +239,10 @@ def mirror_permutation(names: list[str]) -> np.ndarray | None:
 
 
 def _ypr_degrees(angles: torch.Tensor) -> np.ndarray:
-    """(B, 3) (pitch, yaw, roll) radians -> (B, 3) (yaw, pitch, roll) degrees."""
-    a = angles.detach().double().cpu().numpy()
-    return np.stack([a[:, 1], a[:, 0], a[:, 2]], 1).astype(np.float32) * np.float32(180.0 / math.pi)
+    """(B, 3) (pitch, yaw, roll) radians -> (B, 3) float32 (yaw, pitch, roll) degrees."""
+    from face3dkit.geometry import yaw_pitch_roll_degrees
+
+    return yaw_pitch_roll_degrees(angles.detach().cpu().float()).numpy()  # float32 arithmetic, as before
 
 
 class LandmarksProvider(_LandmarkBased):
