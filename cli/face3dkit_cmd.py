@@ -125,11 +125,12 @@ def model_sample(model_name: str, seed: int, mean: bool, exps: tuple[str, ...], 
     out_path = Path(out)
     files = export_mesh(out_path, verts, m.faces, albedo, m.uv, m.face_uv, texture_size=texture_size)
     if preview:
-        from face3dkit.viz import render_faces, save_png
+        from face3dkit.io import save_image
+        from face3dkit.viz import render_faces
 
         c.angles[:, 1] = math.radians(yaw)
         png = out_path.with_suffix(".png")
-        save_png(render_faces(m, c, size=512)[0], png)
+        save_image(render_faces(m, c, size=512)[0], png)
         files.append(png)
     for f in files:
         click.echo(f"wrote {f}")

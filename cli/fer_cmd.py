@@ -317,8 +317,7 @@ def generate(run: str, image: str, yaw: float, out: str | None, device: str) -> 
     import numpy as np
     import torch
 
-    from face3dkit.io import load_image
-    from face3dkit.viz import save_png
+    from face3dkit.io import load_image, save_image
     from fer.data import resize_rgb
     from fer.train.run import load_run
 
@@ -333,7 +332,7 @@ def generate(run: str, image: str, yaw: float, out: str | None, device: str) -> 
     y = model.rotate(x, yaw)  # type: ignore[operator]
     gen = (y[0].permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
     path = Path(out) if out else Path(image).with_name(f"{Path(image).stem}_yaw{yaw:+g}.png")
-    save_png(np.concatenate([arr, gen], 1), path)
+    save_image(np.concatenate([arr, gen], 1), path)
     click.echo(f"{image} at yaw {yaw:+g}° (input | generated, {size} px) -> {path}")
 
 

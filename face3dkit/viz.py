@@ -11,7 +11,7 @@ from PIL import Image, ImageDraw
 from torch import Tensor
 
 from face3dkit.geometry import PerspectiveCamera
-from face3dkit.io.atomic import atomic_path
+from face3dkit.io.image import save_image
 from face3dkit.model.coefficients import Coefficients
 from face3dkit.model.morphable import MorphableModel
 
@@ -68,7 +68,5 @@ def draw_landmarks(image: np.ndarray, points: np.ndarray | Tensor, color: tuple[
 
 
 def save_png(image: np.ndarray, path: str | os.PathLike) -> Path:
-    """Write an (H, W, 3) uint8 image atomically (temporary file + rename)."""
-    with atomic_path(path) as tmp:
-        Image.fromarray(np.ascontiguousarray(image)).save(tmp, format="PNG")
-    return Path(path)
+    """Write an (H, W, 3) uint8 image atomically: :func:`face3dkit.io.save_image` (kept under this name)."""
+    return save_image(image, path)

@@ -4,6 +4,8 @@
   composited on white, 16-bit scaled); errors are :class:`ImageReadError` (one line).
 - :func:`list_images` — a folder, an image or a text list of images -> sorted image paths;
   :func:`scan_images` also reports what it left out (broken links, unreadable sub-folders).
+- :func:`save_image` — the one image writer (atomic); :mod:`face3dkit.io.atomic` — the one file
+  writer (temporary file + rename) every module writes through.
 """
 
 from face3dkit.io.image import (
@@ -12,9 +14,10 @@ from face3dkit.io.image import (
     ImageScan,
     list_images,
     load_image,
+    save_image,
     scan_images,
     to_rgb_uint8,
 )
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageReadError", "ImageScan", "list_images", "load_image", "scan_images",
+__all__ = ["IMAGE_EXTENSIONS", "ImageReadError", "ImageScan", "list_images", "load_image", "save_image", "scan_images",
            "to_rgb_uint8"]

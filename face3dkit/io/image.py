@@ -29,11 +29,12 @@ import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageReadError", "ImageScan", "load_image", "list_images", "scan_images",
+__all__ = ["IMAGE_EXTENSIONS", "ImageReadError", "ImageScan", "load_image", "list_images", "save_image", "scan_images",
            "to_rgb_uint8"]
 
 #: File extensions (lower case, with the dot) that :func:`list_images` treats as images.
@@ -287,3 +288,38 @@ def list_images(input: str | os.PathLike | Iterable[str | os.PathLike], recursiv
     if not isinstance(input, (str, os.PathLike)):
         return [p for item in input for p in list_images(item, recursive=recursive)]
     return scan_images(input, recursive=recursive, strict_lists=True).images
+
+
+def save_image(image: Any, path: str | os.PathLike, compress_level: int | None = None) -> Path:
+    """Write an image atomically (temporary file + rename; parent folders created); the library's
+    one image writer (overlays, previews, confusion matrices, training grids, renders).
+
+    Args:
+        image: (H, W, 3), (H, W, 1), (H, W) or (1, H, W, C) array or tensor: uint8, or float in
+            [0, 1] (clamped, rounded). Row 0 is the top of the picture.
+        path: output file; the format follows its suffix (PNG for ``.png``).
+        compress_level: PNG zlib level (Pillow's default 6 when None).
+
+    Returns:
+        ``path``.
+    """
+    from face3dkit.io.atomic import atomic_path
+
+    arr = image.detach().cpu().numpy() if hasattr(image, "detach") else np.asarray(image)
+    if arr.ndim == 4:
+        if arr.shape[0] != 1:
+            raise ValueError(f"{path}: save_image takes one image, got a batch of {arr.shape[0]}")
+        arr = arr[0]
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[-1] not in (3, 4)):
+        raise ValueError(f"{path}: expected an (H, W[, 1|3|4]) image, got shape {tuple(arr.shape)}")
+    if np.issubdtype(arr.dtype, np.floating):
+        arr = (np.clip(arr, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    elif arr.dtype != np.uint8:
+        arr = arr.astype(np.uint8)
+    params = {} if compress_level is None else {"compress_level": int(compress_level)}
+    with atomic_path(path) as tmp:
+        Image.fromarray(np.ascontiguousarray(arr)).save(tmp, format=Image.registered_extensions().get(
+            Path(path).suffix.lower(), "PNG"), **params)
+    return Path(path)

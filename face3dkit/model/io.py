@@ -62,11 +62,9 @@ set to the path the model was read from.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import os
-import tempfile
 import zipfile
 from collections.abc import Callable, Iterable
 from importlib.resources import as_file, files
@@ -76,7 +74,7 @@ from typing import IO, Any
 import numpy as np
 import torch
 
-from face3dkit.io.atomic import temp_prefix
+from face3dkit.io.atomic import atomic_write
 from face3dkit.model.morphable import MorphableModel
 
 __all__ = [
@@ -147,41 +145,10 @@ def _shape(a: np.ndarray) -> str:
     return str(tuple(int(s) for s in a.shape))
 
 
-def _new_file_mode(path: Path) -> int:
-    """Mode for a file written at ``path``: keep an existing file's, else 0o666 & ~umask."""
-    with contextlib.suppress(OSError):
-        return os.stat(path).st_mode & 0o7777
-    umask = 0o022
-    with contextlib.suppress(OSError, ValueError), open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("Umask:"):
-                umask = int(line.split()[1], 8)
-                break
-    return 0o666 & ~umask
-
-
 def _atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
-    """Write ``path`` atomically: ``write(f)`` into a temporary file beside it, then os.replace.
-
-    Readers see either the old file or the complete new one; on any error the temporary file is
-    removed and ``path`` is left untouched.
-    """
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise FileNotFoundError(f"{path}: directory {path.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path.name), suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, _new_file_mode(path))
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path
+    """:func:`face3dkit.io.atomic.atomic_write`, durable, into an existing folder (a model file's
+    folder is not created: a mistyped path is an error)."""
+    return atomic_write(path, write, parents=False, durable=True)
 
 
 class _Problems:

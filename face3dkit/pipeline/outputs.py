@@ -55,8 +55,9 @@ import torch
 from scipy.io import savemat
 
 from face3dkit.io.atomic import atomic_path, atomic_write_text
+from face3dkit.io.image import save_image
 from face3dkit.model.coefficients import Coefficients
-from face3dkit.viz import draw_landmarks, save_png
+from face3dkit.viz import draw_landmarks
 
 __all__ = ["OUTPUT_KINDS", "face_stem", "is_done", "output_folders", "read_marker", "write_face_outputs"]
 
@@ -225,7 +226,7 @@ def write_face_outputs(
             over = draw_landmarks(over, lm68_detected_crop, color=(230, 40, 40), radius=1.6)
         over = draw_landmarks(over, lm68_crop, color=(40, 220, 60), radius=1.6)
         panels.append(over)
-        written.append(save_png(np.concatenate(panels, 1), folder / f"{stem}.png"))
+        written.append(save_image(np.concatenate(panels, 1), folder / f"{stem}.png"))
     summary = {"stem": stem, "pose": pose, "files": [p.name for p in written], **(extra or {})}
     written.append(atomic_write_text(folder / f"{stem}.done.json", json.dumps(summary, indent=2)))
     return written

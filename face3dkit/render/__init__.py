@@ -11,11 +11,12 @@ Conventions (pixel centres at half-integers, y down, ``(u, v, d)`` screen vertic
 meaning of ``pix_to_face`` / ``bary`` / ``zbuf``): docs/conventions.md.
 """
 
+from face3dkit.io.image import save_image
+
 from .antialias import EdgeTopology, antialias, edge_topology
 from .backend import ENV_VAR, available_backends, get_backend, pytorch3d_available
 from .fragments import Fragments, ndc_to_screen, pixel_centers, screen_to_ndc
 from .interpolate import barycentrics, interpolate
-from .io import save_image
 from .rasterize import rasterize
 from .renderer import Camera, MeshRasterizer, MeshRenderer, RenderOutput
 

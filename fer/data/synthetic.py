@@ -69,7 +69,6 @@ import csv
 import hashlib
 import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -78,6 +77,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from face3dkit.io.atomic import atomic_open
 from fer.data.base import FerDataset, file_digest, read_image_file
 from fer.labels import EXPRESSIONS, NUM_CLASSES
 
@@ -370,8 +370,7 @@ def generate_synthetic(out: str | Path, config: SynthConfig | None = None, model
     bar.close()
     split = np.where(prm["test"][prm["identity"]], "test", "train")
     ang = prm["angles"]
-    tmp = out / ".labels.csv.tmp"
-    with open(tmp, "w", newline="") as f:
+    with atomic_open(out / "labels.csv", "w", newline="") as f:
         w = csv.writer(f)
         seq_cols = ["sequence", "frame"] if steps > 1 else []
         w.writerow(["file", "split", "identity", "label", "expression", "intensity", "yaw", "pitch", "roll",
@@ -383,7 +382,6 @@ def generate_synthetic(out: str | Path, config: SynthConfig | None = None, model
                             EXPRESSIONS[prm["label"][i]], f"{prm['intensity'][i] * frac:.4f}", f"{ang[i, 1]:.4f}",
                             f"{ang[i, 0]:.4f}", f"{ang[i, 2]:.4f}",
                             *[f"{v:.4f}" for v in landmarks[i, t_i].reshape(-1)], *([i, t_i] if steps > 1 else [])])
-    os.replace(tmp, out / "labels.csv")
     seconds = time.perf_counter() - t0
     meta = {
         "format": SYNTH_FORMAT,

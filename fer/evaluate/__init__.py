@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from face3dkit.io.atomic import atomic_write_text
 from fer.data.base import collate_samples
 from fer.evaluate.confusion import draw_confusion_matrix, save_confusion_png
 from fer.evaluate.metrics import classification_metrics, confusion_matrix
@@ -127,10 +128,7 @@ def write_report(metrics: dict[str, Any], out_dir: str | os.PathLike, title: str
     """Write ``metrics.json`` and ``confusion.png`` into ``out_dir``; returns their paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    mpath = out / "metrics.json"
-    tmp = out / ".metrics.json.tmp"
-    tmp.write_text(json.dumps(metrics, indent=2))
-    os.replace(tmp, mpath)
+    mpath = atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
     title = title or f"accuracy {100 * metrics['accuracy']:.1f}%  macro-F1 {100 * metrics['macro_f1']:.1f}%"
     cpath = save_confusion_png(np.asarray(metrics["confusion"]), EXPRESSIONS, out / "confusion.png", title)
     return {"metrics": mpath, "confusion": cpath}

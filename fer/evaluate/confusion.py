@@ -90,6 +90,6 @@ def draw_confusion_matrix(cm: np.ndarray, class_names: Sequence[str], title: str
 def save_confusion_png(cm: np.ndarray, class_names: Sequence[str], path: str | os.PathLike, title: str = ""
                        ) -> Path:
     """Draw and write the confusion matrix PNG (atomically)."""
-    from face3dkit.viz import save_png
+    from face3dkit.io import save_image
 
-    return save_png(draw_confusion_matrix(cm, class_names, title), path)
+    return save_image(draw_confusion_matrix(cm, class_names, title), path)

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from face3dkit.io.atomic import atomic_open
 from fer.geometry.table import GeometryTable
 
 __all__ = ["GeometryCache", "default_cache_dir", "settings_digest"]
@@ -108,9 +109,8 @@ class GeometryCache:
         else:
             all_keys, pose, lms, valid, exp = list(keys), table.pose, table.landmarks, table.valid, table.exp
         extra = {} if exp is None else {"exp": exp.astype(np.float32)}
-        tmp = p.with_name(f".{p.stem}.{os.getpid()}.tmp.npz")
-        np.savez(tmp, keys=np.asarray(all_keys, dtype=str), pose=pose.astype(np.float32),
-                 landmarks=lms.astype(np.float32), valid=valid.astype(bool),
-                 settings=np.asarray(json.dumps(settings, sort_keys=True, default=str)), **extra)
-        os.replace(tmp, p)
+        with atomic_open(p) as f:
+            np.savez(f, keys=np.asarray(all_keys, dtype=str), pose=pose.astype(np.float32),
+                     landmarks=lms.astype(np.float32), valid=valid.astype(bool),
+                     settings=np.asarray(json.dumps(settings, sort_keys=True, default=str)), **extra)
         return p

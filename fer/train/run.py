@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from face3dkit.io.atomic import atomic_write_text
 from fer.data import (
     FerDataset,
     SequenceDataset,
@@ -197,10 +198,7 @@ def write_run_info(out: str | os.PathLike, model: FerModel, profile: str, image_
         "train": asdict(train_config),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    tmp = out / ".run.json.tmp"
-    tmp.write_text(json.dumps(info, indent=2))
-    os.replace(tmp, out / "run.json")
-    return out / "run.json"
+    return atomic_write_text(out / "run.json", json.dumps(info, indent=2))
 
 
 def read_run_info(run: str | os.PathLike) -> dict[str, Any]:

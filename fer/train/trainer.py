@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from face3dkit.io.atomic import atomic_open, atomic_write_text
 from fer.data.base import collate_samples
 from fer.models.base import FerModel
 from fer.train import distributed
@@ -237,10 +238,8 @@ class Trainer:
             state["rng"] = [r["rng"] for r in per_rank]
             state["rank_sums"] = [r["sums"] for r in per_rank]
             state["rank_counts"] = [r["count"] for r in per_rank]
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.tmp")
-            torch.save(state, tmp)
-            os.replace(tmp, path)
+            with atomic_open(path) as f:
+                torch.save(state, f)
         distributed.barrier()
         return path if self.dist.is_main else None
 
@@ -400,25 +399,21 @@ class Trainer:
         finally:
             self.model.train(was)
         grid = torch.cat([torch.cat(list(t.float().cpu().clamp(0, 1)), 2) for t in (batch["image"], rec, gen)], 1)
-        from face3dkit.viz import save_png
+        from face3dkit.io import save_image
 
         img = (grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-        save_png(img, self.out / "samples" / f"epoch_{self.epoch + 1:03d}.png")
+        save_image(img, self.out / "samples" / f"epoch_{self.epoch + 1:03d}.png")
 
     def _write_metrics(self) -> None:
-        tmp = self.out / ".metrics.json.tmp"
-        tmp.write_text(json.dumps(self.history, indent=2))
-        os.replace(tmp, self.out / "metrics.json")
+        atomic_write_text(self.out / "metrics.json", json.dumps(self.history, indent=2))
         keys: list[str] = []
         for r in self.history:
             keys += [k for k in r if k not in keys]
-        tmp = self.out / ".metrics.csv.tmp"
-        with open(tmp, "w", newline="") as f:
+        with atomic_open(self.out / "metrics.csv", "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=keys)
             w.writeheader()
             for r in self.history:
                 w.writerow(r)
-        os.replace(tmp, self.out / "metrics.csv")
 
     @staticmethod
     def _epoch_line(r: dict[str, Any]) -> str:
@@ -433,10 +428,8 @@ class Trainer:
         """Final weights for ``fer evaluate`` / ``fer predict``: ``{'kind', 'config', 'state_dict'}`` and the
         training position they come from (``epoch`` completed, ``epochs`` planned, ``global_step``)."""
         path = Path(path) if path is not None else self.out / "model.pt"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        torch.save({"kind": self.model.kind, "config": asdict(self.model.config),
-                    "state_dict": self.model.state_dict(), "epoch": self.epoch, "epochs": self.config.epochs,
-                    "global_step": self.global_step}, tmp)
-        os.replace(tmp, path)
+        with atomic_open(path) as f:
+            torch.save({"kind": self.model.kind, "config": asdict(self.model.config),
+                        "state_dict": self.model.state_dict(), "epoch": self.epoch, "epochs": self.config.epochs,
+                        "global_step": self.global_step}, f)
         return path
