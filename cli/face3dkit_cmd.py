@@ -105,7 +105,7 @@ def model_sample(model_name: str, seed: int, mean: bool, exps: tuple[str, ...], 
     """Write a random (or mean, or expression-driven) face as a mesh, plus a PNG preview."""
     import torch
 
-    from face3dkit.model.export import export_mesh
+    from face3dkit.export import export_mesh
 
     weights = _parse_exp(exps)
     m = _load(model_name)

@@ -1,11 +1,12 @@
-"""face3dkit.model.export: texture baking, seam fill and the OBJ / vertex-colour writers."""
+"""Mesh export (face3dkit.export, render.uv, io.mesh): texture baking, seam fill, the OBJ and vertex-colour writers."""
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from face3dkit.model.export import _fill_background, bake_uv_texture, export_mesh
+from face3dkit.export import export_mesh
+from face3dkit.render.uv import _fill_background, bake_uv_texture
 
 
 def test_fill_background_against_brute_force():

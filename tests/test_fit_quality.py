@@ -246,8 +246,8 @@ def test_photometric_stage_at_half_size_matches_full(model):
 
 def test_uv_bake_cache_gives_the_uncached_texture(model):
     """The cached bake equals the direct one: rasterize in UV space, interpolate, fill, round."""
-    from face3dkit.model import export
     from face3dkit.render import interpolate, rasterize
+    from face3dkit.render import uv as export
 
     size = 128
     g = torch.Generator().manual_seed(0)

@@ -185,7 +185,7 @@ def write_face_outputs(
     Returns:
         The files written.
     """
-    from face3dkit.model.export import export_mesh
+    from face3dkit.export import export_mesh
 
     folder.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []

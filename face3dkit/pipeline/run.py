@@ -780,7 +780,3 @@ def _cell(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.3f}" if math.isfinite(v) else "nan"
     return str(v)
-
-
-def degrees_str(x: float) -> str:  # pragma: no cover - tiny formatting helper for the CLI
-    return f"{x:+.1f}°" if math.isfinite(x) else "nan"

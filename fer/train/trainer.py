@@ -161,6 +161,9 @@ class Trainer:
     def __init__(self, model: FerModel, train_set: Any, out_dir: str | os.PathLike, config: TrainConfig | None = None,
                  val_set: Any = None, dist_info: distributed.DistInfo | None = None) -> None:
         self.config = cfg = config or TrainConfig()
+        if model.uses_geometry() and getattr(train_set, "geometry", None) is None:
+            raise ValueError(f"the {model.kind} model needs geometry (landmarks and pose) on its training set: "
+                             "attach a geometry table (fer train --geometry 3dmm|landmarks)")
         self.dist = dist_info or distributed.setup(cfg.device)
         self.device = self.dist.device
         self.out = Path(out_dir)
