@@ -8,8 +8,7 @@ import torch
 
 import face3dkit
 from face3dkit.fit import FitConfig, fit
-from face3dkit.fit.contour import contour_candidates, marched_landmarks
-from face3dkit.fit.fitter import contour_sliding_fn
+from face3dkit.fit.contour import contour_candidates, contour_sliding_fn, marched_landmarks
 from face3dkit.geometry import PerspectiveCamera, euler_to_rotation
 from face3dkit.render import rasterize
 

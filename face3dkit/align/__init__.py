@@ -8,6 +8,7 @@
   (Deng et al.'s ``similarity_Lm3D_all.mat``), :func:`default_template` (the default model).
 """
 
+from face3dkit.align.arcface import ARCFACE_TEMPLATE, arcface_matrix
 from face3dkit.align.deng import (
     DENG_RESCALE_FACTOR,
     DENG_TARGET_SIZE,
@@ -28,6 +29,8 @@ from face3dkit.align.template import (
 )
 
 __all__ = [
+    "ARCFACE_TEMPLATE",
+    "arcface_matrix",
     "DENG_RESCALE_FACTOR",
     "DENG_TARGET_SIZE",
     "Alignment",

@@ -1,15 +1,13 @@
 """Fitting: analysis-by-synthesis optimisation of morphable-model coefficients."""
 
+from face3dkit.align.arcface import ARCFACE_TEMPLATE, arcface_matrix
 from face3dkit.fit.fitter import (
-    ARCFACE_TEMPLATE,
     FitConfig,
     FitResult,
-    arcface_matrix,
     fit,
     fit_landmark_weights,
     init_pose_from_landmarks,
     render_coefficients,
-    yaw_pitch_roll_degrees,
 )
 from face3dkit.fit.quality import (
     STATUS_OK,
@@ -20,6 +18,7 @@ from face3dkit.fit.quality import (
     landmark_nme,
     landmark_normaliser,
 )
+from face3dkit.geometry import yaw_pitch_roll_degrees
 
 __all__ = [
     "ARCFACE_TEMPLATE",

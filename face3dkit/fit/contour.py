@@ -17,6 +17,7 @@ candidate choice is an argmax (no gradient), the chosen vertex positions carry t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -24,7 +25,7 @@ from torch import Tensor
 
 from face3dkit.geometry import PerspectiveCamera
 
-__all__ = ["ContourCandidates", "contour_candidates", "march_contour", "marched_landmarks"]
+__all__ = ["ContourCandidates", "contour_candidates", "contour_sliding_fn", "march_contour", "marched_landmarks"]
 
 #: 0-based jaw-contour landmarks (all of them may march; which ones do depends on the pose).
 MARCHING_POINTS = tuple(range(17))
@@ -151,3 +152,25 @@ def marched_landmarks(verts_world: Tensor, landmark_idx: Tensor, rotation: Tenso
     idx[:, cand.points] = chosen
     pts = torch.gather(verts_world, 1, idx[..., None].expand(-1, -1, 3))
     return camera.project(pts)
+
+
+def contour_sliding_fn(target: Tensor, tangent_weight: float) -> Callable[[Tensor], Tensor]:
+    """Map predicted landmarks so the landmark loss sees contour residuals mostly along the normal.
+
+    For the jaw-contour points (0-16) of ``target`` (B, 68, 2) the unit tangent ``t`` of the
+    detected polyline (central differences) and normal ``n`` are fixed; a prediction ``p`` with
+    residual ``r = p - target`` is replaced by ``target + (r . n) n + w (r . t) t``, so the squared
+    distance becomes ``(r . n)^2 + w^2 (r . t)^2``. Other points are unchanged. Differentiable in ``p``.
+    """
+    c = target[:, :17]
+    tang = torch.cat([c[:, 1:2] - c[:, 0:1], c[:, 2:] - c[:, :-2], c[:, -1:] - c[:, -2:-1]], 1)
+    tang = tang / tang.norm(dim=-1, keepdim=True).clamp_min(1e-9)
+    normal = torch.stack([-tang[..., 1], tang[..., 0]], -1)
+
+    def apply(pred: Tensor) -> Tensor:
+        r = pred[:, :17] - c
+        rn = (r * normal).sum(-1, keepdim=True) * normal
+        rt = (r * tang).sum(-1, keepdim=True) * tang
+        return torch.cat([c + rn + tangent_weight * rt, pred[:, 17:]], 1)
+
+    return apply

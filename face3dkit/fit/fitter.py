@@ -29,7 +29,7 @@ import dataclasses
 import math
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -37,14 +37,14 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from face3dkit.fit.contour import ContourCandidates, contour_candidates, marched_landmarks
+from face3dkit.align.arcface import arcface_matrix
+from face3dkit.fit.contour import ContourCandidates, contour_candidates, contour_sliding_fn, marched_landmarks
 from face3dkit.geometry import (
     PerspectiveCamera,
     PosResult,
     pos_similarity,
     rotate,
     rotation_to_euler,
-    yaw_pitch_roll_degrees,
 )
 from face3dkit.losses import (
     LossWeights,
@@ -67,12 +67,10 @@ if TYPE_CHECKING:
 __all__ = [
     "FitConfig",
     "FitResult",
-    "arcface_matrix",
     "fit",
     "fit_landmark_weights",
     "init_pose_from_landmarks",
     "render_coefficients",
-    "yaw_pitch_roll_degrees",
 ]
 
 
@@ -646,53 +644,8 @@ def _photo_camera(cam: PerspectiveCamera, images: Tensor, size: int | None) -> t
     return small_cam, small, f
 
 
-def contour_sliding_fn(target: Tensor, tangent_weight: float) -> Callable[[Tensor], Tensor]:
-    """Map predicted landmarks so the landmark loss sees contour residuals mostly along the normal.
-
-    For the jaw-contour points (0-16) of ``target`` (B, 68, 2) the unit tangent ``t`` of the
-    detected polyline (central differences) and normal ``n`` are fixed; a prediction ``p`` with
-    residual ``r = p - target`` is replaced by ``target + (r . n) n + w (r . t) t``, so the squared
-    distance becomes ``(r . n)^2 + w^2 (r . t)^2``. Other points are unchanged. Differentiable in ``p``.
-    """
-    c = target[:, :17]
-    tang = torch.cat([c[:, 1:2] - c[:, 0:1], c[:, 2:] - c[:, :-2], c[:, -1:] - c[:, -2:-1]], 1)
-    tang = tang / tang.norm(dim=-1, keepdim=True).clamp_min(1e-9)
-    normal = torch.stack([-tang[..., 1], tang[..., 0]], -1)
-
-    def apply(pred: Tensor) -> Tensor:
-        r = pred[:, :17] - c
-        rn = (r * normal).sum(-1, keepdim=True) * normal
-        rt = (r * tang).sum(-1, keepdim=True) * tang
-        return torch.cat([c + rn + tangent_weight * rt, pred[:, 17:]], 1)
-
-    return apply
-
-
-#: insightface's 5-point template of a 112 x 112 ArcFace crop (eyes, nose tip, mouth corners).
-ARCFACE_TEMPLATE = (
-    (38.2946, 51.6963), (73.5318, 51.5014), (56.0252, 71.7366), (41.5493, 92.3655), (70.7299, 92.2041),
-)
-
-
 def _to_five(lm68: Tensor) -> Tensor:
     """(B, 68, 2) → (B, 5, 2) in Deng et al.'s 5-point order (see face3dkit.landmarks.lm68_to_lm5)."""
     from face3dkit.landmarks import lm68_to_lm5
 
     return lm68_to_lm5(lm68)
-
-
-def arcface_matrix(lm68: Tensor, five_points: bool = False) -> Tensor:
-    """(B, 68, 2) landmarks (or (B, 5, 2) with ``five_points``) → (B, 2, 3) similarity to the
-    112 x 112 ArcFace crop (least squares)."""
-    five = lm68 if five_points else _to_five(lm68)
-    dst = torch.tensor(ARCFACE_TEMPLATE, dtype=lm68.dtype, device=lm68.device).expand_as(five)
-    # Similarity [a -b tx; b a ty]: linear least squares in (a, b, tx, ty).
-    x, y = five[..., 0], five[..., 1]
-    one, zero = torch.ones_like(x), torch.zeros_like(x)
-    rows_u = torch.stack([x, -y, one, zero], -1)
-    rows_v = torch.stack([y, x, zero, one], -1)
-    a = torch.cat([rows_u, rows_v], 1)
-    rhs = torch.cat([dst[..., 0], dst[..., 1]], 1)[..., None]
-    sol = torch.linalg.lstsq(a, rhs).solution[..., 0]
-    aa, bb, tx, ty = sol.unbind(-1)
-    return torch.stack([torch.stack([aa, -bb, tx], -1), torch.stack([bb, aa, ty], -1)], 1)
