@@ -298,7 +298,7 @@ def main() -> None:
         for name, det in runs:
             f_run = f_cfg
             if name == "true landmarks":  # projections of the fixed landmark vertices: the 3D contour convention
-                f_run = dataclasses.replace(f_cfg, contour_marching=False, contour_tangent_weight=1.0)
+                f_run = dataclasses.replace(f_cfg, landmark_convention="3d")
                 det.i = 0
             run_cfg = ReconstructConfig(device=args.device, batch_size=args.batch_size, fit=f_run, threads=args.threads)
             with tempfile.TemporaryDirectory() as tmp:

@@ -1,5 +1,6 @@
 """Fitting recovers pose (and landmarks) of synthetic renders of the default model."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -12,6 +13,7 @@ from face3dkit.fit import (
     FitConfig,
     arcface_matrix,
     fit,
+    fit_landmarks,
     init_pose_from_landmarks,
     render_coefficients,
 )
@@ -100,3 +102,29 @@ def test_fit_leaves_the_global_random_state_alone():
     before = torch.get_rng_state()
     fit(model, img, lm, FitConfig(landmark_iters=2, photo_iters=1, seed=7), camera=cam)
     assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_fit_landmarks_equals_the_landmark_stage_of_fit_and_3d_convention_fixes_the_contour():
+    """fit_landmarks (no image) gives what fit gives with photo_iters=0 on any image of that size;
+    landmark_convention='3d' is the fixed-contour preset (no marching, point-to-point distances)."""
+    model = face3dkit.load_model("default")
+    g = torch.Generator().manual_seed(3)
+    c = model.sample(2, generator=g, id_scale=0.7)
+    c.angles[:, 1] = torch.tensor([-0.5, 0.4])
+    cam = PerspectiveCamera.for_image_size(96)
+    with torch.no_grad():
+        lm = model(c, camera=cam).landmarks2d
+    for conv in ("2d", "3d"):
+        cfg = FitConfig(landmark_iters=30, photo_iters=5, landmark_convention=conv)
+        a = fit_landmarks(model, lm, 96, cfg)
+        b = fit(model, torch.rand(2, 96, 96, 3, generator=g), lm, dataclasses.replace(cfg, photo_iters=0))
+        assert a.render is None and a.losses["photometric"] == []
+        for k, v in a.coeffs.as_dict().items():
+            assert torch.equal(v, b.coeffs.as_dict()[k]), k
+    preset = FitConfig(landmark_iters=30, photo_iters=0, landmark_convention="3d")
+    assert not preset.marching and preset.tangent_weight == 1.0
+    manual = FitConfig(landmark_iters=30, photo_iters=0, contour_marching=False, contour_tangent_weight=1.0)
+    x, y = fit_landmarks(model, lm, 96, preset), fit_landmarks(model, lm, 96, manual)
+    assert torch.equal(x.coeffs.angles, y.coeffs.angles) and torch.equal(x.coeffs.exp, y.coeffs.exp)
+    with pytest.raises(ValueError, match="landmark_convention"):
+        FitConfig(landmark_convention="2.5d")

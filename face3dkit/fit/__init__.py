@@ -2,10 +2,12 @@
 
 from face3dkit.align.arcface import ARCFACE_TEMPLATE, arcface_matrix
 from face3dkit.fit.fitter import (
+    LANDMARK_CONVENTIONS,
     FitConfig,
     FitResult,
     fit,
     fit_landmark_weights,
+    fit_landmarks,
     init_pose_from_landmarks,
     render_coefficients,
 )
@@ -34,6 +36,8 @@ __all__ = [
     "arcface_matrix",
     "fit",
     "fit_landmark_weights",
+    "fit_landmarks",
+    "LANDMARK_CONVENTIONS",
     "init_pose_from_landmarks",
     "render_coefficients",
     "yaw_pitch_roll_degrees",

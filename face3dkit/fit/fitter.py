@@ -67,11 +67,17 @@ if TYPE_CHECKING:
 __all__ = [
     "FitConfig",
     "FitResult",
+    "LANDMARK_CONVENTIONS",
     "fit",
     "fit_landmark_weights",
+    "fit_landmarks",
     "init_pose_from_landmarks",
     "render_coefficients",
 ]
+
+
+#: Jaw-contour conventions of given landmarks (:attr:`FitConfig.landmark_convention`).
+LANDMARK_CONVENTIONS = ("2d", "3d")
 
 
 @dataclass
@@ -107,6 +113,11 @@ class FitConfig:
             weight, and coverage has no gradient), and at weight 1 the photometric stage closed
             the eyes the landmark stage had opened (correlation of fitted vs detected eye opening
             on real photos 0.28; 0.97 with 20 — ``benchmarks/expressions.py``).
+        landmark_convention: what the given jaw-contour points (0-16) are: ``'2d'`` (the default),
+            points on the visible outline (dlib, iBUG 300-W, Deng et al.'s detections; the contour
+            marches and slides as ``contour_marching`` / ``contour_tangent_weight`` say), or
+            ``'3d'``, projections of fixed 3D points (a model's own landmarks, the synthetic sets,
+            AFLW2000-3D): no marching and point-to-point distances, whatever those two fields say.
         contour_marching: move the jaw-contour landmarks (0-16) of the side turned away from
             the camera onto the model's silhouette at each step (landmark marching, Zhu et al.
             2015; see :mod:`face3dkit.fit.contour`). Right for 2D landmarks that follow the
@@ -156,6 +167,7 @@ class FitConfig:
     deterministic: bool = True
     contour_weight: float = 1.0
     eye_weight: float = 20.0
+    landmark_convention: str = "2d"
     contour_marching: bool = True
     contour_tangent_weight: float = 0.3
     landmark_loss: str = "gm"
@@ -164,6 +176,9 @@ class FitConfig:
     cull_backfaces: bool = True
 
     def __post_init__(self) -> None:
+        if self.landmark_convention not in LANDMARK_CONVENTIONS:
+            raise ValueError(f"FitConfig.landmark_convention must be one of {', '.join(LANDMARK_CONVENTIONS)}, "
+                             f"got {self.landmark_convention!r}")
         if self.landmark_loss not in ROBUST_KINDS:
             raise ValueError(f"FitConfig.landmark_loss must be one of {', '.join(ROBUST_KINDS)}, "
                              f"got {self.landmark_loss!r}")
@@ -174,6 +189,16 @@ class FitConfig:
                              f"{self.contour_weight}")
         if not self.landmark_scale > 0:
             raise ValueError(f"FitConfig.landmark_scale must be > 0 pixels, got {self.landmark_scale}")
+
+    @property
+    def marching(self) -> bool:
+        """Whether the contour marches (``contour_marching`` with the ``'2d'`` convention)."""
+        return self.contour_marching and self.landmark_convention == "2d"
+
+    @property
+    def tangent_weight(self) -> float:
+        """The contour's tangent weight in use (``contour_tangent_weight`` with ``'2d'``, else 1)."""
+        return self.contour_tangent_weight if self.landmark_convention == "2d" else 1.0
 
 
 @dataclass
@@ -513,8 +538,36 @@ def fit(
         return _fit(model, images, lm2d, cfg, camera, perceptual, init)
 
 
-def _fit(model: MorphableModel, images: Tensor, lm2d: Tensor, cfg: FitConfig, camera: PerspectiveCamera | None,
-         perceptual: PerceptualLoss | None, init: Coefficients | None) -> FitResult:
+def fit_landmarks(
+    model: MorphableModel,
+    lm2d: Tensor,
+    image_size: int | tuple[int, int],
+    config: FitConfig | None = None,
+    camera: PerspectiveCamera | None = None,
+    init: Coefficients | None = None,
+) -> FitResult:
+    """Fit pose, identity and expression to landmarks alone (the initialisation and landmark stage
+    of :func:`fit`; no image, no photometric stage: ``config.photo_iters`` is not used).
+
+    Args:
+        model: morphable model.
+        lm2d: (B, 68, 2) or (B, 5, 2) landmarks in pixels of a crop of ``image_size``.
+        image_size: the crop's size, ``S`` or ``(H, W)`` pixels (Deng et al.'s camera for it unless
+            ``camera`` is given; the robust landmark scale is relative to it).
+        config, camera, init: as :func:`fit`.
+
+    Returns:
+        :class:`FitResult` with ``render`` and ``mask`` None.
+    """
+    cfg = dataclasses.replace(config or FitConfig(), photo_iters=0)
+    hw = (image_size, image_size) if isinstance(image_size, int) else (int(image_size[0]), int(image_size[1]))
+    with _deterministic(cfg.deterministic):
+        return _fit(model, None, lm2d, cfg, camera, None, init, hw)
+
+
+def _fit(model: MorphableModel, images: Tensor | None, lm2d: Tensor, cfg: FitConfig, camera: PerspectiveCamera | None,
+         perceptual: PerceptualLoss | None, init: Coefficients | None,
+         image_hw: tuple[int, int] | None = None) -> FitResult:
     dev, dtype = model.mean_shape.device, model.mean_shape.dtype
     timings: dict[str, float] = {}
     clock = [time.perf_counter()]
@@ -526,9 +579,12 @@ def _fit(model: MorphableModel, images: Tensor, lm2d: Tensor, cfg: FitConfig, ca
         timings[name] = timings.get(name, 0.0) + now - clock[0]
         clock[0] = now
 
-    images = images.to(dev, dtype)
     lm2d = lm2d.to(dev, dtype)
-    b, h, w, _ = images.shape
+    if images is not None:
+        images = images.to(dev, dtype)
+        b, h, w, _ = images.shape
+    else:  # landmarks only (fit_landmarks)
+        b, h = lm2d.shape[0], image_hw[0]
     if lm2d.shape not in ((b, 68, 2), (b, 5, 2)):
         raise ValueError(f"lm2d must be (B, 68, 2) or (B, 5, 2) with B = {b}, got {tuple(lm2d.shape)}")
     five = lm2d.shape[1] == 5
@@ -536,10 +592,10 @@ def _fit(model: MorphableModel, images: Tensor, lm2d: Tensor, cfg: FitConfig, ca
     wts = cfg.weights
     lw = fit_landmark_weights(cfg, lm2d.shape[1], device=dev, dtype=dtype, stage="landmark")
     lw_photo = fit_landmark_weights(cfg, lm2d.shape[1], device=dev, dtype=dtype, stage="photometric")
-    slide = (contour_sliding_fn(lm2d, cfg.contour_tangent_weight) if not five and cfg.contour_tangent_weight != 1.0
+    slide = (contour_sliding_fn(lm2d, cfg.tangent_weight) if not five and cfg.tangent_weight != 1.0
              else (lambda x: x))
     reduce = _to_five if five else slide
-    project_lm = _LandmarkProjector(model, cam, cfg.contour_marching and not five)
+    project_lm = _LandmarkProjector(model, cam, cfg.marching and not five)
     robust = cfg.landmark_loss != "l2"
     lm_scale = cfg.landmark_scale * h / 224.0  # the scale is given in pixels of a 224 crop
 

@@ -292,14 +292,10 @@ class ThreeDMMProvider(_LandmarkBased):
         return None if not names else mirror_permutation(list(names))
 
     def _solve(self, lm2d: torch.Tensor, h: int, w: int, convention: str) -> tuple[np.ndarray, ...]:
-        from face3dkit.fit import FitConfig, fit
+        from face3dkit.fit import FitConfig, fit_landmarks
 
-        b = lm2d.shape[0]
-        images = torch.zeros(1, 1, 1, 3).expand(b, h, w, 3)  # only the crop size is used without photo_iters
-        cfg = FitConfig(landmark_iters=self.landmark_iters, photo_iters=0)
-        if convention == "3d":
-            cfg.contour_marching, cfg.contour_tangent_weight = False, 1.0
-        res = fit(self.model(), images, lm2d, cfg, camera=self._camera(h, w))
+        cfg = FitConfig(landmark_iters=self.landmark_iters, photo_iters=0, landmark_convention=convention)
+        res = fit_landmarks(self.model(), lm2d, (h, w), cfg, camera=self._camera(h, w))
         return (_ypr_degrees(res.coeffs.angles), res.landmarks2d.detach().cpu().numpy().astype(np.float32),
                 res.coeffs.exp.detach().cpu().numpy().astype(np.float32))
 
