@@ -4,26 +4,20 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 
 import click
 
 from face3dkit._cli.common import fail_cleanly
+from fer.kinds import DEFAULT_GEOMETRY, MODEL_KINDS
+
+__all__ = ["DEFAULT_GEOMETRY", "MODEL_KINDS", "main"]
 
 
 @click.group()
 @click.version_option(package_name="face3dkit")
 def main() -> None:
     """fer: facial-expression recognition GANs conditioned on face3dkit geometry."""
-
-
-#: Model kinds of ``fer train --model`` (fer.models.MODELS; kept here so that ``fer --help`` needs no torch).
-MODEL_KINDS = ("ggpi", "baseline", "geometry", "tdgan", "drgan", "mgln")
-#: Geometry used when ``--geometry`` is not given (TDGAN reads none; DR-GAN's pose codes come from the 3dmm yaw;
-#: MGLN places its part crops at the fitted landmarks).
-DEFAULT_GEOMETRY = {"ggpi": "3dmm", "baseline": "none", "geometry": "3dmm", "tdgan": "none", "drgan": "3dmm",
-                    "mgln": "3dmm"}
 
 
 def _progress_option(fn):
@@ -148,109 +142,21 @@ def train(model_kind: str, geometry: str | None, data: str, val_data: str | None
     with --restart. Runs unchanged under torchrun (DDP):
     `torchrun --nproc_per_node 4 -m face3dkit._cli.fer_cmd train ...`.
     """
-    import numpy as np
-    import torch
+    from fer.train.api import RequestError, RunExistsError, TrainRequest, run_training
 
-    from fer.data import SynthConfig
-    from fer.evaluate import evaluate_model, write_report
-    from fer.labels import EXPRESSIONS
-    from fer.models import SEQUENCE_MODELS, build_model, model_from_config, resolve_profile, without_weights
-    from fer.train import TrainConfig, Trainer, distributed, prepare_data, seed_everything, synthetic_set, training_data
-    from fer.train.run import clear_run, geometry_overrides, read_run_info, run_status, write_run_info
-
-    if resume and restart:
-        raise click.UsageError("--resume and --restart exclude each other")
-    t_start = time.perf_counter()
     _threads(threads)
-    geometry = geometry or DEFAULT_GEOMETRY[model_kind]
-    out_dir = Path(out) if out else Path("runs") / f"{model_kind}-{geometry}"
-    prev = read_run_info(out_dir) if (out_dir / "run.json").is_file() and not restart else None
-    if prev is not None and not resume:
-        raise click.ClickException(f"{out_dir}: already holds a run ({run_status(out_dir, prev)}); add --resume to "
-                                   "continue it or --restart to replace it")
-    if model_kind == "geometry" and geometry == "none":
-        raise click.UsageError("--model geometry needs geometry: --geometry 3dmm (or landmarks)")
-    dist = distributed.setup(device)
-    echo = click.echo if dist.is_main else (lambda *a, **k: None)
-    progress = progress and dist.is_main
-    if prev is not None:
-        model_kind, profile = prev["model"], prev["profile"]
-        image_size = int(prev["image_size"])
-        geometry = prev["data"]["geometry"]["provider"]
-        sequence_length = int(prev["data"].get("sequence_length", sequence_length))
-    steps = sequence_length if model_kind in SEQUENCE_MODELS else 0
-    if model_kind in SEQUENCE_MODELS and sequence_length < 1:
-        raise ValueError(f"--sequence-length must be >= 1, got {sequence_length}")
-    prof = resolve_profile(profile, str(dist.device))
-    size = image_size or (128 if prof == "paper" else 64)
-    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, seed=seed, device=str(dist.device), amp=amp,
-                      lr_schedule=lr_schedule, num_workers=workers, checkpoint_every=checkpoint_every,
-                      progress=progress)
-    # Data: rank 0 renders / fits first, the other ranks then read the caches.
-    data_path = data
-    for turn in ("main", "others"):
-        if (turn == "main") == dist.is_main:
-            if data in ("synthetic", ""):
-                scfg = SynthConfig(n=synth_n, size=synth_size or max(size, min(2 * size, 128)), seed=seed,
-                                   sequence=max(1, steps))
-                data_path = str(synthetic_set(scfg, cache_dir, progress=progress, echo=echo))
-            train_set, val_set, data_info = prepare_data(
-                data_path, size, geometry, val_data, cache_dir, landmark_iters, progress=progress, echo=echo,
-                sequence_length=steps)
-        distributed.barrier()
-    if len(train_set) == 0:
-        raise ValueError(f"{data_path}: no usable training samples")
-    counts = train_set.class_counts()
-    if np.count_nonzero(counts) < 2:
-        only = ", ".join(f"{EXPRESSIONS[k]} ({counts[k]} images)" for k in np.flatnonzero(counts))
-        raise ValueError(f"{data_path}: the training set has one class only ({only}); an expression classifier "
-                         "needs at least two")
-    train_set, data_overrides = training_data(model_kind, train_set, seed)
-    seed_everything(seed)
-    if prev is not None:
-        model = model_from_config(prev["model"], without_weights(prev["model_config"]))
-    else:
-        geo = geometry_overrides(model_kind, geometry, train_set)
-        model = build_model(model_kind, prof, image_size=size, use_geometry=geometry != "none", backbone=backbone,
-                            backbone_weights=backbone_weights, lr=lr, **geo, **data_overrides)
-    nparams = sum(p.numel() for p in model.parameters())
-    classifier = getattr(model.config, "backbone", "mlp")
-    echo(f"{model_kind} ({prof} profile: {classifier} classifier, {nparams / 1e6:.2f} M parameters), geometry "
-         f"{geometry}, {size} px, batch {batch_size} x {dist.world_size}, {epochs} epochs on {dist.device}"
-         + (f" ({torch.get_num_threads()} threads)" if dist.device.type == "cpu" else ""))
-    trainer = Trainer(model, train_set, out_dir, cfg, val_set=val_set, dist_info=dist)
-    if dist.is_main and prev is None:
-        if restart:
-            clear_run(out_dir)
-        write_run_info(out_dir, model, prof, size, data_info, cfg)
-    distributed.barrier()
-    t_train = time.perf_counter()
-    history = trainer.fit(resume=resume)
-    train_s = time.perf_counter() - t_train
-    if dist.is_main and val_set is not None and len(val_set):
-        m = evaluate_model(trainer.model, val_set, 128, dist.device)
-        name = "val" if data_info.get("val_data") else (data_info.get("val_split") or "val")
-        paths = write_report(m, out_dir / "eval" / name)
-        echo(_summary(m, f"held-out {name} ({m['n']} {'sequences' if steps else 'images'})"))
-        echo(f"confusion matrix: {paths['confusion']}")
-    ips = [r["images_per_s"] for r in history if r.get("images_per_s")]
-    echo(f"trained {len(history)} epochs in {train_s / 60:.1f} min"
-         + (f" ({sum(ips) / len(ips):.0f} training images/s)" if ips else "")
-         + f"; total {(time.perf_counter() - t_start) / 60:.1f} min; run saved in {out_dir}")
-    distributed.cleanup()
-
-
-def _summary(m: dict, what: str) -> str:
-    from fer.labels import EXPRESSIONS
-
-    lines = [f"{what}: accuracy {100 * m['accuracy']:.1f}%, macro-F1 {100 * m['macro_f1']:.1f}%"]
-    pc = m["per_class"]
-    lines.append("  per class: " + "  ".join(f"{k} {100 * pc[k]['accuracy']:.0f}%" for k in EXPRESSIONS
-                                            if pc[k]["n"]))
-    if m["per_yaw"]:
-        lines.append("  per yaw bin: " + "  ".join(f"{k}° {100 * v['accuracy']:.0f}% (n={v['n']})"
-                                                 for k, v in m["per_yaw"].items()))
-    return "\n".join(lines)
+    req = TrainRequest(model=model_kind, geometry=geometry, data=data, val_data=val_data, epochs=epochs,
+                       batch_size=batch_size, image_size=image_size, out=out, profile=profile, backbone=backbone,
+                       backbone_weights=backbone_weights, lr=lr, lr_schedule=lr_schedule, seed=seed, device=device,
+                       amp=amp, workers=workers, resume=resume, restart=restart, checkpoint_every=checkpoint_every,
+                       cache_dir=cache_dir, synth_n=synth_n, synth_size=synth_size, landmark_iters=landmark_iters,
+                       sequence_length=sequence_length, progress=progress)
+    try:
+        run_training(req, echo=click.echo)
+    except RequestError as e:
+        raise click.UsageError(str(e)) from None
+    except RunExistsError as e:
+        raise click.ClickException(str(e)) from None
 
 
 @main.command("evaluate")
@@ -272,6 +178,7 @@ def evaluate(run: str, data: str, split: str, batch_size: int, device: str, cach
     import torch
 
     from fer.evaluate import evaluate_model, write_report
+    from fer.train.api import metrics_summary
     from fer.train.run import describe_weights, load_run, open_for_eval
 
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
@@ -294,7 +201,7 @@ def evaluate(run: str, data: str, split: str, batch_size: int, device: str, cach
     if as_json:
         click.echo(json.dumps(m, indent=2))
         return
-    click.echo(_summary(m, f"{data} ({m['n']} images)"))
+    click.echo(metrics_summary(m, f"{data} ({m['n']} images)"))
     if ds.report.skipped or m["skipped"]:
         click.echo(f"skipped: {ds.report.summary()}")
     click.echo(f"report: {paths['metrics']}  confusion matrix: {paths['confusion']}")
@@ -345,40 +252,9 @@ def generate(run: str, image: str, yaw: float, out: str | None, device: str) -> 
 @fail_cleanly
 def predict(run: str, images: tuple[str, ...], device: str, cache_dir: str | None) -> None:
     """Expression label and class probabilities of face crops, as JSON (one object per image)."""
-    import numpy as np
-    import torch
+    from fer import predict as predict_images
 
-    from face3dkit.io import load_image
-    from fer.data import resize_rgb
-    from fer.labels import EXPRESSIONS
-    from fer.train.run import images_batch, load_run
-
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                       ("cpu" if device == "auto" else device))
-    model, info = load_run(run, dev)
-    size = int(info["image_size"])
-    results: list[dict] = []
-    arrays, stored, where = [], [], []
-    for p in images:
-        try:
-            im = load_image(p)
-            arrays.append(resize_rgb(im, size))
-            stored.append(im)
-            where.append(len(results))
-            results.append({"image": p})
-        except (ValueError, OSError) as e:
-            results.append({"image": p, "error": " ".join(str(e).split())})
-    if arrays:
-        if model.classifies_geometry():  # the run's geometry provider on the decoded images
-            batch = images_batch(stored, info, cache_dir, geometry=True)
-            batch = {k: v.to(dev) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-        else:
-            batch = {"image": torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().div(255).to(dev)}
-        with torch.no_grad():
-            probs = torch.softmax(model.classify_batch(batch).float(), 1).cpu().numpy()
-        for j, i in enumerate(where):
-            results[i]["label"] = EXPRESSIONS[int(probs[j].argmax())]
-            results[i]["probabilities"] = {n: round(float(v), 4) for n, v in zip(EXPRESSIONS, probs[j], strict=True)}
+    results = predict_images(run, images, device, cache_dir)
     click.echo(json.dumps(results, indent=2))
     failed = [r for r in results if "error" in r]
     if failed:

@@ -10,11 +10,13 @@
   (Tran et al., CVPR 2017), MGLN (Yu et al., PRL 2020: global face module + landmark-placed part
   crops with an LSTM over frames), the plain CNN baseline (optionally fused with fitted geometry)
   and the geometry-coefficient MLP.
-* :mod:`fer.train` - the trainer; :mod:`fer.evaluate` - metrics and reports.
+* :mod:`fer.train` - the trainer and :func:`fer.train.api.run_training` (one run, what ``fer train``
+  does); :mod:`fer.evaluate` - metrics and reports; :func:`predict` - labels of images with a run.
 
 Command line: ``fer synth``, ``fer train``, ``fer evaluate``, ``fer predict``, ``fer generate``.
 """
 
+from fer.inference import predict
 from fer.labels import EXPRESSIONS, NUM_CLASSES, YAW_BIN_NAMES
 
-__all__ = ["EXPRESSIONS", "NUM_CLASSES", "YAW_BIN_NAMES"]
+__all__ = ["EXPRESSIONS", "NUM_CLASSES", "YAW_BIN_NAMES", "predict"]
