@@ -256,7 +256,7 @@ def reconstruct_cmd(inputs: tuple[str, ...], out: str, model_name: str, device: 
             "(--threads N to choose)", n_threads, physical_cores(), 100 * busy_fraction())
     fit_cfg = FitConfig(seed=seed)
     if contour == "3d":
-        fit_cfg.landmark_convention = "3d"
+        fit_cfg = dataclasses.replace(fit_cfg, landmark_convention="3d")
     if iters is not None:
         fit_cfg.photo_iters = iters
     if landmark_iters is not None:

@@ -179,6 +179,8 @@ class FitConfig:
         if self.landmark_convention not in LANDMARK_CONVENTIONS:
             raise ValueError(f"FitConfig.landmark_convention must be one of {', '.join(LANDMARK_CONVENTIONS)}, "
                              f"got {self.landmark_convention!r}")
+        if self.landmark_convention == "3d":  # the fields then say what is in effect (and settings record it)
+            self.contour_marching, self.contour_tangent_weight = False, 1.0
         if self.landmark_loss not in ROBUST_KINDS:
             raise ValueError(f"FitConfig.landmark_loss must be one of {', '.join(ROBUST_KINDS)}, "
                              f"got {self.landmark_loss!r}")

@@ -43,10 +43,15 @@ time it was finished (``finished_utc``); a resumed run skips a face only when th
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
+import logging
+import math
 import os
 from collections.abc import Sequence
+from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -59,7 +64,19 @@ from face3dkit.io.image import save_image
 from face3dkit.model.coefficients import Coefficients
 from face3dkit.viz import draw_landmarks
 
-__all__ = ["OUTPUT_KINDS", "face_stem", "is_done", "output_folders", "read_marker", "write_face_outputs"]
+__all__ = ["OUTPUT_KINDS", "SUMMARY_COLUMNS", "face_stem", "is_done", "output_folders", "read_marker", "summary_names",
+           "utc_now", "write_face_outputs", "write_run_summary"]
+
+LOG = logging.getLogger("face3dkit.pipeline")
+
+#: Columns of ``summary.csv`` (the first eight as before; later ones are additions).
+SUMMARY_COLUMNS = ("image", "face_index", "yaw", "pitch", "roll", "landmark_error_px", "status", "reason", "folder",
+                   "settings", "finished_utc", "landmark_nme")
+
+
+def utc_now() -> str:
+    """Now, ISO 8601 UTC to the second (markers' and summaries' ``finished_utc``)."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 #: Output kinds selectable with ``--save``.
 OUTPUT_KINDS = ("obj", "mat", "npz", "lm", "pose", "blendshapes", "png")
@@ -230,3 +247,127 @@ def write_face_outputs(
     summary = {"stem": stem, "pose": pose, "files": [p.name for p in written], **(extra or {})}
     written.append(atomic_write_text(folder / f"{stem}.done.json", json.dumps(summary, indent=2)))
     return written
+
+
+# --------------------------------------------------------------------------------------------- run summary
+
+def summary_names() -> tuple[str, str]:
+    """``summary.json`` / ``summary.csv`` (``summary.rank<R>.*`` under torchrun with several ranks)."""
+    rank = int(os.environ.get("RANK", 0))
+    suffix = f".rank{rank}" if int(os.environ.get("WORLD_SIZE", 1)) > 1 else ""
+    return f"summary{suffix}.json", f"summary{suffix}.csv"
+
+
+def _rel(out: Path, p: Path | str | None) -> str:
+    if p is None:
+        return ""
+    try:
+        return Path(p).relative_to(out).as_posix()
+    except ValueError:
+        return str(p)
+
+
+def _previous_rows(path: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Rows and settings of an earlier ``summary.json`` (none when absent; a warning when unreadable)."""
+    if not path.exists():
+        return [], {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        rows = [dict(r, status=r.get("status", "ok")) for r in data.get("faces_detail", [])]
+        rows += [dict(r, status="failed") for r in data.get("failures", [])]
+        return rows, dict(data.get("settings") or {})
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError, TypeError) as e:
+        LOG.warning("%s: unreadable (%s); earlier rows are rebuilt only for the inputs of this run", path,
+                    " ".join(str(e).split()))
+        return [], {}
+
+
+def write_run_summary(out: Path, s: Any, config: dict[str, Any], items: list[tuple[str, str, Path | None]],
+                      earlier: list[Any], settings: dict[str, Any], fingerprint: str) -> list[dict[str, Any]]:
+    """Merge a run into ``summary[.rankR].json/.csv`` (see :mod:`face3dkit.pipeline.run`); returns all rows.
+
+    Args:
+        out: the output folder.
+        s: the run's :class:`face3dkit.pipeline.RunSummary`.
+        config: the run's configuration as a dict (``asdict(ReconstructConfig)``).
+        items: (name, key, folder) of every input of the run (key: absolute path or array name).
+        earlier: faces finished by earlier runs (``image``, ``face_index``, ``folder``, ``marker``, ``note``).
+        settings, fingerprint: the result-deciding settings of this run and their fingerprint.
+    """
+    json_name, csv_name = summary_names()
+    key_of = {name: key for name, key, _ in items}
+    folder_of = {name: folder for name, _, folder in items}
+
+    def face_row(image: str, k: int, pose: Sequence[float], err: float | None, folder: Path | None, status: str,
+                 reason: str, fp: str, finished: str, first: str, nme: float | None = None) -> dict[str, Any]:
+        return {"image": image, "face_index": k, "yaw": pose[0], "pitch": pose[1], "roll": pose[2],
+                "landmark_error_px": err, "status": status, "reason": reason, "landmark_nme": nme,
+                "folder": _rel(out, folder),
+                "settings": fp, "finished_utc": finished, "outputs": first, "path": key_of.get(image, image),
+                "marker": _rel(out, folder / f"{face_stem(Path(image).stem, k)}.done.json") if folder else ""}
+
+    now: list[dict[str, Any]] = []
+    for r in s.results:
+        now.append(face_row(r.image, r.face_index, r.pose_deg, r.landmark_error, folder_of.get(r.image), r.status,
+                            r.reason, fingerprint, r.finished_utc, r.files[0] if r.files else "",
+                            r.quality.get("landmark_nme")))
+    used = {fingerprint: settings} if s.results else {}
+    for e in earlier:
+        mk = e.marker
+        pose = mk.get("pose") or {}
+        files = mk.get("files") or []
+        fp = str(mk.get("settings_fingerprint") or "")
+        if fp and isinstance(mk.get("settings"), dict):
+            used[fp] = mk["settings"]
+        now.append(face_row(e.image, e.face_index, [pose.get("yaw"), pose.get("pitch"), pose.get("roll")],
+                            mk.get("landmark_error_px"), e.folder, str(mk.get("status", "ok")),
+                            e.note or str(mk.get("reason", "")), fp, str(mk.get("finished_utc", "")),
+                            str(e.folder / files[0]) if files else "", (mk.get("quality") or {}).get("landmark_nme")))
+    for f in s.failures:
+        now.append({"image": f.image, "face_index": None, "status": "failed", "reason": f.reason,
+                    "folder": _rel(out, folder_of.get(f.image)), "path": key_of.get(f.image, os.path.abspath(f.image))})
+    this_run = {key for _, key, _ in items}
+    old_rows, old_settings = _previous_rows(out / json_name)
+    kept_old = []
+    for r in old_rows:
+        key = r.get("path") or os.path.abspath(str(r.get("image", "")))
+        if key in this_run:
+            continue  # redone, skipped or failed again in this run: its new row replaces it
+        if r["status"] != "failed" and r.get("marker") and not (out / r["marker"]).exists():
+            continue  # outputs removed since: no longer a result in this folder
+        kept_old.append(r)
+        if r.get("settings") in old_settings:
+            used.setdefault(r["settings"], old_settings[r["settings"]])
+    unique: dict[tuple[str, Any, Any], dict[str, Any]] = {}  # an input given twice is listed once
+    for r in kept_old + now:
+        unique[(str(r.get("path")), r.get("face_index"), r.get("reason") if r["status"] == "failed" else None)] = r
+    rows = list(unique.values())
+    faces = sorted((r for r in rows if r["status"] != "failed"), key=lambda r: (str(r["image"]), r["face_index"]))
+    fails = sorted((r for r in rows if r["status"] == "failed"), key=lambda r: str(r["image"]))
+    n = len(s.results)
+    data = {
+        "images": s.n_images, "faces": n, "skipped_done": len(s.skipped), "failed": len(s.failures),
+        "redone_settings_changed": len(s.redone), "kept_other_settings": len(s.kept), "faces_total": len(faces),
+        "poor_fit": sum(r.status == "poor_fit" for r in s.results),
+        "seconds": round(s.seconds, 3), "seconds_per_face": round(s.seconds / n, 3) if n else None,
+        "device": s.device, "threads": s.threads, "finished_utc": utc_now(),
+        "failures": [{k: r.get(k) for k in ("image", "reason", "folder", "path")} for r in fails],
+        "faces_detail": faces, "config": config, "settings_fingerprint": fingerprint or None,
+        "settings": {fp: used[fp] for fp in sorted(used) if any(r.get("settings") == fp for r in faces)},
+    }
+    atomic_write_text(out / json_name, json.dumps(data, indent=2, default=str))
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(SUMMARY_COLUMNS)
+    for r in faces + fails:
+        w.writerow([_cell(r.get(c)) for c in SUMMARY_COLUMNS])
+    atomic_write_text(out / csv_name, buf.getvalue())
+    return faces + fails
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.3f}" if math.isfinite(v) else "nan"
+    return str(v)

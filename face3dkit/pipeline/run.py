@@ -31,17 +31,13 @@ the call.
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import logging
-import math
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -52,20 +48,26 @@ from face3dkit.align import align_image
 from face3dkit.align.template import template_5p_from_model
 from face3dkit.fit import FitConfig, QualityThresholds, assess_fit, fit, yaw_pitch_roll_degrees
 from face3dkit.io import ImageReadError, load_image, scan_images
-from face3dkit.io.atomic import atomic_write_text, clean_temp_files
+from face3dkit.io.atomic import clean_temp_files
 from face3dkit.landmarks import FaceLandmarks, LandmarkDetector, lm68_to_lm5, make_detector, select_faces
 from face3dkit.model import Coefficients, MorphableModel, load_model
-from face3dkit.pipeline.outputs import OUTPUT_KINDS, face_stem, output_folders, read_marker, write_face_outputs
+from face3dkit.pipeline.outputs import (
+    OUTPUT_KINDS,
+    SUMMARY_COLUMNS,
+    face_stem,
+    output_folders,
+    read_marker,
+    summary_names,
+    utc_now,
+    write_face_outputs,
+    write_run_summary,
+)
 from face3dkit.runtime import resolve_device, threads_scope
 
 LOG = logging.getLogger("face3dkit.pipeline")
 
 __all__ = ["ReconstructConfig", "FaceResult", "Failure", "RunSummary", "SUMMARY_COLUMNS", "face_settings",
            "reconstruct", "settings_fingerprint", "shard"]
-
-#: Columns of ``summary.csv`` (the first eight as before; later ones are additions).
-SUMMARY_COLUMNS = ("image", "face_index", "yaw", "pitch", "roll", "landmark_error_px", "status", "reason", "folder",
-                   "settings", "finished_utc", "landmark_nme")
 
 
 @dataclass
@@ -336,18 +338,30 @@ def _assign_folders(items: list[_Input], out: Path) -> None:
 # --------------------------------------------------------------------------------------------- per face
 
 @dataclass
-class _Pending:
+class Face:
+    """One face on its way through the pipeline: found and aligned (:func:`_prepare`), then fitted
+    and written in a batch (:func:`_fit_batch`), which turns it into a :class:`FaceResult`.
+
+    Attributes:
+        image: its input's name; face_index: which face of that image; folder, stem: where its
+            outputs go (None: not written).
+        crop: (S, S, 3) uint8 aligned crop; lm_crop (K, 2) / lm_image (K, 2): the detected
+            landmarks in crop / image pixels; matrix, inverse: (2, 3) image → crop and back.
+        input_number: position of its input in the run (progress counts finished inputs).
+        old_files: outputs of the earlier result it replaces (removed if not rewritten).
+    """
+
     image: str
     face_index: int
     folder: Path | None
     stem: str
-    crop: np.ndarray  # (S, S, 3) uint8
-    lm_crop: np.ndarray  # (K, 2)
-    lm_image: np.ndarray  # (K, 2)
-    matrix: np.ndarray  # (2, 3)
-    inverse: np.ndarray  # (2, 3)
-    input_number: int = -1  # position of its input in the run (progress counts finished inputs)
-    old_files: list[str] = field(default_factory=list)  # outputs of the marker it replaces
+    crop: np.ndarray
+    lm_crop: np.ndarray
+    lm_image: np.ndarray
+    matrix: np.ndarray
+    inverse: np.ndarray
+    input_number: int = -1
+    old_files: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -362,21 +376,25 @@ class _Earlier:
 
 
 @dataclass
-class _Prepared:
-    pending: list[_Pending] = field(default_factory=list)
+class _InputOutcome:
+    """What preparing one input gave: faces to fit, faces finished earlier, or its failure."""
+
+    faces: list[Face] = field(default_factory=list)
     earlier: list[_Earlier] = field(default_factory=list)
     redone: list[str] = field(default_factory=list)
     changes: list[str] = field(default_factory=list)
+    failure: Failure | None = None
+    number: int = -1
 
 
 def _prepare(image: np.ndarray, name: str, detector: LandmarkDetector, cfg: ReconstructConfig, folder: Path | None,
              path: Path | None, settings: dict[str, Any], fingerprint: str,
-             template: torch.Tensor | None = None) -> _Prepared:
+             template: torch.Tensor | None = None) -> _InputOutcome:
     faces: list[FaceLandmarks] = detector.detect(image, path=path)
     if not faces:
         raise LookupError("no face found")
     faces = select_faces(faces, cfg.faces, image.shape[:2])  # type: ignore[arg-type]
-    prep = _Prepared()
+    prep = _InputOutcome()
     stem_base = Path(name).stem
     for k, f in enumerate(faces):
         stem = face_stem(stem_base, k)
@@ -403,7 +421,7 @@ def _prepare(image: np.ndarray, name: str, detector: LandmarkDetector, cfg: Reco
                 # outputs that are partly new.
                 (folder / f"{stem}.done.json").unlink(missing_ok=True)
         al = align_image(image, f, template)  # the fitted model's own 5-point template
-        prep.pending.append(_Pending(name, k, folder, stem, np.asarray(al.image), np.asarray(al.landmarks),
+        prep.faces.append(Face(name, k, folder, stem, np.asarray(al.image), np.asarray(al.landmarks),
                                      f.points.copy(), np.asarray(al.matrix, dtype=np.float64),
                                      np.asarray(al.inverse, dtype=np.float64), old_files=old_files))
     return prep
@@ -413,13 +431,13 @@ def _apply(points: np.ndarray, m: np.ndarray) -> np.ndarray:
     return points @ m[:, :2].T + m[:, 2]
 
 
-def _fit_batch(model: MorphableModel, batch: list[_Pending], cfg: ReconstructConfig, perceptual: Any,
+def _fit_batch(model: MorphableModel, batch: list[Face], cfg: ReconstructConfig, perceptual: Any,
                out_written: bool, marker: dict[str, Any] | None = None) -> list[FaceResult]:
     """Fit one batch; faces with 68 and with 5 landmarks are fitted in separate sub-batches.
 
     ``marker``: extra fields for every ``.done.json`` (settings and their fingerprint).
     """
-    groups: dict[int, list[_Pending]] = {}
+    groups: dict[int, list[Face]] = {}
     for p in batch:
         groups.setdefault(len(p.lm_crop), []).append(p)
     out: list[FaceResult] = []
@@ -428,11 +446,7 @@ def _fit_batch(model: MorphableModel, batch: list[_Pending], cfg: ReconstructCon
     return out
 
 
-def _utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _fit_group(model: MorphableModel, batch: list[_Pending], cfg: ReconstructConfig, perceptual: Any,
+def _fit_group(model: MorphableModel, batch: list[Face], cfg: ReconstructConfig, perceptual: Any,
                out_written: bool, marker: dict[str, Any]) -> list[FaceResult]:
     dev = model.mean_shape.device
     imgs = torch.as_tensor(np.stack([p.crop for p in batch]), dtype=torch.float32, device=dev) / 255.0
@@ -458,7 +472,7 @@ def _fit_group(model: MorphableModel, batch: list[_Pending], cfg: ReconstructCon
                 render = (res.render[i].clamp(0, 1).cpu().numpy() * 255).round().astype(np.uint8)
                 shown = res.display_mask if res.display_mask is not None else res.mask
                 mask = shown[i, ..., 0].cpu().numpy() > 0
-            finished = _utc_now()
+            finished = utc_now()
             written = write_face_outputs(
                 p.folder, p.stem, c1, verts=verts[i], faces=model.faces, albedo=albedo[i],
                 lm68_image=lm_fit_img, lm68_detected_image=p.lm_image, pose_deg=tuple(float(x) for x in ypr[i]),
@@ -573,210 +587,120 @@ def _run(inputs: Any, out: str | os.PathLike | None, cfg: ReconstructConfig, mod
     items = shard(items)
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
-        clean_temp_files(out_dir, finals=_summary_names())
+        clean_temp_files(out_dir, finals=summary_names())
 
-    bar = None
-    if progress is True:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(items), unit="img", desc="reconstruct", dynamic_ncols=True)
-    results: list[FaceResult] = []
-    failures: list[Failure] = []
-    skipped: list[str] = []
-    earlier: list[_Earlier] = []
-    redone: list[str] = []
-    changes: dict[str, int] = {}
-    pending: list[_Pending] = []
-    done_images = 0
-    waiting: dict[int, int] = {}  # input number -> its faces still to fit (progress counts finished inputs)
-
-    def advance(n: int) -> None:
-        nonlocal done_images
-        if n <= 0:
-            return
-        done_images += n
-        if bar is not None:
-            bar.update(n)
-            bar.set_postfix(faces=len(results), failed=len(failures))
-        elif callable(progress):
-            progress(done_images, len(items))
-
-    def flush() -> None:
-        nonlocal pending
-        if not pending:
-            return
+    book = _Book(len(items), progress)
+    outcomes = _outcomes(items, det, cfg, settings, fingerprint, template)
+    for batch in _batches(outcomes, cfg.batch_size, book):
         try:
-            results.extend(_fit_batch(m, pending, cfg, perceptual, out_dir is not None, marker))
+            book.results.extend(_fit_batch(m, batch, cfg, perceptual, out_dir is not None, marker))
         except (RuntimeError, ValueError, OSError) as e:  # a batch failing must not lose the run
-            for p in pending:
-                failures.append(Failure(p.image, f"fitting failed: {' '.join(str(e).split())}"))
-        finished = 0
-        for p in pending:
-            k = p.input_number
-            waiting[k] -= 1
-            if waiting[k] == 0:
-                del waiting[k]
-                finished += 1
-        pending = []
-        advance(finished)
-
-    for number, item in enumerate(items):
-        new: list[_Pending] = []
-        if item.error:
-            failures.append(Failure(item.name, item.error))
-        else:
-            try:
-                if item.folder is not None:
-                    clean_temp_files(item.folder)
-                if isinstance(item.src, np.ndarray):
-                    img, path = item.src, None
-                else:
-                    img, path = load_image(item.src), item.src
-                prep = _prepare(img, item.name, det, cfg, item.folder, path, settings, fingerprint, template)
-                new = prep.pending
-                earlier += prep.earlier
-                skipped += [f"{e.image}#{e.face_index}" for e in prep.earlier if not e.note]
-                redone += prep.redone
-                for c in prep.changes:
-                    changes[c] = changes.get(c, 0) + 1
-            except (ImageReadError, LookupError, ValueError, OSError) as e:
-                failures.append(Failure(item.name, " ".join(str(e).split()) or type(e).__name__))
-        for p in new:
-            p.input_number = number
-            waiting[number] = waiting.get(number, 0) + 1
-        pending += new
-        if not new:  # failed, or every face already done: finished now
-            advance(1)
-        while len(pending) >= cfg.batch_size:
-            head, pending_rest = pending[: cfg.batch_size], pending[cfg.batch_size:]
-            pending = head
-            flush()
-            pending = pending_rest
-    flush()
-    if bar is not None:
-        bar.close()
-    for change, n in sorted(changes.items()):
+            book.failures += [Failure(f.image, f"fitting failed: {' '.join(str(e).split())}") for f in batch]
+        book.fitted(batch)
+    book.close()
+    for change, n in sorted(book.changes.items()):
         LOG.info("redid %d face(s) made with other settings: %s", n, change)
-    kept = [f"{e.image}#{e.face_index}" for e in earlier if e.note]
+    kept = [f"{e.image}#{e.face_index}" for e in book.earlier if e.note]
     if kept:
         LOG.warning("kept %d face(s) made with other settings (redo them with --redo-changed or --force)", len(kept))
-    summary = RunSummary(results, skipped, failures, time.perf_counter() - t0, len(items), redone=redone, kept=kept,
+    summary = RunSummary(book.results, book.skipped, book.failures, time.perf_counter() - t0, len(items),
+                         redone=book.redone, kept=kept,
                          device=str(m.mean_shape.device if m is not None else resolve_device(cfg.device)),
                          threads=n_threads)
     if out_dir is not None:
-        summary.rows = _write_summary(out_dir, summary, cfg, items, earlier, settings, fingerprint)
+        summary.rows = write_run_summary(out_dir, summary, asdict(cfg), [(it.name, it.key, it.folder) for it in items],
+                                         book.earlier, settings, fingerprint)
     return summary
 
 
-# --------------------------------------------------------------------------------------------- summary
-
-def _summary_names() -> tuple[str, str]:
-    rank = int(os.environ.get("RANK", 0))
-    suffix = f".rank{rank}" if int(os.environ.get("WORLD_SIZE", 1)) > 1 else ""
-    return f"summary{suffix}.json", f"summary{suffix}.csv"
-
-
-def _rel(out: Path, p: Path | str | None) -> str:
-    if p is None:
-        return ""
-    try:
-        return Path(p).relative_to(out).as_posix()
-    except ValueError:
-        return str(p)
-
-
-def _previous_rows(path: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Rows and settings of an earlier ``summary.json`` (none when absent; a warning when unreadable)."""
-    if not path.exists():
-        return [], {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        rows = [dict(r, status=r.get("status", "ok")) for r in data.get("faces_detail", [])]
-        rows += [dict(r, status="failed") for r in data.get("failures", [])]
-        return rows, dict(data.get("settings") or {})
-    except (OSError, UnicodeDecodeError, ValueError, AttributeError, TypeError) as e:
-        LOG.warning("%s: unreadable (%s); earlier rows are rebuilt only for the inputs of this run", path,
-                    " ".join(str(e).split()))
-        return [], {}
+def _outcomes(items: list[_Input], det: LandmarkDetector | None, cfg: ReconstructConfig, settings: dict[str, Any],
+              fingerprint: str, template: torch.Tensor | None) -> Iterator[_InputOutcome]:
+    """Each input read, its faces found and aligned (or its failure), in input order."""
+    for number, item in enumerate(items):
+        if item.error:
+            yield _InputOutcome(failure=Failure(item.name, item.error), number=number)
+            continue
+        try:
+            if item.folder is not None:
+                clean_temp_files(item.folder)
+            if isinstance(item.src, np.ndarray):
+                img, path = item.src, None
+            else:
+                img, path = load_image(item.src), item.src
+            outcome = _prepare(img, item.name, det, cfg, item.folder, path, settings, fingerprint, template)
+        except (ImageReadError, LookupError, ValueError, OSError) as e:
+            outcome = _InputOutcome(failure=Failure(item.name, " ".join(str(e).split()) or type(e).__name__))
+        outcome.number = number
+        for f in outcome.faces:
+            f.input_number = number
+        yield outcome
 
 
-def _write_summary(out: Path, s: RunSummary, cfg: ReconstructConfig, items: list[_Input], earlier: list[_Earlier],
-                   settings: dict[str, Any], fingerprint: str) -> list[dict[str, Any]]:
-    """Merge this run into ``summary[.rankR].json/.csv`` (see the module docstring); returns all rows."""
-    json_name, csv_name = _summary_names()
-    key_of = {it.name: it.key for it in items}
-    folder_of = {it.name: it.folder for it in items}
-
-    def face_row(image: str, k: int, pose: Sequence[float], err: float | None, folder: Path | None, status: str,
-                 reason: str, fp: str, finished: str, first: str, nme: float | None = None) -> dict[str, Any]:
-        return {"image": image, "face_index": k, "yaw": pose[0], "pitch": pose[1], "roll": pose[2],
-                "landmark_error_px": err, "status": status, "reason": reason, "landmark_nme": nme,
-                "folder": _rel(out, folder),
-                "settings": fp, "finished_utc": finished, "outputs": first, "path": key_of.get(image, image),
-                "marker": _rel(out, folder / f"{face_stem(Path(image).stem, k)}.done.json") if folder else ""}
-
-    now: list[dict[str, Any]] = []
-    for r in s.results:
-        now.append(face_row(r.image, r.face_index, r.pose_deg, r.landmark_error, folder_of.get(r.image), r.status,
-                            r.reason, fingerprint, r.finished_utc, r.files[0] if r.files else "",
-                            r.quality.get("landmark_nme")))
-    used = {fingerprint: settings} if s.results else {}
-    for e in earlier:
-        mk = e.marker
-        pose = mk.get("pose") or {}
-        files = mk.get("files") or []
-        fp = str(mk.get("settings_fingerprint") or "")
-        if fp and isinstance(mk.get("settings"), dict):
-            used[fp] = mk["settings"]
-        now.append(face_row(e.image, e.face_index, [pose.get("yaw"), pose.get("pitch"), pose.get("roll")],
-                            mk.get("landmark_error_px"), e.folder, str(mk.get("status", "ok")),
-                            e.note or str(mk.get("reason", "")), fp, str(mk.get("finished_utc", "")),
-                            str(e.folder / files[0]) if files else "", (mk.get("quality") or {}).get("landmark_nme")))
-    for f in s.failures:
-        now.append({"image": f.image, "face_index": None, "status": "failed", "reason": f.reason,
-                    "folder": _rel(out, folder_of.get(f.image)), "path": key_of.get(f.image, os.path.abspath(f.image))})
-    this_run = {it.key for it in items}
-    old_rows, old_settings = _previous_rows(out / json_name)
-    kept_old = []
-    for r in old_rows:
-        key = r.get("path") or os.path.abspath(str(r.get("image", "")))
-        if key in this_run:
-            continue  # redone, skipped or failed again in this run: its new row replaces it
-        if r["status"] != "failed" and r.get("marker") and not (out / r["marker"]).exists():
-            continue  # outputs removed since: no longer a result in this folder
-        kept_old.append(r)
-        if r.get("settings") in old_settings:
-            used.setdefault(r["settings"], old_settings[r["settings"]])
-    unique: dict[tuple[str, Any, Any], dict[str, Any]] = {}  # an input given twice is listed once
-    for r in kept_old + now:
-        unique[(str(r.get("path")), r.get("face_index"), r.get("reason") if r["status"] == "failed" else None)] = r
-    rows = list(unique.values())
-    faces = sorted((r for r in rows if r["status"] != "failed"), key=lambda r: (str(r["image"]), r["face_index"]))
-    fails = sorted((r for r in rows if r["status"] == "failed"), key=lambda r: str(r["image"]))
-    n = len(s.results)
-    data = {
-        "images": s.n_images, "faces": n, "skipped_done": len(s.skipped), "failed": len(s.failures),
-        "redone_settings_changed": len(s.redone), "kept_other_settings": len(s.kept), "faces_total": len(faces),
-        "poor_fit": sum(r.status == "poor_fit" for r in s.results),
-        "seconds": round(s.seconds, 3), "seconds_per_face": round(s.seconds / n, 3) if n else None,
-        "device": s.device, "threads": s.threads, "finished_utc": _utc_now(),
-        "failures": [{k: r.get(k) for k in ("image", "reason", "folder", "path")} for r in fails],
-        "faces_detail": faces, "config": asdict(cfg), "settings_fingerprint": fingerprint or None,
-        "settings": {fp: used[fp] for fp in sorted(used) if any(r.get("settings") == fp for r in faces)},
-    }
-    atomic_write_text(out / json_name, json.dumps(data, indent=2, default=str))
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(SUMMARY_COLUMNS)
-    for r in faces + fails:
-        w.writerow([_cell(r.get(c)) for c in SUMMARY_COLUMNS])
-    atomic_write_text(out / csv_name, buf.getvalue())
-    return faces + fails
+def _batches(outcomes: Iterable[_InputOutcome], size: int, book: _Book) -> Iterator[list[Face]]:
+    """Faces of consecutive inputs in batches of ``size`` (the last one shorter); ``book`` records
+    each input's failures and earlier results as it is prepared."""
+    pending: list[Face] = []
+    for outcome in outcomes:
+        book.prepared(outcome)
+        pending += outcome.faces
+        while len(pending) >= size:
+            yield pending[:size]
+            pending = pending[size:]
+    if pending:
+        yield pending
 
 
-def _cell(v: Any) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, float):
-        return f"{v:.3f}" if math.isfinite(v) else "nan"
-    return str(v)
+class _Book:
+    """What a run has done so far (results, failures, faces done earlier, redone), and its progress:
+    an input counts as done when it failed, had nothing to fit, or its last face was fitted."""
+
+    def __init__(self, total: int, progress: Callable[[int, int], None] | bool) -> None:
+        self.total, self.progress, self.done = total, progress, 0
+        self.results: list[FaceResult] = []
+        self.failures: list[Failure] = []
+        self.skipped: list[str] = []
+        self.earlier: list[_Earlier] = []
+        self.redone: list[str] = []
+        self.changes: dict[str, int] = {}
+        self.waiting: dict[int, int] = {}  # input number -> its faces still to fit
+        self.bar = None
+        if progress is True:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, unit="img", desc="reconstruct", dynamic_ncols=True)
+
+    def prepared(self, o: _InputOutcome) -> None:
+        if o.failure is not None:
+            self.failures.append(o.failure)
+        self.earlier += o.earlier
+        self.skipped += [f"{e.image}#{e.face_index}" for e in o.earlier if not e.note]
+        self.redone += o.redone
+        for c in o.changes:
+            self.changes[c] = self.changes.get(c, 0) + 1
+        if o.faces:
+            self.waiting[o.number] = len(o.faces)
+        else:  # failed, or every face already done: finished now
+            self._advance(1)
+
+    def fitted(self, batch: list[Face]) -> None:
+        finished = 0
+        for f in batch:
+            self.waiting[f.input_number] -= 1
+            if self.waiting[f.input_number] == 0:
+                del self.waiting[f.input_number]
+                finished += 1
+        self._advance(finished)
+
+    def _advance(self, n: int) -> None:
+        if n <= 0:
+            return
+        self.done += n
+        if self.bar is not None:
+            self.bar.update(n)
+            self.bar.set_postfix(faces=len(self.results), failed=len(self.failures))
+        elif callable(self.progress):
+            self.progress(self.done, self.total)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
