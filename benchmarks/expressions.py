@@ -82,7 +82,7 @@ def synthetic_scenes(model, n: int, seed: int) -> tuple[list[np.ndarray], np.nda
     c.gamma = torch.as_tensor(rng.normal(0, 0.06, (n, 27)), dtype=torch.float32)
     c.gamma[:, [2, 11, 20]] += 0.2
     cam = PerspectiveCamera(focal=1015.0 * SIZE / 224, cx=SIZE / 2, cy=SIZE / 2, image_size=SIZE)
-    imgs = [render_faces(model, face3dkit.Coefficients(**{k: v[i:i + 1] for k, v in c.as_dict().items()}),
+    imgs = [render_faces(model, c[i],
                          camera=cam, background=float(rng.uniform(0.25, 0.75)))[0] for i in range(n)]
     with torch.no_grad():
         lms = model(c, camera=cam).landmarks2d.numpy()

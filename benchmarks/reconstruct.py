@@ -102,7 +102,7 @@ def make_scenes(model, n: int, seed: int, yaw_deg=None) -> tuple[list[np.ndarray
 
 
 def _take(c: face3dkit.Coefficients, i: int) -> face3dkit.Coefficients:
-    return face3dkit.Coefficients(**{k: v[i:i + 1] for k, v in c.as_dict().items()})
+    return c[i]
 
 
 def similarity_aligned_error(a: np.ndarray, b: np.ndarray) -> float:
@@ -195,7 +195,7 @@ def profile_stages(model, imgs: list[np.ndarray], detector, fit_cfg: FitConfig,
         verts = model.shape(res.coeffs.id, res.coeffs.exp)
         albedo = model.albedo(res.coeffs.tex)
     for i in range(n):
-        c1 = face3dkit.Coefficients(**{k: v[i:i + 1].cpu() for k, v in res.coeffs.as_dict().items()})
+        c1 = res.coeffs[i].to("cpu")
         render = (res.render[i].clamp(0, 1).cpu().numpy() * 255).round().astype(np.uint8)
         mask = res.mask[i, ..., 0].cpu().numpy() > 0
         lm_fit = res.landmarks2d[i].cpu().numpy()

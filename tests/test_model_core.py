@@ -144,3 +144,19 @@ def test_a_files_own_adjacency_table_is_used_only_when_it_differs_from_the_faces
     v = m.mean_shape[None]
     torch.testing.assert_close(m.vertex_normals(v), vertex_normals(v, m.faces, torch.as_tensor(partial)))
     assert not torch.allclose(m.vertex_normals(v)[0, 0], vertex_normals(v, m.faces)[0, 0])
+
+
+def test_coefficients_index_and_clone():
+    """c[i] keeps a batch of one (every block sliced alike), c[a:b] / c[tensor] select faces, clone copies."""
+    from face3dkit.model.coefficients import CoefficientLayout, Coefficients
+
+    lay = CoefficientLayout(n_id=4, n_exp=3, n_tex=2)
+    c = Coefficients.split(torch.arange(5 * lay.total, dtype=torch.float32).view(5, -1), lay)
+    one = c[2]
+    assert one.batch_size == 1 and torch.equal(one.join(), c.join()[2:3])
+    assert torch.equal(c[-1].join(), c.join()[-1:]) and torch.equal(c[-2].join(), c.join()[-2:-1])
+    assert torch.equal(c[1:3].join(), c.join()[1:3])
+    assert torch.equal(c[torch.tensor([4, 0])].join(), c.join()[[4, 0]])
+    d = c.clone()
+    d.id += 1
+    assert not torch.equal(d.id, c.id) and torch.equal(d.exp, c.exp)

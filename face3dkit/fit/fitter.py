@@ -608,7 +608,7 @@ def _fit(model: MorphableModel, images: Tensor | None, lm2d: Tensor, cfg: FitCon
         c = Coefficients.zeros(model.layout, b, device=dev, dtype=dtype)
         c.angles, c.trans = init_pose_from_landmarks(model, lm2d, cam, lm_scale if robust else None)
     else:
-        c = Coefficients(**{k: v.detach().clone().to(dev, dtype) for k, v in init.as_dict().items()})
+        c = init.detach().clone().to(dev, dtype)
     params = c.as_dict()
     for v in params.values():
         v.requires_grad_(True)

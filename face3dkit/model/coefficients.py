@@ -104,6 +104,16 @@ class Coefficients:
     def detach(self) -> Coefficients:
         return Coefficients(*(getattr(self, f.name).detach() for f in fields(self)))
 
+    def clone(self) -> Coefficients:
+        """A copy of every block (``torch.Tensor.clone``)."""
+        return Coefficients(*(getattr(self, f.name).clone() for f in fields(self)))
+
+    def __getitem__(self, index: int | slice | Tensor) -> Coefficients:
+        """The faces ``index`` of the batch (an int keeps a batch of one: ``c[i]`` is (1, k) blocks)."""
+        if isinstance(index, int):
+            index = slice(index, index + 1 if index != -1 else None)
+        return Coefficients(*(getattr(self, f.name)[index] for f in fields(self)))
+
     def as_dict(self) -> dict[str, Tensor]:
         """``{'id': ..., 'exp': ..., ...}`` (Deng et al.'s .mat key names are produced by the writers)."""
         return {f.name: getattr(self, f.name) for f in fields(self)}

@@ -458,7 +458,7 @@ def _fit_group(model: MorphableModel, batch: list[Face], cfg: ReconstructConfig,
         verts = model.shape(res.coeffs.id, res.coeffs.exp)
         albedo = model.albedo(res.coeffs.tex)
     for i, p in enumerate(batch):
-        c1 = Coefficients(**{k: v[i:i + 1].cpu() for k, v in res.coeffs.as_dict().items()})
+        c1 = res.coeffs[i].to("cpu")
         lm_fit_crop = res.landmarks2d[i].cpu().numpy()
         lm_fit_img = _apply(lm_fit_crop, p.inverse)
         # Fitted vs the landmarks it was fitted to (5-point faces: the fit reduced to 5 points).
