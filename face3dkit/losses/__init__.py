@@ -11,7 +11,8 @@ One small pure function per term (plus a thin ``nn.Module`` where state is usefu
 * :func:`reflectance_loss` - albedo variance over the skin region.
 * :class:`LossWeights` - the paper's weights; :meth:`LossWeights.combine` sums weighted terms.
 * :func:`skin_probability`, :func:`skin_attention`, :func:`fit_skin_gmm`,
-  :class:`SkinColorModel` - naive-Bayes skin colour model of two :class:`GaussianMixtureModel` (:mod:`face3dkit.losses.gmm`).
+  :class:`SkinColorModel` - naive-Bayes skin colour model of two :class:`GaussianMixtureModel`
+  (:mod:`face3dkit.losses.gmm`).
 
 Images are ``(B, H, W, 3)`` RGB in ``[0, 1]`` (``docs/conventions.md``).
 """
