@@ -604,6 +604,9 @@ def _fit(model: MorphableModel, images: Tensor | None, lm2d: Tensor, cfg: FitCon
     def landmark_loss(pred: Tensor, target: Tensor, weights: Tensor) -> Tensor:
         return robust_landmark_loss(pred, target, weights, cfg.landmark_loss, lm_scale)
 
+    def priors(c: Coefficients) -> dict[str, Tensor]:
+        return {"coefficient": coefficient_regularization(c.id, c.exp, c.tex, wts.coef_id, wts.coef_exp, wts.coef_tex)}
+
     if init is None:
         c = Coefficients.zeros(model.layout, b, device=dev, dtype=dtype)
         c.angles, c.trans = init_pose_from_landmarks(model, lm2d, cam, lm_scale if robust else None)
@@ -628,9 +631,7 @@ def _fit(model: MorphableModel, images: Tensor | None, lm2d: Tensor, cfg: FitCon
     opt = _Adam(stage2, lr=cfg.lr_landmark)
     for _ in range(cfg.landmark_iters):
         opt.zero_grad(set_to_none=True)
-        pred = reduce(project_lm(c))
-        loss = wts.landmark * landmark_loss(pred, lm2d, lw) + wts.coefficient * coefficient_regularization(
-            c.id, c.exp, c.tex, wts.coef_id, wts.coef_exp, wts.coef_tex)
+        loss = wts.combine({"landmark": landmark_loss(reduce(project_lm(c)), lm2d, lw), **priors(c)})[0]
         loss.backward()
         opt.step()
         project()
@@ -664,15 +665,14 @@ def _fit(model: MorphableModel, images: Tensor | None, lm2d: Tensor, cfg: FitCon
                 img, mask = fast(c, photo_cam)
             else:
                 img, mask, _, _ = render_coefficients(model, c, photo_cam, cfg.antialias)
-            loss = wts.photometric * photometric_loss(photo_images, img, mask, att)
-            loss = loss + wts.landmark * landmark_loss(reduce(project_lm(c)), lm2d, lw_photo)
-            loss = loss + wts.coefficient * coefficient_regularization(
-                c.id, c.exp, c.tex, wts.coef_id, wts.coef_exp, wts.coef_tex)
-            loss = loss + wts.gamma * gamma_regularization(c.gamma)
-            loss = loss + wts.reflectance * reflectance_loss(skin_rows.albedo(c.tex), skin)
+            terms = {"photometric": photometric_loss(photo_images, img, mask, att),
+                     "landmark": landmark_loss(reduce(project_lm(c)), lm2d, lw_photo), **priors(c),
+                     "gamma": gamma_regularization(c.gamma),
+                     "reflectance": reflectance_loss(skin_rows.albedo(c.tex), skin)}
             if crop_m is not None:
                 composite = img * mask + photo_images * (1 - mask)
-                loss = loss + wts.perceptual * perceptual(photo_images, composite, crop_m)
+                terms["perceptual"] = perceptual(photo_images, composite, crop_m)
+            loss = wts.combine(terms)[0]  # Deng et al.'s weighted sum (LossWeights), in this order
             loss.backward()
             opt.step()
             project()
