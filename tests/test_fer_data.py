@@ -231,3 +231,18 @@ def test_synthetic_arkit_mapping_gaze_and_blinks():
     assert (gaze > 0).any(1).mean() > 0.95 and gaze.max() <= 0.4 + 1e-6
     # both eyes look the same way: left-out goes with right-in
     np.testing.assert_allclose(exp[:, col["eyeLookOut_L"]], exp[:, col["eyeLookIn_R"]])
+
+
+def test_split_policy_per_format_and_folder_tree(tmp_path):
+    """One declared policy per format: what trains, validates and is evaluated by default."""
+    from fer.data import SPLIT_POLICIES, SplitPolicy, split_policy
+
+    assert SPLIT_POLICIES["fer2013"] == SplitPolicy("train", "val", "test")
+    for names, want in ((("train", "val", "test"), SplitPolicy("train", "val", "test")),
+                        (("train", "test"), SplitPolicy("train", "test", "test")),
+                        (("train", "validation"), SplitPolicy("train", "validation", None)),
+                        (("happy", "sad"), SplitPolicy(None, None, None))):
+        root = tmp_path / "_".join(names)
+        for n in names:
+            (root / n).mkdir(parents=True)
+        assert split_policy(root) == want, names

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from fer.data.base import FerDataset, collate_samples, resize_rgb
@@ -58,6 +59,9 @@ __all__ = [
     "is_synthetic_dir",
     "open_dataset",
     "open_sequence_frames",
+    "SPLIT_POLICIES",
+    "SplitPolicy",
+    "split_policy",
     "resize_rgb",
     "sequence_groups",
     "subject_ids_from_names",
@@ -81,6 +85,39 @@ def detect_format(path: str | Path) -> str:
     if csvs and not any(d.is_dir() for d in p.iterdir()):
         return "fer2013"
     return "folder"
+
+
+@dataclass(frozen=True)
+class SplitPolicy:
+    """Which split of a dataset trains, which validates during training, which a run is evaluated on
+    by default (None: the whole set / none)."""
+
+    train: str | None
+    val: str | None
+    evaluate: str | None
+
+
+#: The policy of each format with fixed split names (class-folder trees: :func:`split_policy`).
+SPLIT_POLICIES: dict[str, SplitPolicy] = {
+    "synthetic": SplitPolicy("train", "test", "test"),  # held-out identities
+    "fer2013": SplitPolicy("train", "val", "test"),  # Training / PublicTest / PrivateTest
+    "rafdb": SplitPolicy("train", "test", "test"),
+}
+
+
+def split_policy(path: str | Path) -> SplitPolicy:
+    """The :class:`SplitPolicy` of the dataset at ``path``: by format (:data:`SPLIT_POLICIES`); a
+    class-folder tree with a ``train`` folder validates on ``val``, ``validation`` or ``test`` (the
+    first present) and is evaluated on ``test``; without one, it is one set."""
+    p = Path(path)
+    fmt = detect_format(p)
+    if fmt in SPLIT_POLICIES:
+        return SPLIT_POLICIES[fmt]
+    has = {d.name.lower() for d in p.iterdir() if d.is_dir()}
+    if "train" not in has:
+        return SplitPolicy(None, None, None)
+    return SplitPolicy("train", next((s for s in ("val", "validation", "test") if s in has), None),
+                       "test" if "test" in has else None)
 
 
 def open_dataset(path: str | Path, split: str | None = None, image_size: int | None = None,

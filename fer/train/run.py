@@ -78,19 +78,11 @@ def synthetic_set(config: SynthConfig, cache_dir: str | os.PathLike | None = Non
 
 
 def _splits_for(path: Path) -> tuple[str | None, str | None]:
-    """(train split, validation split) names for a dataset path, by format."""
-    from fer.data import detect_format
+    """(train split, validation split) names for a dataset path (:func:`fer.data.split_policy`)."""
+    from fer.data import split_policy
 
-    fmt = detect_format(path)
-    if fmt == "synthetic":
-        return "train", "test"
-    if fmt == "fer2013":
-        return "train", "val"
-    if fmt == "rafdb":
-        return "train", "test"
-    has = {d.name.lower() for d in path.iterdir() if d.is_dir()}
-    val = next((s for s in ("val", "validation", "test") if s in has), None)
-    return ("train" if "train" in has else None), (val if "train" in has else None)
+    pol = split_policy(path)
+    return pol.train, pol.val
 
 
 def _preload(ds: FerDataset, progress: bool) -> None:
@@ -301,16 +293,9 @@ def load_run(run: str | os.PathLike, device: str | torch.device = "cpu") -> tupl
 
 def eval_split_for(path: str | os.PathLike) -> str | None:
     """Default split to evaluate on: the held-out split of the format (synthetic test, FER2013 PrivateTest...)."""
-    from fer.data import detect_format
+    from fer.data import split_policy
 
-    p = Path(path)
-    fmt = detect_format(p)
-    if fmt in ("synthetic", "rafdb"):
-        return "test"
-    if fmt == "fer2013":
-        return "test"
-    has = {d.name.lower() for d in p.iterdir() if d.is_dir()}
-    return "test" if "test" in has and "train" in has else None
+    return split_policy(Path(path)).evaluate
 
 
 def _run_provider(info: dict[str, Any]) -> Any:
