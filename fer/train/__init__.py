@@ -5,12 +5,14 @@ library call (:func:`run_training` with a :class:`TrainRequest`, what ``fer trai
 from fer.train.api import TrainOutcome, TrainRequest, run_training
 from fer.train.model_data import open_face_set, training_data
 from fer.train.run import load_run, prepare_data, read_run_info, synthetic_set, write_run_info
+from fer.train.run_folder import RunFolderWriter
 from fer.train.sampler import ResumableBatchSampler
 from fer.train.trainer import LRSchedule, TrainConfig, Trainer, seed_everything
 
 __all__ = [
     "LRSchedule",
     "ResumableBatchSampler",
+    "RunFolderWriter",
     "TrainConfig",
     "TrainOutcome",
     "TrainRequest",

@@ -17,8 +17,6 @@
 from __future__ import annotations
 
 import contextlib
-import csv
-import json
 import math
 import os
 import random
@@ -31,11 +29,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from face3dkit.io.atomic import atomic_open, atomic_write_text
+from face3dkit.io.atomic import atomic_open
 from fer.data.base import collate_samples
 from fer.models.base import FerModel
 from fer.train import distributed
 from fer.train.augment import augment_batch
+from fer.train.run_folder import RunFolderWriter
 from fer.train.sampler import ResumableBatchSampler
 
 __all__ = ["TrainConfig", "LRSchedule", "Trainer", "seed_everything"]
@@ -167,6 +166,7 @@ class Trainer:
         self.dist = dist_info or distributed.setup(cfg.device)
         self.device = self.dist.device
         self.out = Path(out_dir)
+        self.writer = RunFolderWriter(self.out)  # metrics, sample grids, model.pt (the loop keeps checkpoints)
         self.model = model.to(self.device)
         distributed.broadcast_module(self.model)
         self.train_set = train_set
@@ -401,22 +401,10 @@ class Trainer:
             rec, gen = self.model.generate(batch)  # type: ignore[operator]
         finally:
             self.model.train(was)
-        grid = torch.cat([torch.cat(list(t.float().cpu().clamp(0, 1)), 2) for t in (batch["image"], rec, gen)], 1)
-        from face3dkit.io import save_image
-
-        img = (grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-        save_image(img, self.out / "samples" / f"epoch_{self.epoch + 1:03d}.png")
+        self.writer.samples([batch["image"], rec, gen], self.epoch + 1)
 
     def _write_metrics(self) -> None:
-        atomic_write_text(self.out / "metrics.json", json.dumps(self.history, indent=2))
-        keys: list[str] = []
-        for r in self.history:
-            keys += [k for k in r if k not in keys]
-        with atomic_open(self.out / "metrics.csv", "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=keys)
-            w.writeheader()
-            for r in self.history:
-                w.writerow(r)
+        self.writer.metrics(self.history)
 
     @staticmethod
     def _epoch_line(r: dict[str, Any]) -> str:
@@ -428,11 +416,5 @@ class Trainer:
         return "  ".join(parts)
 
     def save_model(self, path: str | os.PathLike | None = None) -> Path:
-        """Final weights for ``fer evaluate`` / ``fer predict``: ``{'kind', 'config', 'state_dict'}`` and the
-        training position they come from (``epoch`` completed, ``epochs`` planned, ``global_step``)."""
-        path = Path(path) if path is not None else self.out / "model.pt"
-        with atomic_open(path) as f:
-            torch.save({"kind": self.model.kind, "config": asdict(self.model.config),
-                        "state_dict": self.model.state_dict(), "epoch": self.epoch, "epochs": self.config.epochs,
-                        "global_step": self.global_step}, f)
-        return path
+        """Final weights for ``fer evaluate`` / ``fer predict`` (:meth:`RunFolderWriter.model`)."""
+        return self.writer.model(self.model, self.epoch, self.config.epochs, self.global_step, path)
