@@ -38,19 +38,15 @@ def render_faces(model: MorphableModel, coeffs: Coefficients, size: int = 512, b
     Returns:
         (B, size, size, 3) uint8 images.
     """
-    from face3dkit.render import interpolate, rasterize
+    from face3dkit.render.face import render_face
 
     cam = camera or PerspectiveCamera.for_image_size(size)
-    c = Coefficients(**coeffs.as_dict())
+    c = coeffs.clone()
     if light is not None or not bool(c.gamma.abs().sum()):
         lt = (PREVIEW_LIGHT if light is None else light).to(c.gamma)
         c.gamma = lt.expand_as(c.gamma).clone()
-    out = model(c)
-    h, w = cam.height_width
-    frags = rasterize(cam.to_screen(out.verts_world), model.faces, (h, w))
-    col = interpolate(out.color, frags, model.faces)
-    cov = (frags.pix_to_face >= 0)[..., None]
-    img = torch.where(cov, col, torch.full_like(col, background)).clamp(0, 1)
+    with torch.no_grad():
+        img = render_face(model, c, cam, background=background).image.clamp(0, 1)
     return (img.cpu().numpy() * 255).round().astype(np.uint8)
 
 

@@ -417,42 +417,15 @@ class _LandmarkProjector:
 
 def render_coefficients(model: MorphableModel, c: Coefficients, camera: PerspectiveCamera,
                         antialias: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Differentiable render of faces.
+    """Differentiable render of faces (:func:`face3dkit.render.face.render_face`).
 
     Returns:
         image (B, H, W, 3), front-face mask (B, H, W, 1), coverage (B, H, W, 1), landmarks (B, 68, 2).
     """
-    return _render(model, c, camera, antialias, display=False)[:4]
+    from face3dkit.render.face import render_face
 
-
-def _render(model: MorphableModel, c: Coefficients, camera: PerspectiveCamera, antialias: bool = False,
-            display: bool = True) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor | None]:
-    """:func:`render_coefficients` plus (with ``display``) the (B, H, W, 1) coverage of
-    :func:`display_face_mask` (only the final render needs it, not every photometric step)."""
-    from face3dkit.render import antialias as aa
-    from face3dkit.render import interpolate, rasterize
-
-    out = model(c, camera=camera)
-    screen = camera.to_screen(out.verts_world)
-    h, w = camera.height_width
-    frags = rasterize(screen.detach(), model.faces, (h, w))
-    img = interpolate(out.color, frags, model.faces, verts=screen)
-    covered = (frags.pix_to_face >= 0)
-    if antialias:
-        img = aa(img, frags, screen, model.faces)
-    f = model.faces.shape[0]
-    face_id = frags.pix_to_face.clamp_min(0) % f
-    front_face = model.front_mask[model.faces].all(-1)
-    mask = (covered & front_face[face_id])[..., None].to(img.dtype)
-    shown = (covered & display_face_mask(model)[face_id])[..., None].to(img.dtype) if display else None
-    return img, mask, covered[..., None].to(img.dtype), out.landmarks2d, shown
-
-
-def display_face_mask(model: MorphableModel) -> Tensor:
-    """(F,) bool: the triangles an overlay shows — the front face and every non-skin region (eyes,
-    teeth, mouth interior), not the ears, neck or scalp."""
-    skin = model.region_mask("face")[model.faces].all(-1)
-    return model.front_mask[model.faces].all(-1) | ~skin
+    r = render_face(model, c, camera, antialias=antialias)
+    return r.image, r.front_mask, r.coverage, r.landmarks2d
 
 
 class _Adam:
@@ -679,7 +652,10 @@ def _fit(model: MorphableModel, images: Tensor | None, lm2d: Tensor, cfg: FitCon
             losses["photometric"].append(float(loss.detach()))
         lap("photometric")
         with torch.no_grad():
-            render, mask, _, _, display = _render(model, c, cam, False)
+            from face3dkit.render.face import render_face
+
+            final_render = render_face(model, c, cam)
+            render, mask, display = final_render.image, final_render.front_mask, final_render.display_mask
     with torch.no_grad():
         final = c.detach()
         lm_fit = project_lm(final)
