@@ -213,7 +213,7 @@ def test_v2_albedo_in_range_for_3_sigma_and_brows_visible(v2):
 def test_v2_float16_basis_error_is_negligible(v2):
     """The bases are stored as float16: each entry is within 2^-11 (relative) of its float32
     value, so for N(0, 1) coefficients a vertex moves by at most 2^-11 * sqrt(sum_k b_k^2) (std)."""
-    from face3dkit.model.io import default_model_path
+    from face3dkit.model.files import default_model_path
 
     with np.load(default_model_path()) as z:
         assert z["id_basis"].dtype == np.float16 and z["exp_basis"].dtype == np.float16

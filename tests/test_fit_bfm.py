@@ -18,7 +18,7 @@ from scipy.io import loadmat, savemat
 import face3dkit
 from face3dkit.fit import FitConfig, fit
 from face3dkit.geometry import PerspectiveCamera
-from face3dkit.model.io import detect_format
+from face3dkit.model.files import detect_format
 from face3dkit.viz import render_faces, save_png
 
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 from scipy.io import savemat
 
-import face3dkit.model.io as model_io
+import face3dkit.model.files as model_io
 from face3dkit.model import (
     FORMAT_NAME,
     ModelFileError,

@@ -273,7 +273,7 @@ def test_temp_files_of_a_killed_run_are_removed(tmp_path, lm68):
 
 def test_atomic_writers_use_the_temp_pattern(tmp_path):
     from face3dkit.io.atomic import TEMP_MARK, atomic_path, is_temp_name
-    from face3dkit.model.io import _atomic_write
+    from face3dkit.model.files import _atomic_write
 
     with atomic_path(tmp_path / "x.obj") as tmp:
         assert tmp.parent == tmp_path and is_temp_name(tmp.name, "x.obj") and tmp.suffix == ".obj"

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from face3dkit.model.coefficients import CoefficientLayout, Coefficients
-from face3dkit.model.io import (
+from face3dkit.model.files import (
     FORMAT_NAME,
     FORMAT_VERSION,
     KNOWN_MODELS,

@@ -45,7 +45,8 @@ from pathlib import Path
 
 import numpy as np
 
-from face3dkit.model.io import ModelFileError, _atomic_write, _fail, _one_line, read_mat
+from face3dkit.model._common import ModelFileError, _atomic_write, _fail, _one_line
+from face3dkit.model.mat_format import read_mat
 
 __all__ = ["convert_bfm2009", "bfm2009_to_front", "read_exp_pca", "AUX_FILES"]
 
