@@ -54,7 +54,7 @@ def square_crop(image: np.ndarray, points: np.ndarray, side: int, grow: float = 
 
 def detect(image: np.ndarray) -> np.ndarray | None:
     """68 landmarks of the largest face (face3dkit's dlib detector), or None."""
-    from fer.geometry.providers import load_detector
+    from fer.conditioning.providers import load_detector
 
     faces = load_detector().detect(image)
     return None if not faces else np.asarray(faces[0].points, np.float64)

@@ -4,7 +4,7 @@
   surprise), dataset label mappings, yaw bins.
 * :mod:`fer.data` - datasets (class folders, FER2013, RAF-DB, the synthetic face3dkit set) and
   expression sequences (:class:`fer.data.SequenceDataset`).
-* :mod:`fer.geometry` - pose + 68 landmarks per image (providers ``3dmm``, ``landmarks``, ``none``),
+* :mod:`fer.conditioning` - pose + 68 landmarks per image (providers ``3dmm``, ``landmarks``, ``none``),
   cached on disk.
 * :mod:`fer.models` - GGPI (Zhang et al., TIP 2020), TDGAN (Xie et al., TCSVT 2020), DR-GAN
   (Tran et al., CVPR 2017), MGLN (Yu et al., PRL 2020: global face module + landmark-placed part

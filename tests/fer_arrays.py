@@ -2,8 +2,8 @@
 
 import numpy as np
 
+from fer.conditioning import GeometryTable, attach_geometry
 from fer.data.base import FerDataset
-from fer.geometry import GeometryTable, attach_geometry
 
 
 class ArrayDataset(FerDataset):

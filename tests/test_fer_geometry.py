@@ -1,4 +1,4 @@
-"""fer.geometry: providers against the synthetic set's true pose; cache reuse and invalidation."""
+"""fer.conditioning: providers against the synthetic set's true pose; cache reuse and invalidation."""
 
 import shutil
 import sys
@@ -7,9 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fer.data import SynthConfig, SyntheticDataset, generate_synthetic
-from fer.data.formats import ImageFolderDataset
-from fer.geometry import (
+from fer.conditioning import (
     GeometryCache,
     LandmarksProvider,
     NoGeometry,
@@ -18,7 +16,9 @@ from fer.geometry import (
     compute_geometry,
     get_provider,
 )
-from fer.geometry.providers import GeometryUnavailableError, load_detector
+from fer.conditioning.providers import GeometryUnavailableError, load_detector
+from fer.data import SynthConfig, SyntheticDataset, generate_synthetic
+from fer.data.formats import ImageFolderDataset
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -10,10 +10,10 @@ from fer_arrays import ArrayDataset
 from fer_arrays import StepContext as Ctx
 
 import face3dkit
+from fer.conditioning import GeometryCache, GeometryTable, attach_geometry
+from fer.conditioning.providers import mirror_permutation
 from fer.data.base import collate_samples
 from fer.evaluate import evaluate_model
-from fer.geometry import GeometryCache, GeometryTable, attach_geometry
-from fer.geometry.providers import mirror_permutation
 from fer.models import build_model, model_from_config
 from fer.models.geometry import geometry_feature_dim, geometry_features
 from fer.train import TrainConfig, Trainer
@@ -148,7 +148,7 @@ def test_mirror_permutation_pairs_both_naming_styles(names, pairs):
 @pytest.mark.parametrize("face_model", ["default", "makehuman"])
 def test_3dmm_provider_mirror_of_shipped_models(face_model):
     import face3dkit
-    from fer.geometry.providers import ThreeDMMProvider
+    from fer.conditioning.providers import ThreeDMMProvider
 
     names = list(face3dkit.load_model(face_model).exp_names)
     perm = ThreeDMMProvider(face_model).exp_mirror()

@@ -13,7 +13,7 @@ A sample is a dict (batch-first after :func:`collate_samples`)::
     geom_valid  bool, the geometry provider succeeded on this sample
     geom_exp    (K,) float32 fitted expression coefficients (only with a table that has them: ``3dmm``)
 
-The last five come from an attached :class:`fer.geometry.GeometryTable` (zeros/NaN/-1/False without one).
+The last five come from an attached :class:`fer.conditioning.GeometryTable` (zeros/NaN/-1/False without one).
 An image that cannot be decoded is reported (file), counted in ``dataset.report`` and the sample is
 dropped from its batch by :func:`collate_samples`; :meth:`FerDataset.preload` decodes everything
 up front and removes such samples from the dataset.
@@ -78,7 +78,7 @@ class FerDataset(Dataset):
         image_size: side S of returned images (None: the stored size, which must then be square
             and equal for all samples to batch them).
         report: :class:`DataReport` of skipped rows/images.
-        geometry: attached :class:`fer.geometry.GeometryTable` or None.
+        geometry: attached :class:`fer.conditioning.GeometryTable` or None.
     """
 
     name = "dataset"

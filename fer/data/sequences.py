@@ -117,7 +117,7 @@ class SequenceDataset(Dataset):
             :func:`sequence_groups`.
 
     Attributes (M sequences): ``labels``, ``identities``, ``true_pose``, ``sources`` (peak frame's
-    file), ``geometry`` (the peak frames' :class:`fer.geometry.GeometryTable` or None), ``report``
+    file), ``geometry`` (the peak frames' :class:`fer.conditioning.GeometryTable` or None), ``report``
     (the frame dataset's), ``sequences`` (M, T) int64 frame indices, ``lengths`` (M,) frames found.
     """
 

@@ -1,6 +1,6 @@
 """The geometry-coefficient model: an MLP on face3dkit's fitted expression coefficients, pose and landmarks.
 
-The ``3dmm`` geometry provider (:class:`fer.geometry.ThreeDMMProvider`) fits the morphable model to
+The ``3dmm`` geometry provider (:class:`fer.conditioning.ThreeDMMProvider`) fits the morphable model to
 the 68 landmarks of every face; its table gives per sample the fitted expression coefficients
 (``geom_exp``, (K,) with K the model's ``n_exp``), the head pose (``geom_pose``, yaw/pitch/roll in
 degrees), the fitted model's landmarks re-projected into the crop (``landmarks``) and whether the fit

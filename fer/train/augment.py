@@ -50,7 +50,7 @@ def augment_batch(batch: dict[str, Any], generator: torch.Generator, flip: bool 
         scale: zoom drawn from U(1 - scale, 1 + scale).
         shift: translation drawn from U(-shift, shift) of the image side, per axis.
         exp_mirror: (K,) permutation of ``geom_exp`` under a flip
-            (:attr:`fer.geometry.GeometryTable.exp_mirror`); None with ``geom_exp`` present: no flips.
+            (:attr:`fer.conditioning.GeometryTable.exp_mirror`); None with ``geom_exp`` present: no flips.
     """
     b = batch["image"].shape[0]
     do_flip = (torch.rand(b, generator=generator) < 0.5) if flip else torch.zeros(b, dtype=torch.bool)

@@ -25,6 +25,8 @@ import numpy as np
 import torch
 
 from face3dkit.io.atomic import atomic_write_text
+from fer.conditioning import GeometryCache, attach_geometry, compute_geometry, default_cache_dir, get_provider
+from fer.conditioning.providers import GeometryUnavailableError
 from fer.data import (
     FerDataset,
     SequenceDataset,
@@ -34,8 +36,6 @@ from fer.data import (
     open_dataset,
     open_sequence_frames,
 )
-from fer.geometry import GeometryCache, attach_geometry, compute_geometry, default_cache_dir, get_provider
-from fer.geometry.providers import GeometryUnavailableError
 from fer.labels import EXPRESSIONS, YAW_BIN_EDGES, YAW_BIN_NAMES
 from fer.models import FerModel, model_from_config, without_weights
 
@@ -102,7 +102,7 @@ def prepare_data(data: str | os.PathLike, image_size: int, geometry: str, val_da
         image_size: training image side.
         geometry: provider name (``3dmm``, ``landmarks``, ``none``).
         val_data: validation dataset (default: the held-out split of ``data`` when it has one).
-        cache_dir: geometry cache root (default :func:`fer.geometry.default_cache_dir`).
+        cache_dir: geometry cache root (default :func:`fer.conditioning.default_cache_dir`).
         landmark_iters: steps of the 3dmm landmark fit.
         sequence_length: > 0: every frame is loaded (geometry per frame) and the sets are
             :class:`fer.data.SequenceDataset` of that many frames (MGLN).

@@ -1,4 +1,5 @@
-"""Geometry conditioning for FER: pose, 68 normalised landmarks and a yaw-bin pose class per image.
+"""Geometry conditioning for FER: pose, 68 normalised landmarks and a yaw-bin pose class per image
+(``face3dkit.geometry`` is the camera and rotation maths; this package turns fits into conditioning).
 
 Providers (:func:`get_provider`):
 
@@ -15,9 +16,9 @@ Landmarks come from the dataset when it knows them (the synthetic set's csv), ot
 (:class:`GeometryCache`) keyed by each sample's content hash and the provider's settings.
 """
 
-from fer.geometry.cache import GeometryCache, default_cache_dir
-from fer.geometry.compute import attach_geometry, compute_geometry
-from fer.geometry.providers import (
+from fer.conditioning.cache import GeometryCache, default_cache_dir
+from fer.conditioning.compute import attach_geometry, compute_geometry
+from fer.conditioning.providers import (
     PROVIDERS,
     GeometryProvider,
     LandmarksProvider,
@@ -25,7 +26,7 @@ from fer.geometry.providers import (
     ThreeDMMProvider,
     get_provider,
 )
-from fer.geometry.table import GeometryTable
+from fer.conditioning.table import GeometryTable
 
 __all__ = [
     "GeometryCache",

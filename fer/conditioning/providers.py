@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fer.geometry.table import GeometryTable
+from fer.conditioning.table import GeometryTable
 
 __all__ = [
     "PROVIDERS",

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from face3dkit.io.atomic import atomic_open
-from fer.geometry.table import GeometryTable
+from fer.conditioning.table import GeometryTable
 
 __all__ = ["GeometryCache", "default_cache_dir", "settings_digest"]
 

@@ -6,9 +6,9 @@ from typing import Any
 
 import numpy as np
 
-from fer.geometry.cache import GeometryCache
-from fer.geometry.providers import GeometryProvider
-from fer.geometry.table import GeometryTable
+from fer.conditioning.cache import GeometryCache
+from fer.conditioning.providers import GeometryProvider
+from fer.conditioning.table import GeometryTable
 
 __all__ = ["compute_geometry", "attach_geometry"]
 
