@@ -30,6 +30,7 @@ from typing import Literal
 
 import numpy as np
 
+from face3dkit.io.atomic import atomic_open, atomic_write_text
 from face3dkit.landmarks.base import SELECT_CHOICES, FaceLandmarks, LandmarkError, Select, select_faces
 
 __all__ = [
@@ -192,17 +193,18 @@ def write_landmark_file(path: str | os.PathLike, points: np.ndarray, *, index_of
     p.parent.mkdir(parents=True, exist_ok=True)
     suffix = p.suffix.lower()
     if suffix == ".npy":
-        np.save(p, pts - index_offset)
+        with atomic_open(p) as f:
+            np.save(f, pts - index_offset)
         return p
     if pts.shape[0] != 1:
         raise ValueError(f"{p.suffix} files hold one face, got {pts.shape[0]} (use .npy)")
     if suffix == ".txt":
         body = "\n".join(f"{x:.6f} {y:.6f}" for x, y in pts[0] - index_offset)
-        p.write_text(body + "\n")
+        atomic_write_text(p, body + "\n")
     elif suffix == ".pts":
         vals = pts[0] + (0.5 if pts_one_based else -0.5)
         body = "\n".join(f"{x:.6f} {y:.6f}" for x, y in vals)
-        p.write_text(f"version: 1\nn_points: {len(vals)}\n{{\n{body}\n}}\n")
+        atomic_write_text(p, f"version: 1\nn_points: {len(vals)}\n{{\n{body}\n}}\n")
     else:
         raise ValueError(f"{p}: unknown landmark file type {p.suffix!r} (expected .pts, .txt or .npy)")
     return p

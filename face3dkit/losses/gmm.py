@@ -180,17 +180,23 @@ class GaussianMixtureModel:
         return cls(d["weights"], d["means"], d["covariances"], d.get("covariance_type", "diag"))
 
     def to_json(self, path: str | os.PathLike[str] | None = None) -> str:
-        """Serialise to JSON text; also write it to ``path`` if given."""
-        text = json.dumps(self.to_dict())
-        if path is not None:
-            with open(path, "w", encoding="utf-8") as f:
-                f.write(text)
-        return text
+        """Serialise to JSON text; also write it to ``path`` (atomically) if given."""
+        return _dump_json(self.to_dict(), path)
 
     @classmethod
     def from_json(cls, source: str | os.PathLike[str]) -> GaussianMixtureModel:
         """Read from a JSON file path, or from JSON text (a string starting with ``{``)."""
         return cls.from_dict(_read_json(source))
+
+
+def _dump_json(d: Mapping[str, Any], path: str | os.PathLike[str] | None, indent: int | None = None) -> str:
+    """JSON text of ``d``, also written atomically to ``path`` when given."""
+    from face3dkit.io.atomic import atomic_write_text
+
+    text = json.dumps(d, indent=indent)
+    if path is not None:
+        atomic_write_text(path, text)
+    return text
 
 
 def _read_json(source: str | os.PathLike[str]) -> dict[str, Any]:

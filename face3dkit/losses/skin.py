@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from face3dkit.losses.gmm import CovarianceType, GaussianMixtureModel, _as_numpy, _read_json
+from face3dkit.losses.gmm import CovarianceType, GaussianMixtureModel, _as_numpy, _dump_json, _read_json
 
 __all__ = [
     "GaussianMixtureModel",
@@ -162,12 +162,8 @@ class SkinColorModel:
         )
 
     def to_json(self, path: str | os.PathLike[str] | None = None) -> str:
-        """Serialise to JSON text; also write it to ``path`` if given."""
-        text = json.dumps(self.to_dict(), indent=1)
-        if path is not None:
-            with open(path, "w", encoding="utf-8") as f:
-                f.write(text)
-        return text
+        """Serialise to JSON text; also write it to ``path`` (atomically) if given."""
+        return _dump_json(self.to_dict(), path, indent=1)
 
     @classmethod
     def from_json(cls, source: str | os.PathLike[str]) -> SkinColorModel:

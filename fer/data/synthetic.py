@@ -77,7 +77,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from face3dkit.io.atomic import atomic_open
+from face3dkit.io.atomic import atomic_open, atomic_write_text
+from face3dkit.io.image import save_image
 from fer.data.base import FerDataset, file_digest, read_image_file
 from fer.labels import EXPRESSIONS, NUM_CLASSES
 
@@ -321,7 +322,6 @@ def generate_synthetic(out: str | Path, config: SynthConfig | None = None, model
     Returns:
         The contents of ``meta.json`` (settings, counts per split, ``seconds``).
     """
-    from PIL import Image
     from tqdm import tqdm
 
     import face3dkit
@@ -365,7 +365,7 @@ def generate_synthetic(out: str | Path, config: SynthConfig | None = None, model
                 landmarks[sel, t_i] = project_landmarks(model, c, cam).float().cpu().numpy()
                 for j, i in enumerate(sel):
                     name = f"{i:06d}.png" if steps == 1 else f"{i:06d}_{t_i}.png"
-                    Image.fromarray(images[j]).save(out / "images" / name, compress_level=3)
+                    save_image(images[j], out / "images" / name, compress_level=3)
                 bar.update(len(sel))
     bar.close()
     split = np.where(prm["test"][prm["identity"]], "test", "train")
@@ -397,7 +397,7 @@ def generate_synthetic(out: str | Path, config: SynthConfig | None = None, model
         "units": cfg.units or expression_units_for(list(model.exp_names)),
         "seconds": round(seconds, 2),
     }
-    meta_path.write_text(json.dumps(meta, indent=2))
+    atomic_write_text(meta_path, json.dumps(meta, indent=2))  # last: it marks the set complete
     return meta
 
 
