@@ -39,17 +39,11 @@ def load_detector() -> Any:
     hint = ("the 'landmarks' and '3dmm' geometry of real images needs a 68-point detector from "
             "face3dkit.landmarks (pip install 'face3dkit[landmarks]'); use --geometry none otherwise")
     try:
-        import face3dkit.landmarks as lm_pkg
+        from face3dkit.landmarks import DlibDetector
     except ImportError as e:
         raise GeometryUnavailableError(f"face3dkit.landmarks is not available ({e}); {hint}") from None
-    factory = getattr(lm_pkg, "DlibDetector", None)
-    if factory is None:
-        try:
-            from face3dkit.landmarks.dlib_backend import DlibDetector as factory  # noqa: N813
-        except ImportError as e:
-            raise GeometryUnavailableError(f"no detector backend in face3dkit.landmarks ({e}); {hint}") from None
     try:
-        return factory(select="largest")
+        return DlibDetector(select="largest")
     except (ValueError, RuntimeError, OSError) as e:
         raise GeometryUnavailableError(f"landmark detector unavailable: {' '.join(str(e).split())}") from None
 
