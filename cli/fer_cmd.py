@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 import click
 
@@ -175,32 +174,16 @@ def train(model_kind: str, geometry: str | None, data: str, val_data: str | None
 def evaluate(run: str, data: str, split: str, batch_size: int, device: str, cache_dir: str | None,
              name: str | None, as_json: bool, tta: str) -> None:
     """Accuracy, per-class accuracy, macro-F1, accuracy per yaw bin and a confusion-matrix PNG."""
-    import torch
-
-    from fer.evaluate import evaluate_model, write_report
+    from fer.inference import evaluate_run
     from fer.train.api import metrics_summary
-    from fer.train.run import describe_weights, load_run, open_for_eval
+    from fer.train.run import describe_weights
 
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                       ("cpu" if device == "auto" else device))
-    model, info = load_run(run, dev)
-    weights = describe_weights(info["weights"])
-    if not as_json:
-        click.echo(weights)
-    sp = None if split == "all" else split
-    ds = open_for_eval(data, info, sp, cache_dir, need_geometry=model.classifies_geometry())
-    if len(ds) == 0:
-        raise ValueError(f"{data}: no usable samples ({ds.report.summary()})")
-    m = evaluate_model(model, ds, batch_size, dev, tta=tta)
-    m["data"] = str(data)
-    m["split"] = sp
-    m["skipped_rows"] = ds.report.skipped
-    m["weights"] = info["weights"]
-    label = name or (Path(data).stem + (f"-{sp}" if sp and sp != "auto" else "") + (f"-{tta}" if tta != "none" else ""))
-    paths = write_report(m, Path(run) / "eval" / label)
+    m, paths, ds = evaluate_run(run, data, None if split == "all" else split, batch_size, device, cache_dir, name,
+                                tta)
     if as_json:
         click.echo(json.dumps(m, indent=2))
         return
+    click.echo(describe_weights(m["weights"]))
     click.echo(metrics_summary(m, f"{data} ({m['n']} images)"))
     if ds.report.skipped or m["skipped"]:
         click.echo(f"skipped: {ds.report.summary()}")
@@ -221,26 +204,10 @@ def generate(run: str, image: str, yaw: float, out: str | None, device: str) -> 
 
     Writes the input (resized) and the generated face side by side.
     """
-    import numpy as np
-    import torch
+    from fer.inference import generate_pose
 
-    from face3dkit.io import load_image, save_image
-    from fer.data import resize_rgb
-    from fer.train.run import load_run
-
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                       ("cpu" if device == "auto" else device))
-    model, info = load_run(run, dev)
-    if not hasattr(model, "rotate"):
-        raise ValueError(f"{run}: a '{info['model']}' run cannot change the pose (train one with --model drgan)")
-    size = int(info["image_size"])
-    arr = resize_rgb(load_image(image), size)
-    x = torch.from_numpy(arr).permute(2, 0, 1)[None].float().div(255).to(dev)
-    y = model.rotate(x, yaw)  # type: ignore[operator]
-    gen = (y[0].permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
-    path = Path(out) if out else Path(image).with_name(f"{Path(image).stem}_yaw{yaw:+g}.png")
-    save_image(np.concatenate([arr, gen], 1), path)
-    click.echo(f"{image} at yaw {yaw:+g}° (input | generated, {size} px) -> {path}")
+    path = generate_pose(run, image, yaw, out, device)
+    click.echo(f"{image} at yaw {yaw:+g}° (input | generated) -> {path}")
 
 
 @main.command("predict")

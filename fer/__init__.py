@@ -11,12 +11,13 @@
   crops with an LSTM over frames), the plain CNN baseline (optionally fused with fitted geometry)
   and the geometry-coefficient MLP.
 * :mod:`fer.train` - the trainer and :func:`fer.train.api.run_training` (one run, what ``fer train``
-  does); :mod:`fer.evaluate` - metrics and reports; :func:`predict` - labels of images with a run.
+  does); :mod:`fer.evaluate` - metrics and reports; :func:`predict`, :func:`evaluate_run`,
+  :func:`generate_pose` - using a trained run.
 
 Command line: ``fer synth``, ``fer train``, ``fer evaluate``, ``fer predict``, ``fer generate``.
 """
 
-from fer.inference import predict
+from fer.inference import evaluate_run, generate_pose, predict
 from fer.labels import EXPRESSIONS, NUM_CLASSES, YAW_BIN_NAMES
 
-__all__ = ["EXPRESSIONS", "NUM_CLASSES", "YAW_BIN_NAMES", "predict"]
+__all__ = ["EXPRESSIONS", "NUM_CLASSES", "YAW_BIN_NAMES", "evaluate_run", "generate_pose", "predict"]
