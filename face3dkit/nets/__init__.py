@@ -7,7 +7,9 @@
 * :mod:`.vgg` - torchvision VGG16 / VGG16-BN with named intermediate feature maps.
 * :mod:`.deform_conv` - deformable convolution v1/v2 (torchvision / mmcv layouts).
 * :mod:`.mtcnn` - MTCNN's P-Net, R-Net, O-Net (facenet-pytorch ``pnet.pt`` / ``rnet.pt`` / ``onet.pt``);
-  :func:`load_mtcnn_nets`.
+  :func:`load_mtcnn_nets` (MTCNN's R-Net is ``face3dkit.nets.mtcnn.RNet``).
+* :mod:`.rnet` - :class:`RNet`, Deng et al.'s coefficient regression network (ResNet backbone,
+  one zero-initialised 1 x 1 head per coefficient block; Deep3DFaceRecon_pytorch ``net_recon`` keys).
 
 Networks take ``(B, C, H, W)`` tensors as ``torch.nn`` does (see ``docs/conventions.md``).
 No weights are downloaded: loaders read files the user already has.
@@ -32,7 +34,7 @@ from .iresnet import (
     iresnet100,
     load_iresnet,
 )
-from .mtcnn import ONet, PNet, RNet, find_mtcnn_weights, load_mtcnn_nets, mtcnn_normalize
+from .mtcnn import ONet, PNet, find_mtcnn_weights, load_mtcnn_nets, mtcnn_normalize
 from .resnet import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -46,9 +48,13 @@ from .resnet import (
     resnet50,
     resnet101,
 )
+from .rnet import BFM_LAYOUT, RNET_BACKBONES, RNet
 from .vgg import VGG, VGG16_CFG, vgg16, vgg16_bn, vgg_layer_names
 
 __all__ = [
+    "BFM_LAYOUT",
+    "RNET_BACKBONES",
+    "RNet",
     "CheckpointMismatchError",
     "read_state_dict",
     "state_dict_mismatch",
@@ -84,7 +90,6 @@ __all__ = [
     "DeformConv2dPack",
     "ModulatedDeformConv2dPack",
     "PNet",
-    "RNet",
     "ONet",
     "find_mtcnn_weights",
     "load_mtcnn_nets",

@@ -1,0 +1,92 @@
+"""Deng et al. 2019's reconstruction network (R-Net): a ResNet that regresses a morphable model's
+coefficients from the 224 x 224 aligned crop.
+
+Architecture as in Deng et al.'s PyTorch release (``ReconNetWrapper``): a torchvision ResNet
+without its classifier (pooled features, 2048 for ResNet-50, 512 for ResNet-18) and one 1 x 1
+convolution per coefficient block — identity, expression, albedo, angles, SH light, translation
+(x, y) and translation (z) — initialised to zero, so an untrained network predicts the mean face,
+frontal, under the ambient light. Keys: ``backbone.*`` (torchvision's, ``fc`` absent) and
+``final_layers.{0..6}.*``, the keys of that release's ``net_recon`` checkpoint for the BFM layout
+(257 coefficients), which :meth:`RNet.load_deep3d_checkpoint` reads.
+
+Input: (B, 3, H, W) RGB in [0, 1] (the release feeds the crop unnormalised). Output: (B, total)
+coefficients in :class:`face3dkit.model.CoefficientLayout` order.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from face3dkit.model.coefficients import CoefficientLayout, Coefficients
+
+from ._checkpoint import load_checked_state_dict, read_state_dict
+from .resnet import load_torchvision_weights, resnet18, resnet34, resnet50, resnet101
+
+__all__ = ["BFM_LAYOUT", "RNET_BACKBONES", "RNet"]
+
+#: Deng et al.'s BFM layout: 80 identity, 64 expression, 80 albedo coefficients (257 in all).
+BFM_LAYOUT = CoefficientLayout(n_id=80, n_exp=64, n_tex=80)
+#: Backbone name -> (builder, pooled feature size).
+RNET_BACKBONES: dict[str, tuple[Any, int]] = {
+    "resnet18": (resnet18, 512),
+    "resnet34": (resnet34, 512),
+    "resnet50": (resnet50, 2048),
+    "resnet101": (resnet101, 2048),
+}
+
+
+class RNet(nn.Module):
+    """Coefficient regression network.
+
+    Args:
+        layout: the model's coefficient layout (:attr:`face3dkit.MorphableModel.layout`; 257 for
+            the BFM, :data:`BFM_LAYOUT`).
+        backbone: ``'resnet50'`` (the paper), ``'resnet18'`` (CPU), ``'resnet34'``, ``'resnet101'``.
+        imagenet_weights: optional torchvision ImageNet ``state_dict`` file for the backbone (its
+            ``fc`` is ignored).
+    """
+
+    def __init__(self, layout: CoefficientLayout, backbone: str = "resnet50",
+                 imagenet_weights: str | os.PathLike | None = None) -> None:
+        super().__init__()
+        if backbone not in RNET_BACKBONES:
+            raise ValueError(f"unknown R-Net backbone {backbone!r}; choose one of {', '.join(RNET_BACKBONES)}")
+        build, dim = RNET_BACKBONES[backbone]
+        self.layout = layout
+        self.backbone_name = backbone
+        self.backbone = build(return_features=True)
+        if imagenet_weights is not None:
+            load_torchvision_weights(self.backbone, imagenet_weights, exclude=("fc.",))
+        self.backbone.fc = nn.Identity()  # pooled features only: no classifier keys
+        heads = (*layout.sizes[:5], 2, 1)  # translation as (x, y) and z, as the release
+        self.final_layers = nn.ModuleList(nn.Conv2d(dim, k, 1) for k in heads)
+        for layer in self.final_layers:
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def forward(self, images: Tensor) -> Tensor:
+        """(B, 3, H, W) RGB in [0, 1] -> (B, layout.total) coefficients."""
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"R-Net takes (B, 3, H, W) images, got {tuple(images.shape)}")
+        feats = self.backbone(images)[:, :, None, None]
+        return torch.cat([layer(feats) for layer in self.final_layers], 1).flatten(1)
+
+    def coefficients(self, images: Tensor) -> Coefficients:
+        """:meth:`forward` split into :class:`~face3dkit.model.Coefficients`."""
+        return Coefficients.split(self(images), self.layout)
+
+    def load_deep3d_checkpoint(self, path: str | os.PathLike) -> RNet:
+        """Load the ``net_recon`` weights of a Deep3DFaceRecon_pytorch checkpoint (``epoch_20.pth``;
+        a bare ``state_dict`` of the same keys works too). One-line error naming the file when the
+        keys or shapes do not fit (e.g. a BFM checkpoint into another model's layout)."""
+        source = os.fspath(path)
+        raw = torch.load(source, map_location="cpu", weights_only=True)
+        state = raw.get("net_recon", raw) if isinstance(raw, dict) else raw
+        if not isinstance(state, dict):
+            state = read_state_dict(source)
+        load_checked_state_dict(self, state, source, f"R-Net {self.backbone_name} ({self.layout.total} coefficients)")
+        return self
