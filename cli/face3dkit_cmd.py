@@ -213,6 +213,12 @@ class DeviceParam(click.ParamType):
                    "FitConfig.eye_weight). Larger: the fit follows the detected points more closely.")
 @click.option("--texture-size", type=click.IntRange(min=16, max=16384), default=512, show_default=True,
               help="Side of the OBJ's baked albedo texture, pixels.")
+@click.option("--method", type=click.Choice(["fit", "rnet", "rnet+fit"]), default="fit", show_default=True,
+              help="fit: analysis-by-synthesis; rnet: the coefficients an R-Net regresses (--rnet); rnet+fit: "
+                   "the fit started from them.")
+@click.option("--rnet", "rnet", type=click.Path(dir_okay=False), default=None,
+              help="R-Net checkpoint for --method rnet / rnet+fit (face3dkit's, or Deep3DFaceRecon_pytorch "
+                   "epoch_*.pth for the BFM).")
 @click.option("--strict/--no-strict", default=False, show_default=True,
               help="Exit with code 3 when a face is a poor fit (status poor_fit in summary.json/csv: fitted "
                    "landmarks far from the given ones, implausible pose or identity) and no input failed.")
@@ -221,7 +227,8 @@ def reconstruct_cmd(inputs: tuple[str, ...], out: str, model_name: str, device: 
                     landmarks: str, landmarks_dir: str | None, faces: str, iters: int | None,
                     landmark_iters: int | None, batch_size: int, save: str, recursive: bool, resume: bool,
                     force: bool, redo_changed: bool, progress: bool, seed: int, identity_net: str | None,
-                    contour: str, landmark_weight: float | None, texture_size: int, strict: bool) -> None:
+                    contour: str, landmark_weight: float | None, texture_size: int, method: str, rnet: str | None,
+                    strict: bool) -> None:
     """Reconstruct every face in INPUTS (folders, images, or text files listing images).
 
     Per face: mesh (.obj + texture), coefficients (.mat with Deng et al.'s keys, .npz), 68 landmarks
@@ -266,7 +273,7 @@ def reconstruct_cmd(inputs: tuple[str, ...], out: str, model_name: str, device: 
     cfg = ReconstructConfig(model=model_name, device=device, landmarks=landmarks, landmarks_dir=landmarks_dir,
                             faces=faces, batch_size=batch_size, fit=fit_cfg, save=kinds, recursive=recursive,
                             resume=resume and not force, redo_changed=redo_changed, identity_net=identity_net,
-                            threads=n_threads, texture_size=texture_size)
+                            threads=n_threads, texture_size=texture_size, method=method, rnet=rnet)
     summary = reconstruct(list(inputs), out, cfg, progress=progress)
     n = len(summary.results)
     rate = f", {summary.seconds / n:.2f} s/face" if n else ""

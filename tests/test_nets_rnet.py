@@ -69,3 +69,58 @@ def test_imagenet_backbone_weights_from_a_torchvision_file(tmp_path):
         if not k.startswith("fc."):
             assert torch.equal(got[k], v), k
     assert torch.count_nonzero(net.final_layers[0].weight) == 0  # heads stay zero
+
+
+def test_save_load_and_reconstruct_methods(tmp_path):
+    """An R-Net saved by face3dkit loads with its backbone and layout; `reconstruct --method rnet`
+    writes the regressed coefficients (no optimisation: they are the network's output),
+    `rnet+fit` starts the fit there; a layout that does not fit the model and a missing checkpoint
+    are one-line errors."""
+    import json
+    import math
+
+    import numpy as np
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from face3dkit._cli.face3dkit_cmd import main
+    from face3dkit.geometry import PerspectiveCamera
+    from face3dkit.viz import render_faces
+
+    m = face3dkit.load_model("default")
+    net = RNet(m.layout, "resnet18")
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():  # a network whose output is not the mean face
+        for k in range(7):
+            net.final_layers[k].bias.copy_(0.05 * torch.randn(net.final_layers[k].bias.shape, generator=g))
+    path = net.save(tmp_path / "rnet.pt")
+    back = RNet.load(path)
+    assert back.layout == m.layout and back.backbone_name == "resnet18"
+    # A scene: a rendered face and its landmarks.
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    c = m.sample(1, generator=torch.Generator().manual_seed(4), id_scale=0.6, tex_scale=0.6)
+    c.angles[:, 1] = math.radians(15.0)
+    cam = PerspectiveCamera(focal=1015 * 320 / 224, cx=160.0, cy=160.0, image_size=(320, 320))
+    Image.fromarray(render_faces(m, c, camera=cam, background=0.5)[0]).save(photos / "face.png")
+    with torch.no_grad():
+        np.save(photos / "face.npy", m(c, camera=cam).landmarks2d[0].numpy())
+    base = ["reconstruct", str(photos), "--landmarks", "file", "--landmark-iters", "10", "--iters", "2",
+            "--save", "npz,pose", "--no-progress", "--threads", "1"]
+    r = CliRunner().invoke(main, [*base, "-o", str(tmp_path / "o1"), "--method", "rnet", "--rnet", str(path)])
+    assert r.exit_code == 0, r.output
+    coeffs = np.load(tmp_path / "o1" / "face" / "face.npz")["coeffs"]
+    biases = torch.cat([net.final_layers[k].bias for k in range(7)]).detach().numpy()
+    # The trained-from-zero heads' weights are zero: the regression is the biases, whatever the crop.
+    np.testing.assert_allclose(coeffs.reshape(-1), biases, rtol=1e-5, atol=1e-6)
+    marker = json.loads((tmp_path / "o1" / "face" / "face.done.json").read_text())
+    assert marker["settings"]["method"] == "rnet" and marker["settings"]["rnet_sha256"]
+    r = CliRunner().invoke(main, [*base, "-o", str(tmp_path / "o2"), "--method", "rnet+fit", "--rnet", str(path)])
+    assert r.exit_code == 0, r.output
+    fitted = np.load(tmp_path / "o2" / "face" / "face.npz")["coeffs"].reshape(-1)
+    assert not np.allclose(fitted, biases)  # the fit moved from the regressed start
+    bfm = RNet(BFM_LAYOUT, "resnet18").save(tmp_path / "bfm.pt")
+    r = CliRunner().invoke(main, [*base, "-o", str(tmp_path / "o3"), "--method", "rnet", "--rnet", str(bfm)])
+    assert r.exit_code == 1 and "does not fit model" in r.output and "Traceback" not in r.output
+    r = CliRunner().invoke(main, [*base, "-o", str(tmp_path / "o4"), "--method", "rnet"])
+    assert r.exit_code != 0 and "needs an R-Net checkpoint" in r.output

@@ -16,6 +16,7 @@ coefficients in :class:`face3dkit.model.CoefficientLayout` order.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -23,10 +24,13 @@ from torch import Tensor, nn
 
 from face3dkit.model.coefficients import CoefficientLayout, Coefficients
 
-from ._checkpoint import load_checked_state_dict, read_state_dict
+from ._checkpoint import CheckpointMismatchError, load_checked_state_dict, read_state_dict
 from .resnet import load_torchvision_weights, resnet18, resnet34, resnet50, resnet101
 
-__all__ = ["BFM_LAYOUT", "RNET_BACKBONES", "RNet"]
+__all__ = ["BFM_LAYOUT", "RNET_BACKBONES", "RNET_FORMAT", "RNet"]
+
+#: ``format`` of the checkpoints :meth:`RNet.save` writes.
+RNET_FORMAT = "face3dkit-rnet-v1"
 
 #: Deng et al.'s BFM layout: 80 identity, 64 expression, 80 albedo coefficients (257 in all).
 BFM_LAYOUT = CoefficientLayout(n_id=80, n_exp=64, n_tex=80)
@@ -90,3 +94,36 @@ class RNet(nn.Module):
             state = read_state_dict(source)
         load_checked_state_dict(self, state, source, f"R-Net {self.backbone_name} ({self.layout.total} coefficients)")
         return self
+
+    def save(self, path: str | os.PathLike, **extra: Any) -> Path:
+        """Write ``{'format', 'backbone', 'layout', 'state_dict', **extra}`` atomically (what
+        :meth:`load` reads)."""
+        from face3dkit.io.atomic import atomic_open
+
+        lay = self.layout
+        with atomic_open(path) as f:
+            torch.save({"format": RNET_FORMAT, "backbone": self.backbone_name,
+                        "layout": [lay.n_id, lay.n_exp, lay.n_tex], "state_dict": self.state_dict(), **extra}, f)
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> RNet:
+        """An R-Net from a checkpoint: one written by :meth:`save` (its backbone and layout), or a
+        Deep3DFaceRecon_pytorch ``epoch_*.pth`` / bare ``net_recon`` state_dict (ResNet-50, BFM
+        layout). Errors are one line naming the file."""
+        source = os.fspath(path)
+        try:
+            raw = torch.load(source, map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise CheckpointMismatchError(f"{source}: no such R-Net checkpoint") from None
+        except Exception as e:  # not a torch file, truncated, pickled objects
+            raise CheckpointMismatchError(f"{source}: not a readable R-Net checkpoint "
+                                          f"({' '.join(str(e).split())[:200]})") from None
+        if isinstance(raw, dict) and raw.get("format") == RNET_FORMAT:
+            try:
+                net = cls(CoefficientLayout(*(int(k) for k in raw["layout"])), str(raw["backbone"]))
+            except (KeyError, TypeError, ValueError) as e:
+                raise CheckpointMismatchError(f"{source}: bad R-Net checkpoint header ({e})") from None
+            load_checked_state_dict(net, raw["state_dict"], source, f"R-Net {net.backbone_name}")
+            return net
+        return cls(BFM_LAYOUT, "resnet50").load_deep3d_checkpoint(source)

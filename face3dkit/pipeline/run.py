@@ -46,7 +46,8 @@ import torch
 
 from face3dkit.align import align_image
 from face3dkit.align.template import template_5p_from_model
-from face3dkit.fit import FitConfig, QualityThresholds, assess_fit, fit, yaw_pitch_roll_degrees
+from face3dkit.fit import FitConfig, FitResult, QualityThresholds, assess_fit, fit, yaw_pitch_roll_degrees
+from face3dkit.geometry import PerspectiveCamera
 from face3dkit.io import ImageReadError, load_image, scan_images
 from face3dkit.io.atomic import clean_temp_files
 from face3dkit.landmarks import FaceLandmarks, LandmarkDetector, lm68_to_lm5, make_detector, select_faces
@@ -62,12 +63,13 @@ from face3dkit.pipeline.outputs import (
     write_face_outputs,
     write_run_summary,
 )
+from face3dkit.render.face import render_face
 from face3dkit.runtime import resolve_device, threads_scope
 
 LOG = logging.getLogger("face3dkit.pipeline")
 
-__all__ = ["ReconstructConfig", "FaceResult", "Failure", "RunSummary", "SUMMARY_COLUMNS", "face_settings",
-           "reconstruct", "settings_fingerprint", "shard"]
+__all__ = ["RECONSTRUCT_METHODS", "ReconstructConfig", "FaceResult", "Failure", "RunSummary", "SUMMARY_COLUMNS",
+           "face_settings", "reconstruct", "settings_fingerprint", "shard"]
 
 
 @dataclass
@@ -102,6 +104,12 @@ class ReconstructConfig:
             texture holds per-vertex colours interpolated over each triangle: 512 gives the
             default model 12 texels per vertex (6 per triangle); 1024 four times as many, for
             four times the baking and PNG time.
+        method: ``'fit'`` (analysis-by-synthesis from the POS pose, :func:`face3dkit.fit.fit`),
+            ``'rnet'`` (the coefficients an R-Net regresses from the crop, no optimisation) or
+            ``'rnet+fit'`` (the fit started from the R-Net's coefficients instead of POS and Deng
+            et al.'s mean appearance).
+        rnet: the R-Net checkpoint for ``'rnet'`` / ``'rnet+fit'`` (:meth:`face3dkit.nets.RNet.load`:
+            one written by face3dkit, or a Deep3DFaceRecon_pytorch ``epoch_*.pth`` for the BFM).
     """
 
     model: str = "default"
@@ -119,6 +127,8 @@ class ReconstructConfig:
     threads: int | None = None
     quality: QualityThresholds = field(default_factory=QualityThresholds)
     texture_size: int = 512
+    method: str = "fit"
+    rnet: str | None = None
 
 
 @dataclass
@@ -257,6 +267,9 @@ def face_settings(cfg: ReconstructConfig, model: MorphableModel,
         "identity_net_sha256": _sha256_file(cfg.identity_net) if cfg.identity_net else None,
         "fit": json.loads(json.dumps(asdict(cfg.fit), default=str)),
         "texture_size": cfg.texture_size,
+        # Only when an R-Net takes part, so results of the fit alone keep their fingerprint.
+        **({"method": cfg.method, "rnet": os.path.abspath(cfg.rnet) if cfg.rnet else None,
+            "rnet_sha256": _sha256_file(cfg.rnet) if cfg.rnet else None} if cfg.method != "fit" else {}),
     }
 
 
@@ -432,7 +445,7 @@ def _apply(points: np.ndarray, m: np.ndarray) -> np.ndarray:
 
 
 def _fit_batch(model: MorphableModel, batch: list[Face], cfg: ReconstructConfig, perceptual: Any,
-               out_written: bool, marker: dict[str, Any] | None = None) -> list[FaceResult]:
+               out_written: bool, marker: dict[str, Any] | None = None, rnet: Any = None) -> list[FaceResult]:
     """Fit one batch; faces with 68 and with 5 landmarks are fitted in separate sub-batches.
 
     ``marker``: extra fields for every ``.done.json`` (settings and their fingerprint).
@@ -442,16 +455,38 @@ def _fit_batch(model: MorphableModel, batch: list[Face], cfg: ReconstructConfig,
         groups.setdefault(len(p.lm_crop), []).append(p)
     out: list[FaceResult] = []
     for group in groups.values():
-        out += _fit_group(model, group, cfg, perceptual, out_written, marker or {})
+        out += _fit_group(model, group, cfg, perceptual, out_written, marker or {}, rnet)
     return out
 
 
+def _solve(model: MorphableModel, imgs: torch.Tensor, lm: torch.Tensor, cfg: ReconstructConfig, perceptual: Any,
+           rnet: Any) -> FitResult:
+    """Coefficients of a batch of crops by ``cfg.method``: the fit, the R-Net's regression, or the
+    fit started from the regression."""
+    if rnet is None:
+        return fit(model, imgs, lm, cfg.fit, perceptual=perceptual)
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        pred = Coefficients.split(rnet(imgs.permute(0, 3, 1, 2)), model.layout)
+    if cfg.method == "rnet+fit":
+        res = fit(model, imgs, lm, cfg.fit, perceptual=perceptual, init=pred)
+        res.timings["regress"] = res.timings.get("regress", 0.0) + time.perf_counter() - t0
+        return res
+    cam = PerspectiveCamera.for_image_size(imgs.shape[1])
+    with torch.no_grad():
+        r = render_face(model, pred, cam)
+    lm_fit = r.landmarks2d
+    err = ((lm68_to_lm5(lm_fit) if lm.shape[1] == 5 else lm_fit) - lm).norm(dim=-1).mean(-1)
+    return FitResult(pred, lm_fit, r.image, r.front_mask, {"landmark": [], "photometric": []}, err,
+                     {"regress": time.perf_counter() - t0}, r.display_mask)
+
+
 def _fit_group(model: MorphableModel, batch: list[Face], cfg: ReconstructConfig, perceptual: Any,
-               out_written: bool, marker: dict[str, Any]) -> list[FaceResult]:
+               out_written: bool, marker: dict[str, Any], rnet: Any = None) -> list[FaceResult]:
     dev = model.mean_shape.device
     imgs = torch.as_tensor(np.stack([p.crop for p in batch]), dtype=torch.float32, device=dev) / 255.0
     lm = torch.as_tensor(np.stack([p.lm_crop for p in batch]), dtype=torch.float32, device=dev)
-    res = fit(model, imgs, lm, cfg.fit, perceptual=perceptual)
+    res = _solve(model, imgs, lm, cfg, perceptual, rnet)
     ypr = yaw_pitch_roll_degrees(res.coeffs.angles).cpu().numpy()
     results = []
     with torch.no_grad():
@@ -498,6 +533,10 @@ def _fit_group(model: MorphableModel, batch: list[Face], cfg: ReconstructConfig,
 
 # --------------------------------------------------------------------------------------------- the run
 
+#: Values of :attr:`ReconstructConfig.method`.
+RECONSTRUCT_METHODS = ("fit", "rnet", "rnet+fit")
+
+
 def _check_config(cfg: ReconstructConfig) -> None:
     problems = []
     if not isinstance(cfg.batch_size, int) or cfg.batch_size < 1:
@@ -509,6 +548,10 @@ def _check_config(cfg: ReconstructConfig) -> None:
         problems.append(f"threads must be None, 0 (leave as is) or >= 1, got {cfg.threads!r}")
     if not isinstance(cfg.texture_size, int) or not 16 <= cfg.texture_size <= 16384:
         problems.append(f"texture_size must be an integer in [16, 16384], got {cfg.texture_size!r}")
+    if cfg.method not in RECONSTRUCT_METHODS:
+        problems.append(f"method must be one of {', '.join(RECONSTRUCT_METHODS)}, got {cfg.method!r}")
+    elif cfg.method != "fit" and not cfg.rnet:
+        problems.append(f"method {cfg.method!r} needs an R-Net checkpoint (rnet= / --rnet PATH)")
     bad = [k for k in cfg.save if k not in OUTPUT_KINDS]
     if bad:
         problems.append(f"unknown output kind(s) {', '.join(bad)}; choose from {','.join(OUTPUT_KINDS)}")
@@ -558,6 +601,7 @@ def _run(inputs: Any, out: str | os.PathLike | None, cfg: ReconstructConfig, mod
     template: torch.Tensor | None = None
     det = detector
     perceptual = None
+    rnet = None
     settings: dict[str, Any] = {}
     fingerprint = ""
     marker: dict[str, Any] = {}
@@ -571,6 +615,8 @@ def _run(inputs: Any, out: str | os.PathLike | None, cfg: ReconstructConfig, mod
             if cfg.landmarks == "mtcnn":
                 kw["device"] = m.mean_shape.device  # the nets run where the fit runs
             det = make_detector(cfg.landmarks, **kw)
+        if cfg.method != "fit":
+            rnet = _load_rnet(cfg, m)
         if cfg.identity_net:
             from face3dkit.losses import PerceptualLoss
 
@@ -593,7 +639,7 @@ def _run(inputs: Any, out: str | os.PathLike | None, cfg: ReconstructConfig, mod
     outcomes = _outcomes(items, det, cfg, settings, fingerprint, template)
     for batch in _batches(outcomes, cfg.batch_size, book):
         try:
-            book.results.extend(_fit_batch(m, batch, cfg, perceptual, out_dir is not None, marker))
+            book.results.extend(_fit_batch(m, batch, cfg, perceptual, out_dir is not None, marker, rnet))
         except (RuntimeError, ValueError, OSError) as e:  # a batch failing must not lose the run
             book.failures += [Failure(f.image, f"fitting failed: {' '.join(str(e).split())}") for f in batch]
         book.fitted(batch)
@@ -611,6 +657,17 @@ def _run(inputs: Any, out: str | os.PathLike | None, cfg: ReconstructConfig, mod
         summary.rows = write_run_summary(out_dir, summary, asdict(cfg), [(it.name, it.key, it.folder) for it in items],
                                          book.earlier, settings, fingerprint)
     return summary
+
+
+def _load_rnet(cfg: ReconstructConfig, model: MorphableModel) -> Any:
+    """The run's R-Net on the model's device, checked against the model's coefficient layout."""
+    from face3dkit.nets import RNet
+
+    net = RNet.load(cfg.rnet)  # type: ignore[arg-type]
+    if net.layout != model.layout:
+        raise ValueError(f"{cfg.rnet}: an R-Net for {net.layout.total} coefficients ({net.layout}) does not fit "
+                         f"model {cfg.model!r} ({model.layout.total} coefficients)")
+    return net.to(model.mean_shape.device).eval()
 
 
 def _outcomes(items: list[_Input], det: LandmarkDetector | None, cfg: ReconstructConfig, settings: dict[str, Any],
