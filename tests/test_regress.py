@@ -47,14 +47,16 @@ def test_hybrid_loss_is_the_weighted_sum_of_its_terms(model):
 
 
 def test_rnet_training_learns_pose_from_images(model):
-    """150 Adam steps on fresh synthetic batches (32 px): on a held-out batch the landmark loss falls
-    by a quarter or more (18.7 -> 12.3 here) and the weighted image terms (photometric + landmark) fall;
-    the heads, zero at the start, have moved."""
+    """150 Adam steps (lr 1e-3 decayed linearly to 0) on fresh synthetic batches (32 px): on a held-out
+    batch the landmark loss falls to under 0.6 of its start (18.7 -> 5.7 with one thread, 6.6 with two)
+    and the photometric loss to under 0.9 (0.082 -> 0.049, 0.045); the heads, zero at the start, moved."""
     torch.manual_seed(0)
     cam = PerspectiveCamera.for_image_size(32)
     held = _batch(model, cam, 10_000)
     net = RNet(model.layout, "resnet18")
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    steps = 150
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 1 - k / steps)  # to zero: a settled end point
     cfg = HybridLossConfig(supervised=1.0)
 
     def held_terms():
@@ -64,8 +66,9 @@ def test_rnet_training_learns_pose_from_images(model):
             return hybrid_loss(model, c, held["image"], held["landmarks"], cam, cfg)[1]
 
     before = held_terms()
-    for step in range(150):
+    for step in range(steps):
         out = rnet_train_step(net, model, _batch(model, cam, step), opt, cam, cfg)
+        sched.step()
         assert set(out) >= {"loss", "photometric", "landmark", "supervised"}
     after = held_terms()
     w = LossWeights()
@@ -73,6 +76,7 @@ def test_rnet_training_learns_pose_from_images(model):
     def data(t):
         return w.photometric * float(t["photometric"]) + w.landmark * float(t["landmark"])
 
-    assert float(after["landmark"]) < 0.75 * float(before["landmark"]), (before, after)
-    assert data(after) < 0.95 * data(before), (before, after)
+    assert float(after["landmark"]) < 0.6 * float(before["landmark"]), (before, after)
+    assert float(after["photometric"]) < 0.9 * float(before["photometric"]), (before, after)
+    assert data(after) < 0.8 * data(before), (before, after)
     assert torch.count_nonzero(net.final_layers[3].weight) > 0  # the angle head learnt
