@@ -80,3 +80,55 @@ def test_rnet_training_learns_pose_from_images(model):
     assert float(after["photometric"]) < 0.9 * float(before["photometric"]), (before, after)
     assert data(after) < 0.8 * data(before), (before, after)
     assert torch.count_nonzero(net.final_layers[3].weight) > 0  # the angle head learnt
+
+
+def test_synthetic_batches_are_a_function_of_seed_and_step(model):
+    from face3dkit.regress import SyntheticFaces, synthetic_batch
+
+    cfg = SyntheticFaces(size=32)
+    state = torch.get_rng_state()
+    a, b, c = (synthetic_batch(model, cfg, 3, 0, s) for s in (5, 5, 6))
+    assert torch.equal(torch.get_rng_state(), state)  # the global generator is untouched
+    assert torch.equal(a["image"], b["image"]) and not torch.equal(a["image"], c["image"])
+    assert a["image"].shape == (3, 32, 32, 3) and float(a["image"].min()) >= 0 and float(a["image"].max()) <= 1
+    assert a["landmarks"].shape == (3, 68, 2) and a["coeffs"].shape == (3, model.layout.total)
+
+
+def test_train_rnet_resume_reproduces_the_next_step_and_refuses_to_overwrite(tmp_path):
+    """Three steps in one go equal two steps, a checkpoint, and a resumed third step, to the bit;
+    the run's rnet.pt loads as an R-Net; a second run into the folder is refused."""
+    from face3dkit.nets import RNet
+    from face3dkit.regress import RNetTrainConfig, SyntheticFaces, train_rnet
+    from face3dkit.regress.train import RunExistsError
+
+    cfg = RNetTrainConfig(steps=3, batch_size=2, lr=1e-3, checkpoint_every=2, data=SyntheticFaces(size=32))
+    full = train_rnet(tmp_path / "a", cfg)
+    part = train_rnet(tmp_path / "b", RNetTrainConfig(**{**cfg.__dict__, "steps": 2}))
+    # Continue b to 3 steps: its checkpoint (step 2) with the longer plan.
+    ck = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
+    ck["config"]["steps"] = 3
+    torch.save(ck, tmp_path / "b" / "checkpoint.pt")
+    resumed = train_rnet(tmp_path / "b", resume=True)
+    assert [r["step"] for r in resumed] == [1, 2, 3] and resumed[:2] == part
+    assert resumed[2] == full[2]
+    wa = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)["net"]
+    wb = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["net"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert RNet.load(tmp_path / "a" / "rnet.pt").layout == face3dkit.load_model("default").layout
+    assert (tmp_path / "a" / "metrics.csv").read_text().count("\n") == 4  # header + 3 steps
+    with pytest.raises(RunExistsError, match="--resume"):
+        train_rnet(tmp_path / "a", cfg)
+
+
+def test_train_rnet_command(tmp_path):
+    from click.testing import CliRunner
+
+    from face3dkit._cli.face3dkit_cmd import main
+
+    args = ["train-rnet", "--out", str(tmp_path / "run"), "--steps", "2", "--batch-size", "2", "--size", "32",
+            "--no-progress", "--threads", "1", "--device", "cpu"]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0, r.output
+    assert "trained 2 steps" in r.output and (tmp_path / "run" / "rnet.pt").is_file()
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 1 and "--resume" in r.output and "Traceback" not in r.output

@@ -1,6 +1,10 @@
 """Learned reconstruction: coefficient regressors (:class:`face3dkit.nets.RNet`) trained with
-Deng et al.'s weakly-supervised hybrid loss (:mod:`face3dkit.regress.hybrid`)."""
+Deng et al.'s weakly-supervised hybrid loss (:mod:`face3dkit.regress.hybrid`) on randomised
+synthetic renders (:mod:`face3dkit.regress.synthetic`), in run folders (:mod:`face3dkit.regress.train`)."""
 
 from face3dkit.regress.hybrid import HybridLossConfig, hybrid_loss, rnet_train_step
+from face3dkit.regress.synthetic import SyntheticFaces, synthetic_batch
+from face3dkit.regress.train import RNetTrainConfig, train_rnet
 
-__all__ = ["HybridLossConfig", "hybrid_loss", "rnet_train_step"]
+__all__ = ["HybridLossConfig", "RNetTrainConfig", "SyntheticFaces", "hybrid_loss", "rnet_train_step", "synthetic_batch",
+           "train_rnet"]

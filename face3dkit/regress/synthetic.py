@@ -1,0 +1,98 @@
+"""Synthetic training batches for a coefficient regressor: renders of a morphable model with
+domain randomisation, their true landmarks and coefficients.
+
+Each batch is a pure function of ``(seed, step)`` (its own ``torch.Generator``), so a resumed run
+sees exactly the batches it would have seen, and no global random state is touched.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+from face3dkit.geometry import PerspectiveCamera
+from face3dkit.model.morphable import MorphableModel
+from face3dkit.render.face import render_face
+
+__all__ = ["SyntheticFaces", "synthetic_batch"]
+
+
+@dataclass
+class SyntheticFaces:
+    """Ranges of the randomisation.
+
+    Attributes:
+        size: crop side in pixels (Deng et al.'s camera for it).
+        id_scale, tex_scale: standard deviations of identity / albedo coefficients.
+        exp_max: expression coefficients uniform in [0, exp_max] (clamped to the model's range).
+        yaw_deg, pitch_deg, roll_deg: half-ranges of the pose, degrees.
+        trans: half-ranges of the translation (x, y, z), model units.
+        light: standard deviation of the SH coefficients beyond the ambient term.
+        blur_max: Gaussian blur sigma uniform in [0, blur_max] pixels.
+        noise_max: Gaussian noise standard deviation uniform in [0, noise_max].
+    """
+
+    size: int = 224
+    id_scale: float = 1.0
+    tex_scale: float = 1.0
+    exp_max: float = 0.6
+    yaw_deg: float = 60.0
+    pitch_deg: float = 20.0
+    roll_deg: float = 15.0
+    trans: tuple[float, float, float] = (0.3, 0.3, 0.8)
+    light: float = 0.15
+    blur_max: float = 1.0
+    noise_max: float = 0.03
+
+
+def _blur(img: Tensor, sigma: Tensor) -> Tensor:
+    """(B, H, W, 3) images blurred with per-image Gaussian ``sigma`` (B,) pixels (separable, 7 taps)."""
+    x = torch.arange(-3, 4, dtype=img.dtype, device=img.device)
+    k = torch.exp(-0.5 * (x[None] / sigma.clamp_min(1e-3)[:, None]) ** 2)
+    k = k / k.sum(1, keepdim=True)  # (B, 7)
+    b = img.shape[0]
+    z = img.permute(3, 0, 1, 2).reshape(1, 3 * b, *img.shape[1:3])  # channels x batch as groups
+    kk = k.repeat(3, 1)
+    z = F.conv2d(F.pad(z, (3, 3, 0, 0), mode="replicate"), kk[:, None, None, :], groups=3 * b)
+    z = F.conv2d(F.pad(z, (0, 0, 3, 3), mode="replicate"), kk[:, None, :, None], groups=3 * b)
+    return z.reshape(3, b, *img.shape[1:3]).permute(1, 2, 3, 0)
+
+
+def synthetic_batch(model: MorphableModel, cfg: SyntheticFaces, batch_size: int, seed: int, step: int
+                    ) -> dict[str, Tensor]:
+    """A batch of randomised renders.
+
+    Returns:
+        ``image`` (B, S, S, 3) in [0, 1], ``landmarks`` (B, 68, 2) crop pixels (projections of the
+        model's landmark vertices), ``coeffs`` (B, total) true coefficients.
+    """
+    g = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(step))
+    n = batch_size
+    c = model.sample(n, generator=g, id_scale=cfg.id_scale, tex_scale=cfg.tex_scale)
+    c.exp = torch.rand(n, model.n_exp, generator=g) * cfg.exp_max
+    if model.exp_range is not None:
+        c.exp = c.exp.clamp(*model.exp_range)
+    half = torch.tensor([cfg.pitch_deg, cfg.yaw_deg, cfg.roll_deg]) * (math.pi / 180)
+    c.angles = (2 * torch.rand(n, 3, generator=g) - 1) * half
+    c.trans = (2 * torch.rand(n, 3, generator=g) - 1) * torch.tensor(cfg.trans)
+    c.gamma = cfg.light * torch.randn(n, 27, generator=g)
+    dev = model.mean_shape.device
+    c = c.to(dev)
+    cam = PerspectiveCamera.for_image_size(cfg.size)
+    with torch.no_grad():
+        r = render_face(model, c, cam)
+        # Background: a random colour with a random linear gradient (no face-like structure).
+        ramp = torch.linspace(-1, 1, cfg.size, device=dev)
+        yy, xx = torch.meshgrid(ramp, ramp, indexing="ij")
+        base = torch.rand(n, 1, 1, 3, generator=g).to(dev)
+        grad = (torch.rand(n, 1, 1, 3, generator=g).to(dev) - 0.5) * 0.6
+        bg = (base + grad * (xx if bool(torch.rand(1, generator=g) < 0.5) else yy)[None, ..., None]).clamp(0, 1)
+        img = r.image * r.coverage + bg * (1 - r.coverage)
+        img = _blur(img, (torch.rand(n, generator=g) * cfg.blur_max).to(dev))
+        sigma = (torch.rand(n, 1, 1, 1, generator=g) * cfg.noise_max).to(dev)
+        img = img + torch.randn(img.shape, generator=g).to(dev) * sigma
+    return {"image": img.clamp(0, 1), "landmarks": r.landmarks2d, "coeffs": c.join()}
