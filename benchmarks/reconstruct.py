@@ -232,6 +232,7 @@ def main() -> None:
                    help="skip the run with the settings before the speed work (photo_size None, l2)")
     p.add_argument("--previous", action="store_true",
                    help="also run the previous defaults (no closed-form appearance, 50 photometric steps, no culling)")
+    p.add_argument("--rnet", default=None, help="an R-Net checkpoint: also run --method rnet and rnet+fit with it")
     p.add_argument("--no-profile", action="store_true", help="skip the stage profile")
     p.add_argument("--photos", nargs="*", default=[], help="more real photos for the real-photo section")
     p.add_argument("--no-photos", action="store_true", help="skip the real-photo section")
@@ -294,13 +295,17 @@ def main() -> None:
     if args.previous:  # the defaults before the closed-form appearance initialisation
         settings.append(("previous", dataclasses.replace(fit_cfg, appearance_init=False, photo_iters=50,
                                                          cull_backfaces=False)))
+    if args.rnet:  # the learned methods beside the fit (same photos, same detector)
+        settings += [("rnet", fit_cfg), ("rnet+fit", fit_cfg)]
     for setting, f_cfg in settings:
         for name, det in runs:
             f_run = f_cfg
             if name == "true landmarks":  # projections of the fixed landmark vertices: the 3D contour convention
                 f_run = dataclasses.replace(f_cfg, landmark_convention="3d")
                 det.i = 0
-            run_cfg = ReconstructConfig(device=args.device, batch_size=args.batch_size, fit=f_run, threads=args.threads)
+            method = setting if setting in ("rnet", "rnet+fit") else "fit"
+            run_cfg = ReconstructConfig(device=args.device, batch_size=args.batch_size, fit=f_run, threads=args.threads,
+                                        method=method, rnet=args.rnet if method != "fit" else None)
             with tempfile.TemporaryDirectory() as tmp:
                 s = reconstruct(imgs, tmp, run_cfg, model=model, detector=det)
             row = evaluate(cpu_model, s, truth, lms, cpu_fit)
@@ -328,7 +333,9 @@ def main() -> None:
               f"s/face {a['s_per_face'] / b['s_per_face']:.2f}x")
 
     n_src = len(runs)
-    labels = {"today": "today's settings (photometric at 224 px, L2 landmarks)",
+    labels = {"rnet": "the R-Net's regression (--method rnet)",
+              "rnet+fit": "the fit from the R-Net (--method rnet+fit)",
+              "today": "today's settings (photometric at 224 px, L2 landmarks)",
               "previous": "the previous defaults (no closed-form appearance, 50 photometric steps, no culling)"}
     for k, (setting, _) in enumerate(settings[1:], 1):
         for (name, row), (_, old) in zip(rows[:n_src], rows[k * n_src:(k + 1) * n_src], strict=True):
