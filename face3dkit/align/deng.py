@@ -145,6 +145,22 @@ def _sample(img: Tensor, inv: Tensor, out_hw: tuple[int, int], region: tuple[int
     return F.grid_sample(img, grid, mode="bilinear", padding_mode=padding_mode, align_corners=False)
 
 
+def _round_half_up(v: float) -> int:
+    """``v`` rounded half up, >= 1, stable at .5: ``round`` rounds 110.5 to 110 and 110.50000000000004
+    to 111, and which of the two a product lands on depends on the last bits of the matrix (they vary
+    with how the alignment was batched) -- a one-pixel change of the antialiasing resize that moves
+    every output value."""
+    return max(1, math.floor(v + 0.5 + 1e-9))
+
+
+def _snap(v: float, tol: float = 1e-6) -> float:
+    """``v`` rounded to the nearest integer when within ``tol`` of it, else ``v``: the source region's
+    integer bounds must not flip with the last bits of the matrix inverse (which vary with how it was
+    batched), because the region's size sets the antialiasing resize and so every output value."""
+    r = round(v)
+    return float(r) if abs(v - r) < tol else v
+
+
 def warp_affine(images: Tensor, matrix: Tensor, out_size: int | tuple[int, int], antialias: bool = True,
                 padding_mode: Literal["zeros", "border", "reflection"] = "zeros") -> Tensor:
     """Warp images by affine maps from source pixels to output pixels (face3dkit coordinates).
@@ -187,15 +203,15 @@ def warp_affine(images: Tensor, matrix: Tensor, out_size: int | tuple[int, int],
         # refer to the photo's edges; every in-photo sample and its footprint lie inside it.
         c = apply_affine(corners, inv[i])
         margin = 2.0 / min(sc, 1.0) + 2.0
-        x0 = max(0, math.floor(float(c[:, 0].min()) - margin))
-        y0 = max(0, math.floor(float(c[:, 1].min()) - margin))
-        x1 = min(ww, math.ceil(float(c[:, 0].max()) + margin))
-        y1 = min(hh, math.ceil(float(c[:, 1].max()) + margin))
+        x0 = max(0, math.floor(_snap(float(c[:, 0].min()) - margin)))
+        y0 = max(0, math.floor(_snap(float(c[:, 1].min()) - margin)))
+        x1 = min(ww, math.ceil(_snap(float(c[:, 0].max()) + margin)))
+        y1 = min(hh, math.ceil(_snap(float(c[:, 1].max()) + margin)))
         if padding_mode == "reflection" or x1 <= x0 or y1 <= y0:
             x0, y0, x1, y1 = 0, 0, ww, hh
         sub = src[y0:y1, x0:x1].permute(2, 0, 1)[None].to(work_dtype)
         if antialias and sc < 0.8:
-            size = (max(1, round((y1 - y0) * sc)), max(1, round((x1 - x0) * sc)))
+            size = (_round_half_up((y1 - y0) * sc), _round_half_up((x1 - x0) * sc))
             sub = F.interpolate(sub, size=size, mode="bilinear", antialias=True, align_corners=False)
         outs.append(_sample(sub, inv[i:i + 1], (h, w), (x0, y0, x1, y1), padding_mode))
     out = torch.cat(outs, 0).permute(0, 2, 3, 1)
