@@ -424,7 +424,7 @@ def render_coefficients(model: MorphableModel, c: Coefficients, camera: Perspect
     """
     from face3dkit.render.face import render_face
 
-    r = render_face(model, c, camera, antialias=antialias)
+    r = render_face(model, c, camera, antialias=antialias, display=False)
     return r.image, r.front_mask, r.coverage, r.landmarks2d
 
 

@@ -29,7 +29,8 @@ class FaceRender(NamedTuple):
         front_mask: (B, H, W, 1) float, 1 where a front-face triangle (the model's ``front_mask``
             region: what the photometric loss compares) is the visible one.
         display_mask: (B, H, W, 1) float, 1 where :func:`display_face_mask` triangles are visible
-            (overlays: the front face and eyes, teeth, mouth interior; not ears, neck, scalp).
+            (overlays: the front face and eyes, teeth, mouth interior; not ears, neck, scalp);
+            None with ``display=False``.
         landmarks2d: (B, 68, 2) projected landmarks, pixels.
         fragments: the rasterizer output.
         face: the model's :class:`~face3dkit.model.morphable.FaceOutput` (vertices, normals, colours).
@@ -38,7 +39,7 @@ class FaceRender(NamedTuple):
     image: Tensor
     coverage: Tensor
     front_mask: Tensor
-    display_mask: Tensor
+    display_mask: Tensor | None
     landmarks2d: Tensor
     fragments: Fragments
     face: FaceOutput
@@ -52,7 +53,7 @@ def display_face_mask(model: MorphableModel) -> Tensor:
 
 
 def render_face(model: MorphableModel, coeffs: Coefficients, camera: Any, *, antialias: bool = False,
-                background: float | Tensor | None = None) -> FaceRender:
+                background: float | Tensor | None = None, display: bool = True) -> FaceRender:
     """Render faces of ``model`` with Deng et al.'s shading.
 
     Args:
@@ -63,6 +64,7 @@ def render_face(model: MorphableModel, coeffs: Coefficients, camera: Any, *, ant
         antialias: analytic silhouette antialiasing (edge gradients).
         background: composited where no triangle is visible (a grey level, an RGB colour or a
             (B, H, W, 3) image); None leaves 0 there.
+        display: also compute ``display_mask`` (else None: the fitter's per-step renders skip it).
 
     Returns:
         :class:`FaceRender`.
@@ -74,5 +76,5 @@ def render_face(model: MorphableModel, coeffs: Coefficients, camera: Any, *, ant
     face_id = frags.pix_to_face.clamp_min(0) % model.faces.shape[0]
     front = model.front_mask[model.faces].all(-1)
     mask = (covered & front[face_id])[..., None].to(img.dtype)
-    shown = (covered & display_face_mask(model)[face_id])[..., None].to(img.dtype)
+    shown = (covered & display_face_mask(model)[face_id])[..., None].to(img.dtype) if display else None
     return FaceRender(img, cov, mask, shown, out.landmarks2d, frags, out)
