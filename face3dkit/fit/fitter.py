@@ -50,10 +50,8 @@ from face3dkit.losses import (
     LossWeights,
     PerceptualLoss,
     coefficient_regularization,
-    gamma_regularization,
+    image_loss_terms,
     landmark_weights,
-    photometric_loss,
-    reflectance_loss,
     robust_landmark_loss,
     skin_attention,
 )
@@ -638,13 +636,9 @@ def _fit(model: MorphableModel, images: Tensor | None, lm2d: Tensor, cfg: FitCon
                 img, mask = fast(c, photo_cam)
             else:
                 img, mask, _, _ = render_coefficients(model, c, photo_cam, cfg.antialias)
-            terms = {"photometric": photometric_loss(photo_images, img, mask, att),
-                     "landmark": landmark_loss(reduce(project_lm(c)), lm2d, lw_photo), **priors(c),
-                     "gamma": gamma_regularization(c.gamma),
-                     "reflectance": reflectance_loss(skin_rows.albedo(c.tex), skin)}
-            if crop_m is not None:
-                composite = img * mask + photo_images * (1 - mask)
-                terms["perceptual"] = perceptual(photo_images, composite, crop_m)
+            terms = image_loss_terms(wts, photo_images, img, mask, att,
+                                     landmark_loss(reduce(project_lm(c)), lm2d, lw_photo), c,
+                                     skin_rows.albedo(c.tex), skin, perceptual, crop_m)
             loss = wts.combine(terms)[0]  # Deng et al.'s weighted sum (LossWeights), in this order
             loss.backward()
             opt.step()

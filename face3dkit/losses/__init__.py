@@ -45,10 +45,11 @@ from .skin import (
     skin_attention,
     skin_probability,
 )
-from .weights import LossWeights
+from .weights import LossWeights, image_loss_terms
 
 __all__ = [
     "LossWeights",
+    "image_loss_terms",
     "photometric_loss",
     "PhotometricLoss",
     "DENG_HIGH_WEIGHT_INDICES",

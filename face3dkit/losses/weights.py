@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from torch import Tensor
 
-__all__ = ["LossWeights"]
+__all__ = ["LossWeights", "image_loss_terms"]
 
 
 @dataclass(frozen=True)
@@ -74,3 +75,36 @@ class LossWeights:
 
 
 _TERMS = ("photometric", "landmark", "perceptual", "coefficient", "gamma", "reflectance")
+
+
+def image_loss_terms(weights: LossWeights, images: Tensor, render: Tensor, mask: Tensor, attention: Tensor | None,
+                     landmark: Tensor, coeffs: Any, albedo: Tensor, skin_mask: Tensor, perceptual: Any = None,
+                     crop_matrix: Tensor | None = None) -> dict[str, Tensor]:
+    """The unweighted terms of Deng et al.'s hybrid loss for rendered coefficients, in the order
+    :meth:`LossWeights.combine` sums them (the fitter's photometric stage and the R-Net's loss).
+
+    Args:
+        weights: for the coefficient prior's per-block weights.
+        images, render: (B, H, W, 3) target crops and the render; mask (B, H, W, 1) front-face
+            pixels; attention (B, H, W, 1) skin attention or None.
+        landmark: the landmark term, already computed (each caller has its own loss and weights).
+        coeffs: :class:`face3dkit.model.Coefficients` (``id``, ``exp``, ``tex``, ``gamma``).
+        albedo, skin_mask: (B, N, 3) albedo and its (N,) skin mask for the reflectance prior.
+        perceptual, crop_matrix: optional identity loss and the (B, 2, 3) ArcFace crops; the
+            render is composited over the image inside the mask.
+
+    Returns:
+        ``photometric, landmark, coefficient, gamma, reflectance`` (+ ``perceptual``).
+    """
+    from face3dkit.losses.photometric import photometric_loss
+    from face3dkit.losses.regularization import coefficient_regularization, gamma_regularization, reflectance_loss
+
+    w = weights
+    terms = {"photometric": photometric_loss(images, render, mask, attention), "landmark": landmark,
+             "coefficient": coefficient_regularization(coeffs.id, coeffs.exp, coeffs.tex, w.coef_id, w.coef_exp,
+                                                       w.coef_tex),
+             "gamma": gamma_regularization(coeffs.gamma),
+             "reflectance": reflectance_loss(albedo, skin_mask)}
+    if perceptual is not None and crop_matrix is not None:
+        terms["perceptual"] = perceptual(images, render * mask + images * (1 - mask), crop_matrix)
+    return terms

@@ -21,12 +21,9 @@ from torch import Tensor
 from face3dkit.align.arcface import arcface_matrix
 from face3dkit.losses import (
     LossWeights,
-    coefficient_regularization,
-    gamma_regularization,
+    image_loss_terms,
     landmark_loss,
     landmark_weights,
-    photometric_loss,
-    reflectance_loss,
     skin_attention,
 )
 from face3dkit.model.coefficients import Coefficients
@@ -77,16 +74,10 @@ def hybrid_loss(model: MorphableModel, coeffs: Coefficients, images: Tensor, lm2
     with torch.no_grad():
         att = (skin_attention(images, cfg.skin_model)[..., None] if cfg.skin_model
                else torch.ones_like(images[..., :1]))
-    terms = {
-        "photometric": photometric_loss(images, r.image, r.front_mask, att),
-        "landmark": landmark_loss(r.landmarks2d, lm2d, landmark_weights(68, device=lm2d.device, dtype=lm2d.dtype)),
-        "coefficient": coefficient_regularization(coeffs.id, coeffs.exp, coeffs.tex, w.coef_id, w.coef_exp, w.coef_tex),
-        "gamma": gamma_regularization(coeffs.gamma),
-        "reflectance": reflectance_loss(r.face.albedo, model.skin_mask),
-    }
-    if perceptual is not None and getattr(perceptual, "enabled", True):
-        composite = r.image * r.front_mask + images * (1 - r.front_mask)
-        terms["perceptual"] = perceptual(images, composite, arcface_matrix(lm2d))
+    use_perceptual = perceptual is not None and getattr(perceptual, "enabled", True)
+    lm_term = landmark_loss(r.landmarks2d, lm2d, landmark_weights(68, device=lm2d.device, dtype=lm2d.dtype))
+    terms = image_loss_terms(w, images, r.image, r.front_mask, att, lm_term, coeffs, r.face.albedo, model.skin_mask,
+                             perceptual if use_perceptual else None, arcface_matrix(lm2d) if use_perceptual else None)
     total = w.combine(terms)[0]
     if true_coeffs is not None and cfg.supervised > 0:
         terms["supervised"] = ((coeffs.join() - true_coeffs.join().to(coeffs.id)) ** 2).mean()
