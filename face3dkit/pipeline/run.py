@@ -467,10 +467,11 @@ def _solve(model: MorphableModel, imgs: torch.Tensor, lm: torch.Tensor, cfg: Rec
         return fit(model, imgs, lm, cfg.fit, perceptual=perceptual)
     t0 = time.perf_counter()
     with torch.no_grad():
-        pred = Coefficients.split(rnet(imgs.permute(0, 3, 1, 2)), model.layout)
+        pred = rnet.coefficients(imgs.permute(0, 3, 1, 2))
+    t_regress = time.perf_counter() - t0
     if cfg.method == "rnet+fit":
         res = fit(model, imgs, lm, cfg.fit, perceptual=perceptual, init=pred)
-        res.timings["regress"] = res.timings.get("regress", 0.0) + time.perf_counter() - t0
+        res.timings["regress"] = t_regress
         return res
     cam = PerspectiveCamera.for_image_size(imgs.shape[1])
     with torch.no_grad():
@@ -478,7 +479,7 @@ def _solve(model: MorphableModel, imgs: torch.Tensor, lm: torch.Tensor, cfg: Rec
     lm_fit = r.landmarks2d
     err = ((lm68_to_lm5(lm_fit) if lm.shape[1] == 5 else lm_fit) - lm).norm(dim=-1).mean(-1)
     return FitResult(pred, lm_fit, r.image, r.front_mask, {"landmark": [], "photometric": []}, err,
-                     {"regress": time.perf_counter() - t0}, r.display_mask)
+                     {"regress": t_regress, "final_render": time.perf_counter() - t0 - t_regress}, r.display_mask)
 
 
 def _fit_group(model: MorphableModel, batch: list[Face], cfg: ReconstructConfig, perceptual: Any,
