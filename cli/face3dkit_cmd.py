@@ -301,8 +301,8 @@ def reconstruct_cmd(inputs: tuple[str, ...], out: str, model_name: str, device: 
               help="Training data: randomised renders of --model (identity, expression, pose, light, albedo, "
                    "background, blur, noise) with their true coefficients.")
 @click.option("--model", "model_name", default="default", show_default=True, help="Morphable model name or path.")
-@click.option("--backbone", type=click.Choice(["resnet18", "resnet34", "resnet50", "resnet101"]), default="resnet18",
-              show_default=True, help="R-Net backbone (the paper: resnet50).")
+@click.option("--backbone", type=click.Choice(["resnet18", "resnet34", "resnet50", "resnet101", "mobilenet_v2"]),
+              default="resnet18", show_default=True, help="R-Net backbone (paper: resnet50; mobilenet_v2 for CPUs).")
 @click.option("--steps", type=click.IntRange(min=1), default=1000, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--size", type=click.IntRange(min=16), default=224, show_default=True, help="Crop side, pixels.")

@@ -4,6 +4,7 @@
   identity features for the perceptual loss; :func:`load_iresnet`.
 * :mod:`.resnet` - torchvision ResNet-18/34/50/101 (logits or pooled features);
   :func:`load_torchvision_weights`.
+* :mod:`.mobilenet` - torchvision MobileNetV2 (logits, pooled features, stride-16 map).
 * :mod:`.vgg` - torchvision VGG16 / VGG16-BN with named intermediate feature maps.
 * :mod:`.deform_conv` - deformable convolution v1/v2 (torchvision / mmcv layouts).
 * :mod:`.mtcnn` - MTCNN's P-Net, R-Net, O-Net (facenet-pytorch ``pnet.pt`` / ``rnet.pt`` / ``onet.pt``);
@@ -34,6 +35,7 @@ from .iresnet import (
     iresnet100,
     load_iresnet,
 )
+from .mobilenet import InvertedResidual, MobileNetV2, mobilenet_v2
 from .mtcnn import ONet, PNet, find_mtcnn_weights, load_mtcnn_nets, mtcnn_normalize
 from .resnet import (
     IMAGENET_MEAN,
@@ -71,6 +73,9 @@ __all__ = [
     "load_iresnet",
     "BasicBlock",
     "Bottleneck",
+    "InvertedResidual",
+    "MobileNetV2",
+    "mobilenet_v2",
     "ResNet",
     "resnet18",
     "resnet34",

@@ -132,6 +132,8 @@ class ResNet(nn.Module):
         self.layer4 = self._make_layer(block, 512, layers[3], 2)
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.num_features = 512 * block.expansion
+        #: channels of ``layer3``'s output (:meth:`forward_stages`).
+        self.stride16_channels = 256 * block.expansion
         self.fc = nn.Linear(self.num_features, num_classes)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
@@ -159,6 +161,13 @@ class ResNet(nn.Module):
         self.inplanes = planes * block.expansion
         mods += [block(self.inplanes, planes) for _ in range(1, blocks)]
         return nn.Sequential(*mods)
+
+    def forward_stages(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``(B, 3, H, W)`` -> (``layer3``'s stride-16 map ``(B, stride16_channels, H/16, W/16)``,
+        pooled ``(B, 512 * expansion)`` features)."""
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        mid = self.layer3(self.layer2(self.layer1(x)))
+        return mid, torch.flatten(self.avgpool(self.layer4(mid)), 1)
 
     def forward_features(self, x: Tensor) -> Tensor:
         """``(B, 3, H, W)`` (ImageNet-normalised) -> pooled ``(B, 512 * expansion)`` features."""

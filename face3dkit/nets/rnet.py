@@ -2,7 +2,8 @@
 coefficients from the 224 x 224 aligned crop.
 
 Architecture as in Deng et al.'s PyTorch release (``ReconNetWrapper``): a torchvision ResNet
-without its classifier (pooled features, 2048 for ResNet-50, 512 for ResNet-18) and one 1 x 1
+without its classifier (pooled features, 2048 for ResNet-50, 512 for ResNet-18; or a MobileNetV2,
+1280, for CPUs and small shipped weights) and one 1 x 1
 convolution per coefficient block — identity, expression, albedo, angles, SH light, translation
 (x, y) and translation (z) — initialised to zero, so an untrained network predicts the mean face,
 frontal, under the ambient light. Keys: ``backbone.*`` (torchvision's, ``fc`` absent) and
@@ -25,6 +26,7 @@ from torch import Tensor, nn
 from face3dkit.model.coefficients import CoefficientLayout, Coefficients
 
 from ._checkpoint import CheckpointMismatchError, load_checked_state_dict, read_state_dict
+from .mobilenet import mobilenet_v2
 from .resnet import load_torchvision_weights, resnet18, resnet34, resnet50, resnet101
 
 __all__ = ["BFM_LAYOUT", "RNET_BACKBONES", "RNET_FORMAT", "RNet"]
@@ -40,6 +42,7 @@ RNET_BACKBONES: dict[str, tuple[Any, int]] = {
     "resnet34": (resnet34, 512),
     "resnet50": (resnet50, 2048),
     "resnet101": (resnet101, 2048),
+    "mobilenet_v2": (mobilenet_v2, 1280),
 }
 
 
@@ -49,35 +52,64 @@ class RNet(nn.Module):
     Args:
         layout: the model's coefficient layout (:attr:`face3dkit.MorphableModel.layout`; 257 for
             the BFM, :data:`BFM_LAYOUT`).
-        backbone: ``'resnet50'`` (the paper), ``'resnet18'`` (CPU), ``'resnet34'``, ``'resnet101'``.
+        backbone: ``'resnet50'`` (the paper), ``'resnet18'`` or ``'mobilenet_v2'`` (CPU),
+            ``'resnet34'``, ``'resnet101'``.
         imagenet_weights: optional torchvision ImageNet ``state_dict`` file for the backbone (its
-            ``fc`` is ignored).
+            ``fc`` / ``classifier`` is ignored).
+        input_size: when set, the network resizes its input to ``input_size`` x ``input_size``
+            (bilinear, antialiased) before the backbone, so a net trained on 112 px still takes the
+            224 crop (4x less compute); None feeds the crop as it is (the paper).
     """
 
     def __init__(self, layout: CoefficientLayout, backbone: str = "resnet50",
-                 imagenet_weights: str | os.PathLike | None = None) -> None:
+                 imagenet_weights: str | os.PathLike | None = None, input_size: int | None = None) -> None:
         super().__init__()
         if backbone not in RNET_BACKBONES:
             raise ValueError(f"unknown R-Net backbone {backbone!r}; choose one of {', '.join(RNET_BACKBONES)}")
         build, dim = RNET_BACKBONES[backbone]
         self.layout = layout
         self.backbone_name = backbone
+        if input_size is not None and input_size < 16:
+            raise ValueError(f"R-Net input_size must be >= 16 pixels, got {input_size}")
+        self.input_size = input_size
         self.backbone = build(return_features=True)
         if imagenet_weights is not None:
-            load_torchvision_weights(self.backbone, imagenet_weights, exclude=("fc.",))
-        self.backbone.fc = nn.Identity()  # pooled features only: no classifier keys
+            load_torchvision_weights(self.backbone, imagenet_weights, exclude=("fc.", "classifier."))
+        # Pooled features only: no classifier keys.
+        if hasattr(self.backbone, "fc"):
+            self.backbone.fc = nn.Identity()
+        else:
+            self.backbone.classifier = nn.Identity()
+        #: channels of :meth:`forward_with_features`' stride-16 feature map.
+        self.feature_channels = int(self.backbone.stride16_channels)
         heads = (*layout.sizes[:5], 2, 1)  # translation as (x, y) and z, as the release
         self.final_layers = nn.ModuleList(nn.Conv2d(dim, k, 1) for k in heads)
         for layer in self.final_layers:
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
 
-    def forward(self, images: Tensor) -> Tensor:
-        """(B, 3, H, W) RGB in [0, 1] -> (B, layout.total) coefficients."""
+    def _input(self, images: Tensor) -> Tensor:
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"R-Net takes (B, 3, H, W) images, got {tuple(images.shape)}")
-        feats = self.backbone(images)[:, :, None, None]
+        s = self.input_size
+        if s is not None and tuple(images.shape[-2:]) != (s, s):
+            images = nn.functional.interpolate(images, size=(s, s), mode="bilinear", align_corners=False,
+                                               antialias=True)
+        return images
+
+    def _heads(self, pooled: Tensor) -> Tensor:
+        feats = pooled[:, :, None, None]
         return torch.cat([layer(feats) for layer in self.final_layers], 1).flatten(1)
+
+    def forward(self, images: Tensor) -> Tensor:
+        """(B, 3, H, W) RGB in [0, 1] -> (B, layout.total) coefficients."""
+        return self._heads(self.backbone(self._input(images)))
+
+    def forward_with_features(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """(B, 3, H, W) RGB in [0, 1] -> ((B, layout.total) coefficients, the backbone's stride-16
+        feature map (B, feature_channels, h, w)), from one pass (the C-Net's input)."""
+        mid, pooled = self.backbone.forward_stages(self._input(images))
+        return self._heads(pooled), mid
 
     def coefficients(self, images: Tensor) -> Coefficients:
         """:meth:`forward` split into :class:`~face3dkit.model.Coefficients`."""
@@ -102,7 +134,7 @@ class RNet(nn.Module):
 
         lay = self.layout
         with atomic_open(path) as f:
-            torch.save({"format": RNET_FORMAT, "backbone": self.backbone_name,
+            torch.save({"format": RNET_FORMAT, "backbone": self.backbone_name, "input_size": self.input_size,
                         "layout": [lay.n_id, lay.n_exp, lay.n_tex], "state_dict": self.state_dict(), **extra}, f)
         return Path(path)
 
@@ -121,7 +153,9 @@ class RNet(nn.Module):
                                           f"({' '.join(str(e).split())[:200]})") from None
         if isinstance(raw, dict) and raw.get("format") == RNET_FORMAT:
             try:
-                net = cls(CoefficientLayout(*(int(k) for k in raw["layout"])), str(raw["backbone"]))
+                size = raw.get("input_size")
+                net = cls(CoefficientLayout(*(int(k) for k in raw["layout"])), str(raw["backbone"]),
+                          input_size=None if size is None else int(size))
             except (KeyError, TypeError, ValueError) as e:
                 raise CheckpointMismatchError(f"{source}: bad R-Net checkpoint header ({e})") from None
             load_checked_state_dict(net, raw["state_dict"], source, f"R-Net {net.backbone_name}")
