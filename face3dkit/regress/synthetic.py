@@ -15,10 +15,11 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from face3dkit.geometry import PerspectiveCamera
+from face3dkit.model.coefficients import Coefficients
 from face3dkit.model.morphable import MorphableModel
 from face3dkit.render.face import render_face
 
-__all__ = ["SyntheticFaces", "synthetic_batch"]
+__all__ = ["SyntheticFaces", "batch_generator", "render_synthetic", "sample_coefficients", "synthetic_batch"]
 
 
 @dataclass
@@ -62,16 +63,14 @@ def _blur(img: Tensor, sigma: Tensor) -> Tensor:
     return z.reshape(3, b, *img.shape[1:3]).permute(1, 2, 3, 0)
 
 
-def synthetic_batch(model: MorphableModel, cfg: SyntheticFaces, batch_size: int, seed: int, step: int
-                    ) -> dict[str, Tensor]:
-    """A batch of randomised renders.
+def sample_coefficients(model: MorphableModel, cfg: SyntheticFaces, n: int, generator: torch.Generator
+                        ) -> Coefficients:
+    """``n`` random coefficients within ``cfg``'s ranges (on the CPU; draws from ``generator`` only).
 
-    Returns:
-        ``image`` (B, S, S, 3) in [0, 1], ``landmarks`` (B, 68, 2) crop pixels (projections of the
-        model's landmark vertices), ``coeffs`` (B, total) true coefficients.
+    Identity and albedo from the model's prior (scaled), expression uniform in [0, exp_max]
+    (clamped to the model's range), pose uniform in the half-ranges, SH light around ambient.
     """
-    g = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(step))
-    n = batch_size
+    g = generator
     c = model.sample(n, generator=g, id_scale=cfg.id_scale, tex_scale=cfg.tex_scale)
     c.exp = torch.rand(n, model.n_exp, generator=g) * cfg.exp_max
     if model.exp_range is not None:
@@ -80,8 +79,22 @@ def synthetic_batch(model: MorphableModel, cfg: SyntheticFaces, batch_size: int,
     c.angles = (2 * torch.rand(n, 3, generator=g) - 1) * half
     c.trans = (2 * torch.rand(n, 3, generator=g) - 1) * torch.tensor(cfg.trans)
     c.gamma = cfg.light * torch.randn(n, 27, generator=g)
+    return c
+
+
+def render_synthetic(model: MorphableModel, coeffs: Coefficients, cfg: SyntheticFaces, generator: torch.Generator
+                     ) -> dict[str, Tensor]:
+    """Render given coefficients with the image-level randomisation of ``cfg`` (random
+    background, blur, noise), drawing from ``generator``; no gradients.
+
+    Returns:
+        ``image`` (B, S, S, 3) in [0, 1] on the model's device, ``landmarks`` (B, 68, 2) crop
+        pixels (projections of the model's landmark vertices), ``coeffs`` (B, total).
+    """
+    g = generator
+    n = coeffs.batch_size
     dev = model.mean_shape.device
-    c = c.to(dev)
+    c = coeffs.to(dev)
     cam = PerspectiveCamera.for_image_size(cfg.size)
     with torch.no_grad():
         r = render_face(model, c, cam)
@@ -96,3 +109,22 @@ def synthetic_batch(model: MorphableModel, cfg: SyntheticFaces, batch_size: int,
         sigma = (torch.rand(n, 1, 1, 1, generator=g) * cfg.noise_max).to(dev)
         img = img + torch.randn(img.shape, generator=g).to(dev) * sigma
     return {"image": img.clamp(0, 1), "landmarks": r.landmarks2d, "coeffs": c.join()}
+
+
+def batch_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
+    """The generator of batch ``step`` of a run seeded ``seed`` on data-parallel rank ``rank``
+    (rank 0 draws what a one-process run draws)."""
+    return torch.Generator().manual_seed(int(seed) * 1_000_003 + int(step) + int(rank) * 7_919_000_011)
+
+
+def synthetic_batch(model: MorphableModel, cfg: SyntheticFaces, batch_size: int, seed: int, step: int,
+                    rank: int = 0) -> dict[str, Tensor]:
+    """A batch of randomised renders: :func:`sample_coefficients` then :func:`render_synthetic`,
+    from :func:`batch_generator` of ``(seed, step, rank)``.
+
+    Returns:
+        ``image`` (B, S, S, 3) in [0, 1], ``landmarks`` (B, 68, 2) crop pixels (projections of the
+        model's landmark vertices), ``coeffs`` (B, total) true coefficients.
+    """
+    g = batch_generator(seed, step, rank)
+    return render_synthetic(model, sample_coefficients(model, cfg, batch_size, g), cfg, g)
