@@ -11,6 +11,8 @@
   :func:`load_mtcnn_nets` (MTCNN's R-Net is ``face3dkit.nets.mtcnn.RNet``).
 * :mod:`.rnet` - :class:`RNet`, Deng et al.'s coefficient regression network (ResNet backbone,
   one zero-initialised 1 x 1 head per coefficient block; Deep3DFaceRecon_pytorch ``net_recon`` keys).
+* :mod:`.cnet` - :class:`CNet`, Deng et al.'s confidence network (identity / albedo aggregation over
+  photos of one person, :func:`aggregate`).
 
 Networks take ``(B, C, H, W)`` tensors as ``torch.nn`` does (see ``docs/conventions.md``).
 No weights are downloaded: loaders read files the user already has.
@@ -22,6 +24,7 @@ from ._checkpoint import (
     read_state_dict,
     state_dict_mismatch,
 )
+from .cnet import CNET_FORMAT, CNet, aggregate
 from .deform_conv import DeformConv2d, DeformConv2dPack, ModulatedDeformConv2dPack, deform_conv2d
 from .iresnet import (
     IRESNET_LAYERS,
@@ -57,6 +60,9 @@ __all__ = [
     "BFM_LAYOUT",
     "RNET_BACKBONES",
     "RNet",
+    "CNET_FORMAT",
+    "CNet",
+    "aggregate",
     "CheckpointMismatchError",
     "read_state_dict",
     "state_dict_mismatch",
