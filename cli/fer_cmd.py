@@ -127,18 +127,26 @@ def synth(out: str, n: int, size: int, seed: int, identities: int | None, test_f
               help="Steps of the 3dmm landmark fit.")
 @click.option("--sequence-length", type=click.IntRange(min=1), default=3, show_default=True,
               help="MGLN: frames per sequence (onset, ..., peak); the synthetic set is rendered with as many.")
+@click.option("--teacher", "teachers", multiple=True, type=click.Path(file_okay=False, exists=True),
+              help="Finished run to distil from (repeat for an ensemble: their mean softened probabilities).")
+@click.option("--distill-alpha", type=click.FloatRange(0, 1), default=None,
+              help="Weight of the teacher term: (1-a) CE + a T^2 KL [default 0.5; a resume keeps the run's].")
+@click.option("--distill-temperature", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Distillation temperature T [default 4; a resume keeps the run's].")
 @_progress_option
 @fail_cleanly
 def train(model_kind: str, geometry: str | None, data: str, val_data: str | None, epochs: int, batch_size: int,
           image_size: int | None, out: str | None, profile: str, backbone: str | None, backbone_weights: str | None,
           lr: float | None, lr_schedule: str, seed: int, device: str, amp: str, workers: int, threads: int | None,
           resume: bool, restart: bool, checkpoint_every: int, cache_dir: str | None, synth_n: int,
-          synth_size: int | None, landmark_iters: int, sequence_length: int, progress: bool) -> None:
+          synth_size: int | None, landmark_iters: int, sequence_length: int, teachers: tuple[str, ...],
+          distill_alpha: float | None, distill_temperature: float | None, progress: bool) -> None:
     """Train a FER model (GGPI, the baseline, the geometry MLP, TDGAN, DR-GAN or MGLN); with no --data, on a
     synthetic set rendered first.
 
     An existing run in --out is never overwritten silently: continue it with --resume or replace it
-    with --restart. Runs unchanged under torchrun (DDP):
+    with --restart. With --teacher RUN (repeatable) the classifier also learns the teachers' mean
+    softened probabilities (knowledge distillation). Runs unchanged under torchrun (DDP):
     `torchrun --nproc_per_node 4 -m face3dkit._cli.fer_cmd train ...`.
     """
     from fer.train.api import RequestError, RunExistsError, TrainRequest, run_training
@@ -149,7 +157,8 @@ def train(model_kind: str, geometry: str | None, data: str, val_data: str | None
                        backbone_weights=backbone_weights, lr=lr, lr_schedule=lr_schedule, seed=seed, device=device,
                        amp=amp, workers=workers, resume=resume, restart=restart, checkpoint_every=checkpoint_every,
                        cache_dir=cache_dir, synth_n=synth_n, synth_size=synth_size, landmark_iters=landmark_iters,
-                       sequence_length=sequence_length, progress=progress)
+                       sequence_length=sequence_length, teachers=tuple(teachers), distill_alpha=distill_alpha,
+                       distill_temperature=distill_temperature, progress=progress)
     try:
         run_training(req, echo=click.echo)
     except RequestError as e:

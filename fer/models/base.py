@@ -104,6 +104,20 @@ class FerModel(nn.Module):
         return self.classify(batch["image"])
 
     @staticmethod
+    def classification_loss(logits: Tensor, batch: dict[str, Any], label_smoothing: float = 0.0) -> Tensor:
+        """Loss of the expression classifier on a batch: cross-entropy with ``batch['label']``, or, when
+        the trainer distils from teacher runs (``batch['teacher_probs']``, ``batch['distill'] = (alpha, T)``),
+        :func:`fer.train.distill.distillation_loss`. Models call it for the classifier that predicts
+        expressions at test time (not for discriminators)."""
+        from fer.train.distill import distillation_loss
+
+        y = batch["label"]
+        if "teacher_probs" not in batch:
+            return torch.nn.functional.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
+        alpha, temperature = batch["distill"]
+        return distillation_loss(logits, y, batch["teacher_probs"], alpha, temperature, label_smoothing)
+
+    @staticmethod
     def _accuracy(logits: Tensor, labels: Tensor) -> float:
         return float((logits.argmax(1) == labels).float().mean()) if labels.numel() else float("nan")
 

@@ -75,7 +75,6 @@ class BaselineModel(FerModel):
             self.classifier.expression = nn.Linear(c.hidden + self.geometry.num_features, NUM_CLASSES)
         else:
             self.geometry = None
-        self.ce = nn.CrossEntropyLoss(label_smoothing=c.label_smoothing)
 
     def uses_geometry(self) -> bool:
         return self.geometry is not None
@@ -101,7 +100,7 @@ class BaselineModel(FerModel):
 
     def loss_terms(self, batch: dict[str, Any]) -> dict[str, Tensor]:
         logits = self.classify_batch(batch)
-        return {"cls_real": self.ce(logits.float(), batch["label"]), "_logits": logits}
+        return {"cls_real": self.classification_loss(logits, batch, self.config.label_smoothing), "_logits": logits}
 
     def train_step(self, batch: dict[str, Any], ctx: StepContext) -> dict[str, float]:
         with ctx.autocast():

@@ -278,7 +278,7 @@ class DRGANModel(FerModel):
         cls_fake, pose_fake = self._disc(fw["x_g"])
         adv = F.cross_entropy(cls_fake, fw["y_g"])
         pose = self._pose_ce(pose_fake, fw["t"])
-        cls = F.cross_entropy(fw["logits"].float(), batch["label"])
+        cls = self.classification_loss(fw["logits"], batch)
         rec = (fw["x_rec"].float() - fw["x"].float()).abs().mean() if "x_rec" in fw else torch.zeros_like(cls)
         return {"g": c.w_adv * adv + c.w_pose_adv * pose + c.w_cls * cls + c.w_rec * rec, "g_adv": adv,
                 "g_pose": pose, "cls_real": cls, "rec": rec}

@@ -157,7 +157,6 @@ class GeometryModel(FerModel):
         c.hidden = tuple(int(h) for h in c.hidden)
         self.encoder = GeometryEncoder(c.n_exp, c.use_landmarks, c.hidden, c.dropout)
         self.head = nn.Linear(self.encoder.num_features, NUM_CLASSES)
-        self.ce = nn.CrossEntropyLoss(label_smoothing=c.label_smoothing)
 
     def uses_geometry(self) -> bool:
         return True
@@ -178,7 +177,7 @@ class GeometryModel(FerModel):
 
     def loss_terms(self, batch: dict[str, Any]) -> dict[str, Tensor]:
         logits = self.classify_batch(batch)
-        return {"cls_real": self.ce(logits.float(), batch["label"]), "_logits": logits}
+        return {"cls_real": self.classification_loss(logits, batch, self.config.label_smoothing), "_logits": logits}
 
     def train_step(self, batch: dict[str, Any], ctx: StepContext) -> dict[str, float]:
         with ctx.autocast():

@@ -330,8 +330,11 @@ class GGPIModel(FerModel):
         with keep_running_stats(self.D_acc):
             return self.D_acc((x_gen + 1.0) * 0.5)
 
-    def _cls_loss(self, logits: Tensor, pose_logits: Tensor | None, y: Tensor, p: Tensor) -> Tensor:
-        loss = F.cross_entropy(logits.float(), y)
+    def _cls_loss(self, logits: Tensor, pose_logits: Tensor | None, y: Tensor, p: Tensor,
+                  batch: dict[str, Any] | None = None) -> Tensor:
+        """Expression (+ pose) loss; with ``batch`` (real images in batch order), the expression term is
+        :meth:`classification_loss` (distillation when the trainer has teachers)."""
+        loss = F.cross_entropy(logits.float(), y) if batch is None else self.classification_loss(logits, batch)
         if pose_logits is not None and bool((p >= 0).any()):
             loss = loss + self.config.w_pose * F.cross_entropy(pose_logits.float(), p, ignore_index=-1)
         return loss
@@ -382,7 +385,7 @@ class GGPIModel(FerModel):
         p, y = batch["pose_class"], batch["label"]
         lg, lp = self.D_acc(batch["image"])  # real and generated images are normalised separately
         lg_gen, lp_gen = self._classify_generated(x_gen.detach())
-        real = self._cls_loss(lg, lp, y, p)
+        real = self._cls_loss(lg, lp, y, p, batch)
         gen = self._cls_loss(lg_gen, lp_gen, y[perm], p[perm])
         c = self.config
         ramp = min(1.0, float(self.steps_done) / c.cls_gen_warmup_steps) if c.cls_gen_warmup_steps > 0 else 1.0

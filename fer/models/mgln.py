@@ -373,8 +373,8 @@ class MGLNModel(FerModel):
         c = self.config
         y = batch["label"]
         out = self.forward_modules(batch)
-        ce_g = F.cross_entropy(out["global"].float(), y, label_smoothing=c.label_smoothing)
-        ce_p = F.cross_entropy(out["part"].float(), y, label_smoothing=c.label_smoothing)
+        ce_g = self.classification_loss(out["global"], batch, c.label_smoothing)
+        ce_p = self.classification_loss(out["part"], batch, c.label_smoothing)
         nll = F.nll_loss(out["fused"], y)
         total = c.w_global * ce_g + c.w_part * ce_p + c.w_fused * nll
         return {"loss": total, "ce_global": ce_g, "ce_part": ce_p, "nll_fused": nll, "_logits": out["fused"],

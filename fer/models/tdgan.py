@@ -228,7 +228,7 @@ class TDGANModel(FerModel):
         b = x_g.shape[0]
         dic_face = (both[:b].float() - fw["x_f"].float()).abs().mean()
         dic_exp = (both[b:].float() - fw["x_e"].float()).abs().mean()
-        cls = F.cross_entropy(fw["logits"].float(), y)
+        cls = self.classification_loss(fw["logits"], batch)
         total = (c.w_g_face * adv_face + c.w_g_exp * adv_exp + c.w_per_face * per_face + c.w_per_exp * per_exp
                  + c.w_dic_face * dic_face + c.w_dic_exp * dic_exp + c.w_cls * cls)
         return {"g": total, "adv_face": adv_face, "adv_exp": adv_exp, "per_face": per_face, "per_exp": per_exp,

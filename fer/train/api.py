@@ -44,6 +44,9 @@ class TrainRequest:
         resume, restart: continue the run in ``out`` / replace it (exclusive).
         landmark_iters: landmark-fit iterations of the 3dmm geometry provider.
         sequence_length: frames per sequence of sequence models (MGLN).
+        teachers: finished run folders to distil from (knowledge distillation, :mod:`fer.train.distill`).
+        distill_alpha, distill_temperature: weight of the soft term and temperature (None: 0.5 and 4, or
+            the resumed run's own).
         Others: as :class:`fer.train.TrainConfig` and :func:`fer.models.build_model`.
     """
 
@@ -72,6 +75,9 @@ class TrainRequest:
     synth_size: int | None = None
     landmark_iters: int = 150
     sequence_length: int = 3
+    teachers: tuple[str, ...] = ()
+    distill_alpha: float | None = None
+    distill_temperature: float | None = None
     progress: bool = True
 
     def out_dir(self) -> Path:
@@ -101,6 +107,26 @@ def _check(req: TrainRequest, geometry: str) -> None:
         raise RequestError("--model geometry needs geometry: --geometry 3dmm (or landmarks)")
     if req.epochs < 1 or req.batch_size < 2:
         raise RequestError(f"epochs must be >= 1 and batch_size >= 2, got {req.epochs} and {req.batch_size}")
+    if not req.teachers and (req.distill_alpha is not None or req.distill_temperature is not None):
+        raise RequestError("--distill-alpha / --distill-temperature need --teacher")
+
+
+def _distill_settings(req: TrainRequest, prev: dict[str, Any] | None) -> dict[str, Any]:
+    """TrainConfig's distillation fields: the request's, or on resume the run's own (a resume that asks
+    for other teachers or settings is refused)."""
+    asked = {"teachers": tuple(str(t) for t in req.teachers), "distill_alpha": req.distill_alpha,
+             "distill_temperature": req.distill_temperature}
+    if prev is None:
+        return {"teachers": asked["teachers"], "distill_alpha": 0.5 if req.distill_alpha is None else req.distill_alpha,
+                "distill_temperature": 4.0 if req.distill_temperature is None else req.distill_temperature}
+    train = prev.get("train", {})
+    own = {"teachers": tuple(train.get("teachers", ())), "distill_alpha": float(train.get("distill_alpha", 0.5)),
+           "distill_temperature": float(train.get("distill_temperature", 4.0))}
+    for k, v in asked.items():
+        if v not in (None, ()) and (tuple(v) if k == "teachers" else float(v)) != own[k]:
+            raise RequestError(f"the run was trained with {k.replace('_', '-')} {own[k]}; a resume keeps it "
+                               f"(asked: {v})")
+    return own
 
 
 def run_training(req: TrainRequest, echo: Callable[[str], None] = print) -> TrainOutcome:
@@ -152,7 +178,7 @@ def run_training(req: TrainRequest, echo: Callable[[str], None] = print) -> Trai
     size = image_size or (128 if prof == "paper" else 64)
     cfg = TrainConfig(epochs=req.epochs, batch_size=req.batch_size, seed=req.seed, device=str(dist.device),
                       amp=req.amp, lr_schedule=req.lr_schedule, num_workers=req.workers,
-                      checkpoint_every=req.checkpoint_every, progress=progress)
+                      checkpoint_every=req.checkpoint_every, progress=progress, **_distill_settings(req, prev))
     # Data: rank 0 renders / fits first, the other ranks then read the caches.
     data_path = req.data
     for turn in ("main", "others"):

@@ -60,6 +60,9 @@ class TrainConfig:
         samples: write a grid of generated faces per epoch (models with ``generate``).
         augment: random horizontal flips and small scale/shift jitter, geometry kept consistent
             (:func:`fer.train.augment.augment_batch`).
+        teachers: finished run folders to distil from (:mod:`fer.train.distill`; empty: plain training).
+        distill_alpha: weight of the soft (teacher) term of the classification loss.
+        distill_temperature: softmax temperature of the teachers and the student's soft term.
     """
 
     epochs: int = 10
@@ -75,6 +78,9 @@ class TrainConfig:
     eval_batch_size: int = 128
     samples: bool = True
     augment: bool = True
+    teachers: tuple[str, ...] = ()
+    distill_alpha: float = 0.5
+    distill_temperature: float = 4.0
 
 
 class LRSchedule:
@@ -188,8 +194,16 @@ class Trainer:
         self.count = 0
         self.history: list[dict[str, Any]] = []
         self.ctx = _StepContext(self)
+        self.teachers = None
+        if cfg.teachers:
+            from fer.labels import EXPRESSIONS
+            from fer.train.distill import Teachers
+
+            self.teachers = Teachers(cfg.teachers, cfg.distill_temperature, cfg.distill_alpha, EXPRESSIONS,
+                                     getattr(train_set, "image_size", None), self.device)
         # Fitted expression coefficients go only to models that read them; flips permute them (augment_batch).
-        self._keep_exp = bool(getattr(model, "classifies_geometry", lambda: False)())
+        self._student_exp = bool(getattr(model, "classifies_geometry", lambda: False)())
+        self._keep_exp = self._student_exp or (self.teachers is not None and self.teachers.needs_geometry_features())
         self._exp_mirror = getattr(getattr(train_set, "geometry", None), "exp_mirror", None)
 
     # -- setup --------------------------------------------------------------------------------------
@@ -323,6 +337,10 @@ class Trainer:
                         stream = (self.global_step * self.dist.world_size + self.dist.rank) * 1_000_003
                         gen = torch.Generator().manual_seed(cfg.seed + stream)
                         batch = augment_batch(batch, gen, exp_mirror=self._exp_mirror)
+                    if self.teachers is not None:  # soft targets on the images the student sees
+                        batch = self.teachers.annotate(batch)
+                        if not self._student_exp:
+                            batch.pop("geom_exp", None)
                     metrics = self.model.train_step(batch, self.ctx)
                     n = int(batch["label"].shape[0])
                     for k, v in metrics.items():  # every rank must hold the same keys (all-reduced later)
