@@ -34,6 +34,15 @@ Usage::
     python benchmarks/fer.py --data /work/shared/data/ck48 --image-size 48 --epochs 30 \
         --models baseline geometry baseline+geometry hog-svm
 
+Knowledge distillation (:mod:`fer.train.distill`): ``--teacher RUN [RUN ...]`` makes every trained
+configuration a student of those finished runs (e.g. the seed folders of a previous benchmark; teachers
+trained on the train split only), named ``<config>+kd``; the table then also has a ``teachers`` row,
+the teachers' mean-probability ensemble on the same test set::
+
+    python benchmarks/fer.py --data ../shared/data/ck48 --models drgan --seeds 0 1 2 --epochs 30 --out runs/t
+    python benchmarks/fer.py --data ../shared/data/ck48 --models drgan --seeds 10 11 12 --epochs 30 \
+        --teacher runs/t/drgan-seed0 runs/t/drgan-seed1 runs/t/drgan-seed2 --distill-alpha 0.5 --distill-temperature 4
+
 Small CPU check (a few minutes on 2 cores)::
 
     python benchmarks/fer.py --n 2100 --size 128 --image-size 64 --epochs 6 --threads 2
@@ -158,7 +167,11 @@ def run_config(name: str, kind: str, geometry: str, prepared: tuple[Any, Any, di
     model = build_model(kind, profile, image_size=args.image_size, use_geometry=geometry != "none",
                         backbone=args.backbone, **geo, **extra)
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, seed=seed, device=device,
-                      progress=not args.no_progress, samples=False, lr_schedule=args.lr_schedule)
+                      progress=not args.no_progress, samples=False, lr_schedule=args.lr_schedule,
+                      teachers=tuple(args.teacher), distill_alpha=args.distill_alpha,
+                      distill_temperature=args.distill_temperature)
+    if args.teacher:
+        name += "+kd"
     out = Path(args.out) / (name.replace("+", "-") + (f"-seed{seed}" if len(args.seeds) > 1 else ""))
     write_run_info(out, model, profile, args.image_size, data_info, cfg)  # so `fer evaluate/predict RUN` work
     trainer = Trainer(model, train, out, cfg, val_set=None)
@@ -191,6 +204,30 @@ def run_config(name: str, kind: str, geometry: str, prepared: tuple[Any, Any, di
         "_probs": probs,
         "_labels": test.labels[idx],
     }
+
+
+def teacher_row(prepared: tuple[Any, Any, dict[str, Any], float], args: argparse.Namespace, device: str
+                ) -> dict[str, Any]:
+    """Result row of the ``--teacher`` runs' mean-probability ensemble on the test set (no training)."""
+    import numpy as np
+
+    from fer.train.run import load_run
+
+    test = prepared[1]
+    probs, idx = [], None
+    for run in args.teacher:
+        model, _ = load_run(run, device)
+        pr, ix = predict_dataset(model, test, 128, device)
+        if idx is not None and not np.array_equal(ix, idx):
+            raise ValueError(f"teacher {run}: evaluated on other test samples than {args.teacher[0]}")
+        probs.append(pr)
+        idx = ix
+    m = prediction_metrics(test, np.mean(probs, 0), idx)
+    return {"config": f"teachers ({len(args.teacher)}-run ensemble)", "epochs": "-", "seed": "-",
+            "classifier": "ensemble", "accuracy": m["accuracy"], "macro_f1": m["macro_f1"],
+            "per_yaw": {k: v["accuracy"] for k, v in m["per_yaw"].items()},
+            "per_class": {k: v["accuracy"] for k, v in m["per_class"].items()},
+            "train_images_per_s": math.nan, "train_minutes": 0.0, "test_images": m["n"]}
 
 
 def _mean(xs: list[float]) -> float:
@@ -262,7 +299,9 @@ def markdown(rows: list[dict[str, Any]]) -> str:
                                         f"{100 * r['accuracy_ensemble']:.1f}"
                                         if math.isfinite(r.get("accuracy_ensemble", math.nan)) else "-",
                                         *[cell(r["per_class"], c) for c in classes],
-                                        *[cell(r["per_yaw"], b) for b in bins], f"{r['train_images_per_s']:.0f}",
+                                        *[cell(r["per_yaw"], b) for b in bins],
+                                        f"{r['train_images_per_s']:.0f}" if math.isfinite(r["train_images_per_s"])
+                                        else "-",
                                         f"{r['train_minutes']:.1f}",
                                         f"{r['accuracy'] / ref:.2f}x" if ref > 0 else "-"]) + " |")
     return "\n".join(lines)
@@ -293,6 +332,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sequence-length", type=int, default=3,
                    help="frames per sequence of the sequence models (mgln); the synthetic set for them is rendered "
                         "with as many frames per face")
+    p.add_argument("--teacher", nargs="+", default=[], metavar="RUN",
+                   help="finished runs to distil every trained configuration from (knowledge distillation)")
+    p.add_argument("--distill-alpha", type=float, default=0.5, help="weight of the teacher term")
+    p.add_argument("--distill-temperature", type=float, default=4.0, help="distillation temperature")
     p.add_argument("--out", default="runs/bench-fer")
     p.add_argument("--cache-dir", default=None)
     p.add_argument("--json", default=None, help="write the results here too")
@@ -352,6 +395,10 @@ def main(argv: list[str] | None = None) -> int:
                   + " ".join(f"{c} {100 * v:.0f}%" for c, v in row["per_class"].items() if math.isfinite(v))
                   + f"), {row['train_images_per_s']:.0f} img/s, "
                   f"{row['train_minutes']:.1f} min", flush=True)
+    if args.teacher and prepared:
+        row = teacher_row(next(iter(prepared.values())), args, device)
+        rows.append(row)
+        print(f"{row['config']}: accuracy {100 * row['accuracy']:.1f}% (macro-F1 {100 * row['macro_f1']:.1f}%)")
     table = aggregate(rows)
     print()
     print(markdown(table))
