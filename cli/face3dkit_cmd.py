@@ -352,5 +352,80 @@ def train_rnet_cmd(out: str, data: str, model_name: str, backbone: str, steps: i
                f"{last['photometric']:.4f}); R-Net saved in {Path(out) / 'rnet.pt'}")
 
 
+@main.command("train-cnet")
+@click.option("--rnet", "rnet", type=click.Path(dir_okay=False), default=None,
+              help="The frozen R-Net (train-rnet's OUT/rnet.pt); required for a new run, a resumed run uses its own.")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Run folder.")
+@click.option("--model", "model_name", default="default", show_default=True, help="Morphable model name or path.")
+@click.option("--steps", type=click.IntRange(min=1), default=500, show_default=True)
+@click.option("--set-size", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Images per identity set (Deng et al.: 5).")
+@click.option("--sets-per-batch", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Identity sets per step.")
+@click.option("--width", type=click.IntRange(min=1), default=128, show_default=True,
+              help="Channels of the C-Net's convolutions.")
+@click.option("--size", type=click.IntRange(min=16), default=224, show_default=True, help="Crop side, pixels.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-4, show_default=True,
+              help="Adam learning rate.")
+@click.option("--supervised", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Weight of the aggregated identity / albedo supervision (0: the hybrid loss alone).")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--checkpoint-every", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads.")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar.")
+@fail_cleanly
+def train_cnet_cmd(rnet: str | None, out: str, model_name: str, steps: int, set_size: int, sets_per_batch: int,
+                   width: int, size: int, lr: float, supervised: float, seed: int, checkpoint_every: int,
+                   resume: bool, device: str, threads: int | None, progress: bool) -> None:
+    """Train a C-Net (Deng et al.'s per-coefficient identity / albedo confidences) on a frozen R-Net with
+    synthetic identity sets; OUT/cnet.pt is what `reconstruct --same-person --cnet` loads. Runs resume
+    exactly (--resume; the run's own settings and R-Net, whose content must be unchanged)."""
+    from face3dkit.regress import CNetTrainConfig, SyntheticFaces, train_cnet
+    from face3dkit.runtime import resolve_device
+
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    resuming = resume and (Path(out) / "checkpoint.pt").exists()
+    if not resuming:
+        if not rnet:
+            raise click.UsageError("a new C-Net run needs --rnet RNET.pt (the R-Net to aggregate)")
+        if not Path(rnet).is_file():
+            raise click.ClickException(f"{rnet}: no such R-Net checkpoint")
+    cfg = CNetTrainConfig(rnet=rnet or "", model=model_name, steps=steps, set_size=set_size,
+                          sets_per_batch=sets_per_batch, lr=lr, seed=seed, width=width, supervised=supervised,
+                          checkpoint_every=checkpoint_every, data=SyntheticFaces(size=size),
+                          device=str(resolve_device(device)))
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=steps, unit="step", desc="train-cnet", dynamic_ncols=True)
+
+    def report(done: int, total: int, rec: dict) -> None:
+        if bar is not None:
+            if bar.total != total:  # a resumed run follows its own plan
+                bar.total = total
+            bar.n = done
+            post = {"loss": f"{rec['loss']:.3f}"}
+            if "supervised" in rec:
+                post["supervised"] = f"{rec['supervised']:.3f}"
+            bar.set_postfix(post)
+            bar.refresh()
+
+    try:
+        rows = train_cnet(out, cfg, resume=resume, progress=report)
+    finally:
+        if bar is not None:
+            bar.close()
+    last = rows[-1]
+    sup = f", supervised {last['supervised']:.4f}" if "supervised" in last else ""
+    click.echo(f"trained {len(rows)} steps: loss {last['loss']:.4f} (landmark {last['landmark']:.2f}, photometric "
+               f"{last['photometric']:.4f}{sup}); C-Net saved in {Path(out) / 'cnet.pt'}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -199,3 +199,31 @@ def test_training_lowers_the_held_out_aggregate_identity_error(tmp_path, model, 
     plain = _held_out_identity_error(model, rnet, None, cfg.data)
     learned = _held_out_identity_error(model, rnet, cnet, cfg.data)
     assert learned < 0.8 * plain, (plain, learned, [round(r["supervised"], 3) for r in rows])
+
+
+def test_train_cnet_command(tmp_path, rnet_file, one_thread):
+    from click.testing import CliRunner
+
+    from face3dkit._cli.face3dkit_cmd import main
+
+    run = tmp_path / "run"
+    args = ["train-cnet", "--rnet", str(rnet_file), "--out", str(run), "--steps", "2", "--set-size", "2",
+            "--sets-per-batch", "1", "--size", str(SIZE), "--width", "8", "--no-progress", "--threads", "1",
+            "--device", "cpu"]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0, r.output
+    assert "trained 2 steps" in r.output and (run / "cnet.pt").is_file()
+    r = CliRunner().invoke(main, args)  # the folder holds a run: refused in one line
+    assert r.exit_code == 1 and "--resume" in r.output and "Traceback" not in r.output
+    r = CliRunner().invoke(main, [*args, "--resume", "--progress"])  # resumed at its end: nothing left to do
+    assert r.exit_code == 0 and "trained 2 steps" in r.output, r.output
+    r = CliRunner().invoke(main, ["train-cnet", "--rnet", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "x"),
+                                  "--no-progress"])
+    assert r.exit_code == 1 and "nope.pt: no such R-Net checkpoint" in r.output and "Traceback" not in r.output
+    r = CliRunner().invoke(main, ["train-cnet", "--out", str(tmp_path / "z"), "--no-progress"])
+    assert r.exit_code == 2 and "--rnet" in r.output
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"garbage")
+    r = CliRunner().invoke(main, ["train-cnet", "--rnet", str(bad), "--out", str(tmp_path / "w"), "--no-progress"])
+    assert r.exit_code == 1 and "bad.pt: not a readable R-Net checkpoint" in r.output
+    assert len(r.output.strip().splitlines()) == 1
