@@ -213,12 +213,19 @@ class DeviceParam(click.ParamType):
                    "FitConfig.eye_weight). Larger: the fit follows the detected points more closely.")
 @click.option("--texture-size", type=click.IntRange(min=16, max=16384), default=512, show_default=True,
               help="Side of the OBJ's baked albedo texture, pixels.")
-@click.option("--method", type=click.Choice(["fit", "rnet", "rnet+fit"]), default="fit", show_default=True,
+@click.option("--method", type=click.Choice(["fit", "rnet", "rnet+fit"]), default=None,
               help="fit: analysis-by-synthesis; rnet: the coefficients an R-Net regresses (--rnet); rnet+fit: "
-                   "the fit started from them.")
+                   "the fit started from them [default: fit; rnet with --same-person].")
 @click.option("--rnet", "rnet", type=click.Path(dir_okay=False), default=None,
               help="R-Net checkpoint for --method rnet / rnet+fit (face3dkit's, or Deep3DFaceRecon_pytorch "
                    "epoch_*.pth for the BFM).")
+@click.option("--same-person", is_flag=True,
+              help="All faces of the run are one person: the R-Net (--rnet) regresses every face, identity and "
+                   "albedo are aggregated over all of them (--cnet confidences, else the plain mean) and shared; "
+                   "expression, pose, light stay per photo; OUT/identity.npz holds the aggregate. With --method "
+                   "rnet+fit the fit starts there but moves every block. Not under torchrun (WORLD_SIZE > 1).")
+@click.option("--cnet", "cnet", type=click.Path(dir_okay=False), default=None,
+              help="C-Net checkpoint (train-cnet's OUT/cnet.pt) for --same-person: per-coefficient confidences.")
 @click.option("--strict/--no-strict", default=False, show_default=True,
               help="Exit with code 3 when a face is a poor fit (status poor_fit in summary.json/csv: fitted "
                    "landmarks far from the given ones, implausible pose or identity) and no input failed.")
@@ -227,8 +234,8 @@ def reconstruct_cmd(inputs: tuple[str, ...], out: str, model_name: str, device: 
                     landmarks: str, landmarks_dir: str | None, faces: str, iters: int | None,
                     landmark_iters: int | None, batch_size: int, save: str, recursive: bool, resume: bool,
                     force: bool, redo_changed: bool, progress: bool, seed: int, identity_net: str | None,
-                    contour: str, landmark_weight: float | None, texture_size: int, method: str, rnet: str | None,
-                    strict: bool) -> None:
+                    contour: str, landmark_weight: float | None, texture_size: int, method: str | None,
+                    rnet: str | None, same_person: bool, cnet: str | None, strict: bool) -> None:
     """Reconstruct every face in INPUTS (folders, images, or text files listing images).
 
     Per face: mesh (.obj + texture), coefficients (.mat with Deng et al.'s keys, .npz), 68 landmarks
@@ -247,6 +254,14 @@ def reconstruct_cmd(inputs: tuple[str, ...], out: str, model_name: str, device: 
 
     logging.basicConfig(format="%(message)s", level=logging.INFO)
 
+    if method is None:
+        method = "rnet" if same_person else "fit"
+    if same_person and not rnet:
+        raise click.UsageError("--same-person needs --rnet RNET.pt (every face is regressed, then aggregated)")
+    if same_person and method == "fit":
+        raise click.UsageError("--same-person needs --method rnet or rnet+fit")
+    if cnet and not same_person:
+        raise click.UsageError("--cnet is used only with --same-person")
     kinds = tuple(k.strip() for k in save.split(",") if k.strip())
     bad = [k for k in kinds if k not in OUTPUT_KINDS]
     if bad or not kinds:
@@ -273,7 +288,8 @@ def reconstruct_cmd(inputs: tuple[str, ...], out: str, model_name: str, device: 
     cfg = ReconstructConfig(model=model_name, device=device, landmarks=landmarks, landmarks_dir=landmarks_dir,
                             faces=faces, batch_size=batch_size, fit=fit_cfg, save=kinds, recursive=recursive,
                             resume=resume and not force, redo_changed=redo_changed, identity_net=identity_net,
-                            threads=n_threads, texture_size=texture_size, method=method, rnet=rnet)
+                            threads=n_threads, texture_size=texture_size, method=method, rnet=rnet,
+                            same_person=same_person, cnet=cnet)
     summary = reconstruct(list(inputs), out, cfg, progress=progress)
     n = len(summary.results)
     rate = f", {summary.seconds / n:.2f} s/face" if n else ""
@@ -282,6 +298,9 @@ def reconstruct_cmd(inputs: tuple[str, ...], out: str, model_name: str, device: 
     click.echo(f"{n} face(s) reconstructed from {summary.n_images} image(s) in {summary.seconds:.1f} s{rate}; "
                f"{len(summary.skipped)} already done; {len(summary.failures)} failed{extra} -> {out}/summary.json "
                f"({summary.device}, {summary.threads} thread(s))")
+    if same_person and summary.results:
+        click.echo(f"identity and albedo aggregated over {n} face(s) "
+                   f"({'C-Net confidences' if cnet else 'plain mean'}) -> {Path(out) / 'identity.npz'}")
     poor = [r for r in summary.results if r.status != "ok"]
     if poor:
         click.echo(f"{len(poor)} face(s) fitted poorly (status poor_fit in {out}/summary.csv)")
@@ -299,17 +318,27 @@ def reconstruct_cmd(inputs: tuple[str, ...], out: str, model_name: str, device: 
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Run folder.")
 @click.option("--data", type=click.Choice(["synthetic"]), default="synthetic", show_default=True,
               help="Training data: randomised renders of --model (identity, expression, pose, light, albedo, "
-                   "background, blur, noise) with their true coefficients.")
+                   "background, blur, noise, JPEG) with their true coefficients.")
 @click.option("--model", "model_name", default="default", show_default=True, help="Morphable model name or path.")
 @click.option("--backbone", type=click.Choice(["resnet18", "resnet34", "resnet50", "resnet101", "mobilenet_v2"]),
               default="resnet18", show_default=True, help="R-Net backbone (paper: resnet50; mobilenet_v2 for CPUs).")
-@click.option("--steps", type=click.IntRange(min=1), default=1000, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
-@click.option("--size", type=click.IntRange(min=16), default=224, show_default=True, help="Crop side, pixels.")
+@click.option("--imagenet", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="torchvision ImageNet weights of the backbone (a .pth file).")
+@click.option("--steps", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Steps in all (with --resume: extends the run to this many).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Images per step and process (under torchrun the step sees WORLD_SIZE x this).")
+@click.option("--size", type=click.IntRange(min=16), default=224, show_default=True, help="Render side, pixels.")
+@click.option("--input-size", type=click.IntRange(min=16), default=None,
+              help="The network's own input side: it resizes any crop to this (default: the crop as given).")
+@click.option("--yaw", type=click.FloatRange(min=0, max=90), default=60.0, show_default=True,
+              help="Yaw half-range of the renders, degrees.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-4, show_default=True,
               help="Adam learning rate (Deng et al.: 1e-4).")
 @click.option("--supervised", type=click.FloatRange(min=0), default=1.0, show_default=True,
               help="Weight of the coefficient supervision (0: the weakly-supervised hybrid loss alone).")
+@click.option("--amp", type=click.Choice(["auto", "off", "bf16", "fp16"]), default="auto", show_default=True,
+              help="Mixed precision of the network (auto: bf16/fp16 on CUDA, off on the CPU); rendering stays fp32.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--checkpoint-every", type=click.IntRange(min=1), default=100, show_default=True)
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
@@ -317,11 +346,15 @@ def reconstruct_cmd(inputs: tuple[str, ...], out: str, model_name: str, device: 
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar.")
 @fail_cleanly
-def train_rnet_cmd(out: str, data: str, model_name: str, backbone: str, steps: int, batch_size: int, size: int,
-                   lr: float, supervised: float, seed: int, checkpoint_every: int, resume: bool, device: str,
-                   threads: int | None, progress: bool) -> None:
+def train_rnet_cmd(out: str, data: str, model_name: str, backbone: str, imagenet: str | None, steps: int,
+                   batch_size: int, size: int, input_size: int | None, yaw: float, lr: float, supervised: float,
+                   amp: str, seed: int, checkpoint_every: int, resume: bool, device: str, threads: int | None,
+                   progress: bool) -> None:
     """Train an R-Net (Deng et al.'s coefficient regressor) with the hybrid loss on synthetic renders;
-    OUT/rnet.pt is what `reconstruct --method rnet --rnet` loads. Runs resume exactly (--resume)."""
+    OUT/rnet.pt is what `reconstruct --method rnet --rnet` loads. Runs resume exactly (--resume);
+    `torchrun --nproc-per-node N $(which face3dkit) train-rnet ...` trains data-parallel."""
+    import os
+
     from face3dkit.regress import RNetTrainConfig, SyntheticFaces, train_rnet
     from face3dkit.runtime import resolve_device
 
@@ -329,27 +362,32 @@ def train_rnet_cmd(out: str, data: str, model_name: str, backbone: str, steps: i
         import torch
 
         torch.set_num_threads(threads)
+    dev = device if device != "auto" or int(os.environ.get("WORLD_SIZE", "1")) > 1 else str(resolve_device(device))
     cfg = RNetTrainConfig(model=model_name, backbone=backbone, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
-                          supervised=supervised, checkpoint_every=checkpoint_every, data=SyntheticFaces(size=size),
-                          device=str(resolve_device(device)))
+                          supervised=supervised, checkpoint_every=checkpoint_every,
+                          data=SyntheticFaces(size=size, yaw_deg=yaw), input_size=input_size, imagenet=imagenet,
+                          amp=amp, device=dev)
+    main_rank = int(os.environ.get("RANK", "0")) == 0
     bar = None
-    if progress:
+    if progress and main_rank:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=steps, unit="step", desc="train-rnet", dynamic_ncols=True)
 
     def report(done: int, total: int, rec: dict) -> None:
         if bar is not None:
+            bar.total = total
             bar.n = done
             bar.set_postfix(loss=f"{rec['loss']:.3f}", landmark=f"{rec['landmark']:.1f}")
             bar.refresh()
 
-    rows = train_rnet(out, cfg, resume=resume, progress=report)
+    rows = train_rnet(out, cfg, resume=resume, progress=report, steps=steps if resume else None)
     if bar is not None:
         bar.close()
     last = rows[-1]
-    click.echo(f"trained {len(rows)} steps: loss {last['loss']:.4f} (landmark {last['landmark']:.2f}, photometric "
-               f"{last['photometric']:.4f}); R-Net saved in {Path(out) / 'rnet.pt'}")
+    if main_rank:
+        click.echo(f"trained {len(rows)} steps: loss {last['loss']:.4f} (landmark {last['landmark']:.2f}, "
+                   f"photometric {last['photometric']:.4f}); R-Net saved in {Path(out) / 'rnet.pt'}")
 
 
 @main.command("train-cnet")

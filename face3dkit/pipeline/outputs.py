@@ -22,6 +22,10 @@ file                       content
 ``<stem>.done.json``       written last: marks the face as finished (resume skips it)
 =========================  =====================================================================
 
+A same-person run (``reconstruct --same-person``) also writes ``<out>/identity.npz``
+(:func:`write_identity`): the identity and albedo aggregated over all its faces, the per-face
+confidences and which faces they were.
+
 Every file is written to a temporary name (``.<file>.f3dtmp-<random><suffix>``) and renamed, so
 an interrupted run never leaves a half-written output that a resumed run would trust; temporaries
 left by a killed run are removed when a later run works in that folder again.
@@ -64,8 +68,8 @@ from face3dkit.io.image import save_image
 from face3dkit.model.coefficients import Coefficients
 from face3dkit.viz import draw_landmarks
 
-__all__ = ["OUTPUT_KINDS", "SUMMARY_COLUMNS", "face_stem", "is_done", "output_folders", "read_marker", "summary_names",
-           "utc_now", "write_face_outputs", "write_run_summary"]
+__all__ = ["IDENTITY_NAME", "OUTPUT_KINDS", "SUMMARY_COLUMNS", "face_stem", "is_done", "output_folders", "read_marker",
+           "summary_names", "utc_now", "write_face_outputs", "write_identity", "write_run_summary"]
 
 LOG = logging.getLogger("face3dkit.pipeline")
 
@@ -95,6 +99,25 @@ def _atomic_savemat(path: Path, data: dict[str, Any]) -> None:
 def _atomic_savez(path: Path, data: dict[str, Any]) -> None:
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         np.savez_compressed(fh, **data)
+
+
+#: The run-level file of a same-person run (:func:`write_identity`).
+IDENTITY_NAME = "identity.npz"
+
+
+def write_identity(out: Path, id: np.ndarray, tex: np.ndarray, conf_id: np.ndarray, conf_tex: np.ndarray,
+                   images: Sequence[str], face_index: Sequence[int], rnet: str = "", cnet: str = "") -> Path:
+    """Write ``out/identity.npz`` atomically: ``id`` (n_id,) and ``tex`` (n_tex,) aggregated over the
+    run's N faces, ``conf_id`` (N, n_id) / ``conf_tex`` (N, n_tex) the confidences each face had (all
+    1: the plain mean), ``images`` (N,) and ``face_index`` (N,) which faces, in that order, and the
+    ``rnet`` / ``cnet`` paths ('' for none)."""
+    path = Path(out) / IDENTITY_NAME
+    _atomic_savez(path, {"id": np.asarray(id, np.float32), "tex": np.asarray(tex, np.float32),
+                         "conf_id": np.asarray(conf_id, np.float32), "conf_tex": np.asarray(conf_tex, np.float32),
+                         "images": np.asarray(list(images), dtype=str),
+                         "face_index": np.asarray(list(face_index), dtype=np.int64),
+                         "rnet": np.asarray(rnet), "cnet": np.asarray(cnet)})
+    return path
 
 
 def is_done(folder: Path, stem: str) -> bool:

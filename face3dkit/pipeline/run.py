@@ -3,7 +3,8 @@
 Data flows one way (``face3dkit.io`` → ``face3dkit.landmarks`` → ``face3dkit.align`` →
 ``face3dkit.fit`` → :mod:`face3dkit.pipeline.outputs`). Faces from several images are fitted
 together in batches. Under ``torchrun`` (``WORLD_SIZE`` > 1) every rank takes every
-``WORLD_SIZE``-th input.
+``WORLD_SIZE``-th input (a same-person run, ``ReconstructConfig.same_person``, which aggregates the
+identity over every face, is refused there).
 
 Nothing is lost or made up:
 
@@ -31,6 +32,7 @@ the call.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -53,6 +55,7 @@ from face3dkit.io.atomic import clean_temp_files
 from face3dkit.landmarks import FaceLandmarks, LandmarkDetector, lm68_to_lm5, make_detector, select_faces
 from face3dkit.model import Coefficients, MorphableModel, load_model
 from face3dkit.pipeline.outputs import (
+    IDENTITY_NAME,
     OUTPUT_KINDS,
     SUMMARY_COLUMNS,
     face_stem,
@@ -61,6 +64,7 @@ from face3dkit.pipeline.outputs import (
     summary_names,
     utc_now,
     write_face_outputs,
+    write_identity,
     write_run_summary,
 )
 from face3dkit.render.face import render_face
@@ -110,6 +114,21 @@ class ReconstructConfig:
             et al.'s mean appearance).
         rnet: the R-Net checkpoint for ``'rnet'`` / ``'rnet+fit'`` (:meth:`face3dkit.nets.RNet.load`:
             one written by face3dkit, or a Deep3DFaceRecon_pytorch ``epoch_*.pth`` for the BFM).
+        same_person: every face of the run is one person (Deng et al.'s image-set reconstruction):
+            the R-Net regresses every face first, the identity and albedo coefficients are
+            aggregated over all of them (the C-Net's per-coefficient confidences with ``cnet``,
+            else the plain mean) and every face gets that identity and albedo with its own
+            expression, pose, light and translation; ``out/identity.npz`` holds the aggregate
+            (:func:`face3dkit.pipeline.outputs.write_identity`). Needs ``method`` ``'rnet'`` or
+            ``'rnet+fit'``; with ``'rnet+fit'`` the fit starts from the aggregated coefficients but
+            optimises every block (the fitter has no way to freeze blocks), so the written identities
+            of the faces then differ again. The aggregate needs all faces in one process: refused
+            under torchrun with ``WORLD_SIZE`` > 1. With ``resume``, faces are skipped only when all of
+            them are finished with the same settings (the set of inputs is one of them); when any
+            face is (re)done, every face is.
+        cnet: optional C-Net checkpoint (:meth:`face3dkit.nets.CNet.load`, ``face3dkit train-cnet``'s
+            ``cnet.pt``) for ``same_person``; it must fit the R-Net (feature channels) and the model
+            (identity / albedo sizes).
     """
 
     model: str = "default"
@@ -129,6 +148,8 @@ class ReconstructConfig:
     texture_size: int = 512
     method: str = "fit"
     rnet: str | None = None
+    same_person: bool = False
+    cnet: str | None = None
 
 
 @dataclass
@@ -220,6 +241,15 @@ def shard(items: Sequence[Any], rank: int | None = None, world: int | None = Non
 
 #: Settings keys that decide a face's result (the fingerprint); the others are recorded for information.
 _RESULT_KEYS = ("model_sha256", "landmarks", "landmarks_dir", "faces", "identity_net_sha256", "fit", "texture_size")
+#: Result-deciding keys present only in some runs (an R-Net, same-person aggregation): fingerprinted
+#: when present, so the fingerprints of fits alone stay what they were.
+_OPTIONAL_RESULT_KEYS = ("method", "rnet_sha256", "same_person", "same_person_inputs", "cnet_sha256")
+
+
+def _result_core(settings: dict[str, Any]) -> dict[str, Any]:
+    core = {k: settings.get(k) for k in _RESULT_KEYS}
+    core.update({k: settings[k] for k in _OPTIONAL_RESULT_KEYS if k in settings})
+    return core
 
 
 def _sha256_tensors(model: torch.nn.Module) -> str:
@@ -240,20 +270,25 @@ def _sha256_file(path: str) -> str:
 
 
 def face_settings(cfg: ReconstructConfig, model: MorphableModel,
-                  detector_given: LandmarkDetector | None = None) -> dict[str, Any]:
+                  detector_given: LandmarkDetector | None = None, inputs: Sequence[str] | None = None
+                  ) -> dict[str, Any]:
     """The settings a face is made with, as recorded in its ``.done.json`` and in the summary.
 
     Result-deciding (fingerprinted, :func:`settings_fingerprint`): the model's content (SHA-256 of
     its buffers, so a renamed or moved file is the same model), the landmark source (and folder),
-    the face selection, the whole :class:`FitConfig`, the identity network's content. Recorded for
-    reading only: the model name and the identity network path. Device, threads, batch size,
-    progress and output location are not settings of a face.
+    the face selection, the whole :class:`FitConfig`, the identity network's content; with an
+    R-Net the method and the R-Net's content; with ``same_person`` the flag, the C-Net's content and
+    the set of the run's inputs (``same_person_inputs``: SHA-256 of their sorted absolute paths,
+    which decide the aggregate). Recorded for reading only: the model name and the identity network,
+    R-Net and C-Net paths. Device, threads, batch size, progress and output location are not
+    settings of a face.
 
     Args:
         cfg: the run's configuration.
         model: the loaded model.
         detector_given: a detector passed to :func:`reconstruct` instead of ``cfg.landmarks``
             (recorded by its class).
+        inputs: with ``same_person``, the keys (absolute paths) of all the run's inputs.
     """
     landmarks = cfg.landmarks if detector_given is None else \
         f"{type(detector_given).__module__}.{type(detector_given).__qualname__}"
@@ -270,12 +305,16 @@ def face_settings(cfg: ReconstructConfig, model: MorphableModel,
         # Only when an R-Net takes part, so results of the fit alone keep their fingerprint.
         **({"method": cfg.method, "rnet": os.path.abspath(cfg.rnet) if cfg.rnet else None,
             "rnet_sha256": _sha256_file(cfg.rnet) if cfg.rnet else None} if cfg.method != "fit" else {}),
+        **({"same_person": True, "same_person_inputs": hashlib.sha256(
+                "\n".join(sorted(inputs or ())).encode()).hexdigest()[:16],
+            "cnet": os.path.abspath(cfg.cnet) if cfg.cnet else None,
+            "cnet_sha256": _sha256_file(cfg.cnet) if cfg.cnet else None} if cfg.same_person else {}),
     }
 
 
 def settings_fingerprint(settings: dict[str, Any]) -> str:
     """16 hex digits of the SHA-256 of the result-deciding settings (canonical JSON)."""
-    core = {k: settings.get(k) for k in _RESULT_KEYS}
+    core = _result_core(settings)
     return hashlib.sha256(json.dumps(core, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -292,8 +331,8 @@ def _settings_diff(old: dict[str, Any] | None, new: dict[str, Any]) -> str:
     """``'fit.photo_iters 3 -> 5, landmarks dlib -> file'`` (result-deciding keys only)."""
     if not isinstance(old, dict):
         return "settings not recorded (marker of an older version)"
-    a = _flat({k: old.get(k) for k in _RESULT_KEYS})
-    b = _flat({k: new.get(k) for k in _RESULT_KEYS})
+    a = _flat({**{k: None for k in _OPTIONAL_RESULT_KEYS if k in new}, **_result_core(old)})
+    b = _flat({**{k: None for k in _OPTIONAL_RESULT_KEYS if k in old}, **_result_core(new)})
     parts = []
     for k in sorted(set(a) | set(b)):
         if a.get(k) != b.get(k):
@@ -362,6 +401,8 @@ class Face:
             landmarks in crop / image pixels; matrix, inverse: (2, 3) image → crop and back.
         input_number: position of its input in the run (progress counts finished inputs).
         old_files: outputs of the earlier result it replaces (removed if not rewritten).
+        start: with ``same_person``, its (1, total) coefficients before the solve: the R-Net's
+            regression with the run's aggregated identity and albedo.
     """
 
     image: str
@@ -375,6 +416,7 @@ class Face:
     inverse: np.ndarray
     input_number: int = -1
     old_files: list[str] = field(default_factory=list)
+    start: torch.Tensor | None = None
 
 
 @dataclass
@@ -460,14 +502,18 @@ def _fit_batch(model: MorphableModel, batch: list[Face], cfg: ReconstructConfig,
 
 
 def _solve(model: MorphableModel, imgs: torch.Tensor, lm: torch.Tensor, cfg: ReconstructConfig, perceptual: Any,
-           rnet: Any) -> FitResult:
+           rnet: Any, start: Coefficients | None = None) -> FitResult:
     """Coefficients of a batch of crops by ``cfg.method``: the fit, the R-Net's regression, or the
-    fit started from the regression."""
-    if rnet is None:
+    fit started from the regression. ``start``: the regression already made (``same_person``: with
+    the aggregated identity and albedo), used instead of running the R-Net."""
+    if rnet is None and start is None:
         return fit(model, imgs, lm, cfg.fit, perceptual=perceptual)
     t0 = time.perf_counter()
-    with torch.no_grad():
-        pred = rnet.coefficients(imgs.permute(0, 3, 1, 2))
+    if start is not None:
+        pred = start
+    else:
+        with torch.no_grad():
+            pred = rnet.coefficients(imgs.permute(0, 3, 1, 2))
     t_regress = time.perf_counter() - t0
     if cfg.method == "rnet+fit":
         res = fit(model, imgs, lm, cfg.fit, perceptual=perceptual, init=pred)
@@ -487,7 +533,10 @@ def _fit_group(model: MorphableModel, batch: list[Face], cfg: ReconstructConfig,
     dev = model.mean_shape.device
     imgs = torch.as_tensor(np.stack([p.crop for p in batch]), dtype=torch.float32, device=dev) / 255.0
     lm = torch.as_tensor(np.stack([p.lm_crop for p in batch]), dtype=torch.float32, device=dev)
-    res = _solve(model, imgs, lm, cfg, perceptual, rnet)
+    start = None
+    if all(p.start is not None for p in batch):
+        start = Coefficients.split(torch.cat([p.start for p in batch]).to(dev), model.layout)
+    res = _solve(model, imgs, lm, cfg, perceptual, rnet, start)
     ypr = yaw_pitch_roll_degrees(res.coeffs.angles).cpu().numpy()
     results = []
     with torch.no_grad():
@@ -553,6 +602,17 @@ def _check_config(cfg: ReconstructConfig) -> None:
         problems.append(f"method must be one of {', '.join(RECONSTRUCT_METHODS)}, got {cfg.method!r}")
     elif cfg.method != "fit" and not cfg.rnet:
         problems.append(f"method {cfg.method!r} needs an R-Net checkpoint (rnet= / --rnet PATH)")
+    if cfg.same_person:
+        if not cfg.rnet:
+            problems.append("same_person needs an R-Net checkpoint (rnet= / --rnet PATH) to regress every face")
+        elif cfg.method == "fit":
+            problems.append("same_person needs method 'rnet' or 'rnet+fit' (the identity is aggregated over the "
+                            "R-Net's regressions)")
+        if int(os.environ.get("WORLD_SIZE", 1)) > 1:
+            problems.append("same_person aggregates every face of the run in one process: run it without torchrun "
+                            f"(WORLD_SIZE={os.environ.get('WORLD_SIZE')})")
+    elif cfg.cnet:
+        problems.append("cnet (--cnet) is used only with same_person (--same-person)")
     bad = [k for k in cfg.save if k not in OUTPUT_KINDS]
     if bad:
         problems.append(f"unknown output kind(s) {', '.join(bad)}; choose from {','.join(OUTPUT_KINDS)}")
@@ -602,7 +662,7 @@ def _run(inputs: Any, out: str | os.PathLike | None, cfg: ReconstructConfig, mod
     template: torch.Tensor | None = None
     det = detector
     perceptual = None
-    rnet = None
+    rnet = cnet = None
     settings: dict[str, Any] = {}
     fingerprint = ""
     marker: dict[str, Any] = {}
@@ -618,6 +678,8 @@ def _run(inputs: Any, out: str | os.PathLike | None, cfg: ReconstructConfig, mod
             det = make_detector(cfg.landmarks, **kw)
         if cfg.method != "fit":
             rnet = _load_rnet(cfg, m)
+        if cfg.same_person and cfg.cnet:
+            cnet = _load_cnet(cfg, m, rnet)
         if cfg.identity_net:
             from face3dkit.losses import PerceptualLoss
 
@@ -626,7 +688,7 @@ def _run(inputs: Any, out: str | os.PathLike | None, cfg: ReconstructConfig, mod
             LOG.warning("perceptual loss off: no identity network given (pass an insightface backbone.pth "
                         "with --identity-net / ReconstructConfig.identity_net)")
         if out_dir is not None:
-            settings = face_settings(cfg, m, detector)
+            settings = face_settings(cfg, m, detector, [it.key for it in items])
             fingerprint = settings_fingerprint(settings)
             marker = {"settings_fingerprint": fingerprint, "settings": settings}
     if out_dir is not None:
@@ -634,10 +696,15 @@ def _run(inputs: Any, out: str | os.PathLike | None, cfg: ReconstructConfig, mod
     items = shard(items)
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
-        clean_temp_files(out_dir, finals=summary_names())
+        clean_temp_files(out_dir, finals=(*summary_names(), IDENTITY_NAME))
 
     book = _Book(len(items), progress)
-    outcomes = _outcomes(items, det, cfg, settings, fingerprint, template)
+    outcomes: Iterable[_InputOutcome] = _outcomes(items, det, cfg, settings, fingerprint, template)
+    if cfg.same_person and m is not None:  # two passes: every face regressed and aggregated, then solved
+        outcomes = _same_person_outcomes(items, det, cfg, settings, fingerprint, template, out_dir)
+        ident = _aggregate_identity(m, [f for o in outcomes for f in o.faces], cfg, rnet, cnet)
+        if ident is not None and out_dir is not None:
+            write_identity(out_dir, **ident)
     for batch in _batches(outcomes, cfg.batch_size, book):
         try:
             book.results.extend(_fit_batch(m, batch, cfg, perceptual, out_dir is not None, marker, rnet))
@@ -669,6 +736,80 @@ def _load_rnet(cfg: ReconstructConfig, model: MorphableModel) -> Any:
         raise ValueError(f"{cfg.rnet}: an R-Net for {net.layout.total} coefficients ({net.layout}) does not fit "
                          f"model {cfg.model!r} ({model.layout.total} coefficients)")
     return net.to(model.mean_shape.device).eval()
+
+
+def _load_cnet(cfg: ReconstructConfig, model: MorphableModel, rnet: Any) -> Any:
+    """The run's C-Net on the model's device, checked against the R-Net's features and the model's layout."""
+    from face3dkit.nets import CNet
+
+    net = CNet.load(cfg.cnet)  # type: ignore[arg-type]
+    lay = model.layout
+    if (net.feature_channels, net.n_id, net.n_tex) != (rnet.feature_channels, lay.n_id, lay.n_tex):
+        raise ValueError(f"{cfg.cnet}: a C-Net for {net.feature_channels} feature channels and {net.n_id} identity / "
+                         f"{net.n_tex} albedo coefficients does not fit R-Net {cfg.rnet} ({rnet.feature_channels} "
+                         f"feature channels) with model {cfg.model!r} ({lay.n_id} / {lay.n_tex})")
+    return net.to(model.mean_shape.device).eval()
+
+
+def _same_person_outcomes(items: list[_Input], det: LandmarkDetector | None, cfg: ReconstructConfig,
+                          settings: dict[str, Any], fingerprint: str, template: torch.Tensor | None,
+                          out_dir: Path | None) -> list[_InputOutcome]:
+    """Every input prepared, as :func:`_outcomes`, and kept. The aggregate needs every face: when some
+    face is to be (re)done while others were finished earlier (or ``identity.npz`` is gone), all are
+    prepared again without resume (what the first pass found to replace is kept)."""
+    first = list(_outcomes(items, det, cfg, settings, fingerprint, template))
+    todo = any(o.faces for o in first)
+    earlier = any(o.earlier for o in first)
+    missing = out_dir is not None and not (out_dir / IDENTITY_NAME).is_file()
+    if not earlier or not (todo or missing):
+        return first
+    again = list(_outcomes(items, det, dataclasses.replace(cfg, resume=False), settings, fingerprint, template))
+    old = {(f.image, f.face_index): f.old_files for o in first for f in o.faces}
+    for a, o in zip(again, first, strict=True):
+        a.redone, a.changes = o.redone, o.changes
+        for f in a.faces:
+            f.old_files = f.old_files or old.get((f.image, f.face_index), [])
+    return again
+
+
+def _aggregate_identity(model: MorphableModel, faces: list[Face], cfg: ReconstructConfig, rnet: Any, cnet: Any
+                        ) -> dict[str, Any] | None:
+    """Regress every face (batches of ``cfg.batch_size``), aggregate identity and albedo over all of
+    them (the C-Net's confidences, or all 1: the plain mean) and set each face's ``start``: its own
+    regression with the aggregated identity and albedo. Returns :func:`write_identity`'s arguments
+    (None without faces)."""
+    from face3dkit.nets import aggregate
+
+    if not faces:
+        return None
+    dev = model.mean_shape.device
+    lay = model.layout
+    preds, conf_id, conf_tex = [], [], []
+    with torch.no_grad():
+        for i in range(0, len(faces), cfg.batch_size):
+            chunk = faces[i:i + cfg.batch_size]
+            imgs = torch.as_tensor(np.stack([p.crop for p in chunk]), dtype=torch.float32, device=dev) / 255.0
+            pred, feats = rnet.forward_with_features(imgs.permute(0, 3, 1, 2))
+            if cnet is not None:
+                ci, ct = cnet(feats)
+            else:
+                ci, ct = torch.ones(len(chunk), lay.n_id, device=dev), torch.ones(len(chunk), lay.n_tex, device=dev)
+            preds.append(pred)
+            conf_id.append(ci)
+            conf_tex.append(ct)
+        c = Coefficients.split(torch.cat(preds), lay)
+        ci, ct = torch.cat(conf_id), torch.cat(conf_tex)
+        a_id = aggregate(c.id[None], ci[None])[0]
+        a_tex = aggregate(c.tex[None], ct[None])[0]
+        c.id = a_id.expand(len(faces), -1).clone()
+        c.tex = a_tex.expand(len(faces), -1).clone()
+        flat = c.join()
+    for k, f in enumerate(faces):
+        f.start = flat[k:k + 1]
+    return {"id": a_id.cpu().numpy(), "tex": a_tex.cpu().numpy(), "conf_id": ci.cpu().numpy(),
+            "conf_tex": ct.cpu().numpy(), "images": [f.image for f in faces],
+            "face_index": [f.face_index for f in faces], "rnet": os.path.abspath(cfg.rnet or ""),
+            "cnet": os.path.abspath(cfg.cnet) if cfg.cnet else ""}
 
 
 def _outcomes(items: list[_Input], det: LandmarkDetector | None, cfg: ReconstructConfig, settings: dict[str, Any],
