@@ -227,3 +227,22 @@ def test_train_cnet_command(tmp_path, rnet_file, one_thread):
     r = CliRunner().invoke(main, ["train-cnet", "--rnet", str(bad), "--out", str(tmp_path / "w"), "--no-progress"])
     assert r.exit_code == 1 and "bad.pt: not a readable R-Net checkpoint" in r.output
     assert len(r.output.strip().splitlines()) == 1
+
+
+def test_benchmark_script_runs_and_an_untrained_cnet_is_the_plain_mean(tmp_path, rnet_file, monkeypatch, capsys,
+                                                                       one_thread):
+    import runpy
+    import sys
+    from pathlib import Path
+
+    cnet = CNet(RNet.load(rnet_file).feature_channels, face3dkit.load_model("default").n_id,
+                face3dkit.load_model("default").n_tex, width=8).save(tmp_path / "cnet.pt")
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "cnet.py"
+    monkeypatch.setattr(sys, "argv", ["cnet.py", "--rnet", str(rnet_file), "--cnet", str(cnet), "--sets", "3",
+                                      "--set-size", "2", "--batch-sets", "2", "--size", str(SIZE), "--threads", "1"])
+    runpy.run_path(str(script), run_name="__main__")
+    rows = {line.split("|")[1].strip(): line.split("|")[2:-1] for line in capsys.readouterr().out.splitlines()
+            if line.startswith("| ") and not line.startswith("| estimate")}
+    assert set(rows) == {"single image", "plain mean", "C-Net"}
+    assert rows["C-Net"] == rows["plain mean"]  # confidences all 1
+    assert float(rows["single image"][0]) > 0
