@@ -20,6 +20,7 @@ one takes. Every file is written atomically.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import io
 import json
@@ -161,8 +162,6 @@ def cnet_loss(cnet: torch.nn.Module, rnet: Any, model: MorphableModel, batch: di
     Returns:
         (total, the terms by name: the hybrid loss' and ``supervised`` when used).
     """
-    import dataclasses
-
     images = batch["image"]
     s, k = images.shape[:2]
     flat = images.reshape(s * k, *images.shape[2:])
@@ -240,6 +239,8 @@ def train_cnet(out: str | os.PathLike, cfg: CNetTrainConfig | None = None, resum
         cfg = _config_from_dict(state["config"])
     if cfg is None or not cfg.rnet:
         raise CNetRunError(f"{out}: a new C-Net run needs the R-Net checkpoint (CNetTrainConfig.rnet / --rnet)")
+    if state is None:  # recorded absolute: a resumed run finds it from any working folder
+        cfg = dataclasses.replace(cfg, rnet=os.path.abspath(cfg.rnet))
     dev = torch.device(cfg.device)
     model = face3dkit.load_model(cfg.model, device=dev)
     rnet = RNet.load(cfg.rnet)
