@@ -316,9 +316,14 @@ def reconstruct_cmd(inputs: tuple[str, ...], out: str, model_name: str, device: 
 
 @main.command("train-rnet")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Run folder.")
-@click.option("--data", type=click.Choice(["synthetic"]), default="synthetic", show_default=True,
-              help="Training data: randomised renders of --model (identity, expression, pose, light, albedo, "
-                   "background, blur, noise, JPEG) with their true coefficients.")
+@click.option("--data", default="synthetic", show_default=True, metavar="synthetic|DIR",
+              help="Training data: 'synthetic' = randomised renders of --model (identity, expression, pose, light, "
+                   "albedo, background, blur, noise, JPEG) with their true coefficients; or a folder of face "
+                   "photos (detected with --detector, aligned as reconstruct does, cached in OUT/photo-cache).")
+@click.option("--photo-fraction", type=click.FloatRange(min=0, max=1), default=1.0, show_default=True,
+              help="With --data DIR: share of each batch that is photos; the rest are renders (supervised).")
+@click.option("--detector", type=click.Choice(["dlib", "dlib-cnn", "mtcnn", "file"]), default="dlib",
+              show_default=True, help="Landmarks of --data DIR photos (file: <stem>.pts/.txt/.npy beside them).")
 @click.option("--model", "model_name", default="default", show_default=True, help="Morphable model name or path.")
 @click.option("--backbone", type=click.Choice(["resnet18", "resnet34", "resnet50", "resnet101", "mobilenet_v2"]),
               default="resnet18", show_default=True, help="R-Net backbone (paper: resnet50; mobilenet_v2 for CPUs).")
@@ -346,7 +351,8 @@ def reconstruct_cmd(inputs: tuple[str, ...], out: str, model_name: str, device: 
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar.")
 @fail_cleanly
-def train_rnet_cmd(out: str, data: str, model_name: str, backbone: str, imagenet: str | None, steps: int,
+def train_rnet_cmd(out: str, data: str, photo_fraction: float, detector: str, model_name: str, backbone: str,
+                   imagenet: str | None, steps: int,
                    batch_size: int, size: int, input_size: int | None, yaw: float, lr: float, supervised: float,
                    amp: str, seed: int, checkpoint_every: int, resume: bool, device: str, threads: int | None,
                    progress: bool) -> None:
@@ -363,10 +369,15 @@ def train_rnet_cmd(out: str, data: str, model_name: str, backbone: str, imagenet
 
         torch.set_num_threads(threads)
     dev = device if device != "auto" or int(os.environ.get("WORLD_SIZE", "1")) > 1 else str(resolve_device(device))
+    photos = None
+    if data != "synthetic":
+        if not os.path.isdir(data):
+            raise click.BadParameter(f"{data}: not 'synthetic' and not a folder of photos", param_hint="--data")
+        photos = data
     cfg = RNetTrainConfig(model=model_name, backbone=backbone, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
                           supervised=supervised, checkpoint_every=checkpoint_every,
                           data=SyntheticFaces(size=size, yaw_deg=yaw), input_size=input_size, imagenet=imagenet,
-                          amp=amp, device=dev)
+                          amp=amp, device=dev, photos=photos, photo_fraction=photo_fraction, detector=detector)
     main_rank = int(os.environ.get("RANK", "0")) == 0
     bar = None
     if progress and main_rank:

@@ -212,9 +212,8 @@ def _write_metrics(path: Path, rows: list[dict[str, float]]) -> None:
 
 def _config_from_dict(d: dict[str, Any]) -> CNetTrainConfig:
     d = dict(d)
-    data = dict(d.pop("data"))
-    data["trans"] = tuple(data["trans"])
-    return CNetTrainConfig(**d, data=SyntheticFaces(**data))
+    data = SyntheticFaces.from_dict(d.pop("data"))
+    return CNetTrainConfig(**d, data=data)
 
 
 def train_cnet(out: str | os.PathLike, cfg: CNetTrainConfig | None = None, resume: bool = False,

@@ -12,6 +12,7 @@ the coefficient vector) can be added.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +31,7 @@ from face3dkit.model.coefficients import Coefficients
 from face3dkit.model.morphable import MorphableModel
 from face3dkit.render.face import render_face
 
-__all__ = ["HybridLossConfig", "hybrid_loss", "rnet_train_step"]
+__all__ = ["HybridLossConfig", "autocast_dtype", "hybrid_loss", "rnet_loss", "rnet_train_step"]
 
 
 @dataclass
@@ -51,7 +52,8 @@ class HybridLossConfig:
 
 def hybrid_loss(model: MorphableModel, coeffs: Coefficients, images: Tensor, lm2d: Tensor, camera: Any,
                 cfg: HybridLossConfig | None = None, perceptual: Any = None,
-                true_coeffs: Coefficients | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+                true_coeffs: Coefficients | None = None, supervised_rows: Tensor | None = None
+                ) -> tuple[Tensor, dict[str, Tensor]]:
     """The hybrid loss of predicted coefficients.
 
     Args:
@@ -62,7 +64,10 @@ def hybrid_loss(model: MorphableModel, coeffs: Coefficients, images: Tensor, lm2
         camera: the crop's camera (Deng et al.'s for the crop size).
         cfg: :class:`HybridLossConfig`.
         perceptual: optional :class:`face3dkit.losses.PerceptualLoss`.
-        true_coeffs: true coefficients for the supervised term (used when ``cfg.supervised > 0``).
+        true_coeffs: true coefficients for the supervised term (used when ``cfg.supervised > 0``):
+            of every row, or of the rows ``supervised_rows`` selects.
+        supervised_rows: (B,) bool, the rows with known coefficients (renders in a batch mixed with
+            photos); None = every row.
 
     Returns:
         (total loss, the unweighted terms by name: photometric, landmark, coefficient, gamma,
@@ -80,32 +85,84 @@ def hybrid_loss(model: MorphableModel, coeffs: Coefficients, images: Tensor, lm2
                              perceptual if use_perceptual else None, arcface_matrix(lm2d) if use_perceptual else None)
     total = w.combine(terms)[0]
     if true_coeffs is not None and cfg.supervised > 0:
-        terms["supervised"] = ((coeffs.join() - true_coeffs.join().to(coeffs.id)) ** 2).mean()
+        pred = coeffs.join() if supervised_rows is None else coeffs.join()[supervised_rows.to(coeffs.id.device)]
+        terms["supervised"] = ((pred - true_coeffs.join().to(coeffs.id)) ** 2).mean()
         total = total + cfg.supervised * terms["supervised"]
     return total, terms
 
 
-def rnet_train_step(net: torch.nn.Module, model: MorphableModel, batch: dict[str, Tensor], optimizer: Any,
-                    camera: Any, cfg: HybridLossConfig | None = None, perceptual: Any = None) -> dict[str, float]:
-    """One optimisation step of a coefficient regressor on a batch.
+def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of an AMP setting on ``device``: ``'off'`` -> None; ``'bf16'`` / ``'fp16'``;
+    ``'auto'`` -> bf16 on a CUDA device that supports it, fp16 on an older one, None on the CPU."""
+    if amp not in ("off", "auto", "bf16", "fp16"):
+        raise ValueError(f"amp must be 'off', 'auto', 'bf16' or 'fp16', got {amp!r}")
+    if amp == "off" or (amp == "auto" and device.type != "cuda"):
+        return None
+    if amp == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if amp == "bf16" else torch.float16
+
+
+def rnet_loss(net: torch.nn.Module, model: MorphableModel, batch: dict[str, Tensor], camera: Any,
+              cfg: HybridLossConfig | None = None, perceptual: Any = None, amp_dtype: torch.dtype | None = None
+              ) -> tuple[Tensor, dict[str, Tensor]]:
+    """The hybrid loss of a regressor's coefficients for a batch (differentiable in ``net``).
 
     Args:
         net: maps (B, 3, H, W) images in [0, 1] to coefficients (:class:`face3dkit.nets.RNet`).
         model: the morphable model whose layout ``net`` predicts.
         batch: ``image`` (B, H, W, 3) in [0, 1], ``landmarks`` (B, 68, 2) crop pixels, optionally
-            ``coeffs`` (B, total) true coefficients (supervised term).
-        optimizer: a torch optimizer over ``net``'s parameters (the paper: Adam, lr 1e-4).
+            ``coeffs`` true coefficients (supervised term): (B, total), or, with ``is_photo`` (B,)
+            bool (:func:`face3dkit.regress.photos.mixed_batch`), those of the rows that are not photos.
         camera: the crop's camera.
+        cfg, perceptual: as :func:`hybrid_loss`.
+        amp_dtype: run the network's forward pass under autocast with this dtype (None: off); the
+            coefficients are cast to float32 before rendering, so the renderer and the loss stay fp32.
+
+    Returns:
+        (total, the terms by name).
+    """
+    images = batch["image"]
+    x = images.permute(0, 3, 1, 2)
+    if amp_dtype is None:
+        out = net(x)
+    else:
+        with torch.autocast(images.device.type, dtype=amp_dtype):
+            out = net(x)
+    c = Coefficients.split(out.float(), model.layout)
+    true = Coefficients.split(batch["coeffs"], model.layout) if "coeffs" in batch else None
+    rows = ~batch["is_photo"] if "is_photo" in batch else None
+    return hybrid_loss(model, c, images, batch["landmarks"], camera, cfg, perceptual, true, rows)
+
+
+def rnet_train_step(net: torch.nn.Module, model: MorphableModel, batch: dict[str, Tensor], optimizer: Any,
+                    camera: Any, cfg: HybridLossConfig | None = None, perceptual: Any = None, *,
+                    amp_dtype: torch.dtype | None = None, scaler: Any = None,
+                    after_backward: Callable[[], None] | None = None) -> dict[str, float]:
+    """One optimisation step of a coefficient regressor on a batch (:func:`rnet_loss`).
+
+    Args:
+        net, model, batch, camera, cfg, perceptual, amp_dtype: as :func:`rnet_loss`.
+        optimizer: a torch optimizer over ``net``'s parameters (the paper: Adam, lr 1e-4).
+        scaler: a ``torch.amp.GradScaler`` for fp16 autocast (None: plain backward / step).
+        after_backward: called between the backward pass and the optimizer step (data-parallel
+            gradient averaging: :func:`face3dkit.distributed.average_gradients`).
 
     Returns:
         The loss terms and ``loss`` (the total) as floats.
     """
     net.train()
     optimizer.zero_grad(set_to_none=True)
-    images = batch["image"]
-    c = Coefficients.split(net(images.permute(0, 3, 1, 2)), model.layout)
-    true = Coefficients.split(batch["coeffs"], model.layout) if "coeffs" in batch else None
-    total, terms = hybrid_loss(model, c, images, batch["landmarks"], camera, cfg, perceptual, true)
-    total.backward()
-    optimizer.step()
+    total, terms = rnet_loss(net, model, batch, camera, cfg, perceptual, amp_dtype)
+    if scaler is None:
+        total.backward()
+        if after_backward is not None:
+            after_backward()
+        optimizer.step()
+    else:
+        scaler.scale(total).backward()
+        if after_backward is not None:
+            after_backward()
+        scaler.step(optimizer)
+        scaler.update()
     return {"loss": float(total.detach()), **{k: float(v.detach()) for k, v in terms.items()}}

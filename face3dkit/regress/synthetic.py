@@ -17,6 +17,7 @@ from torch.nn import functional as F
 from face3dkit.geometry import PerspectiveCamera
 from face3dkit.model.coefficients import Coefficients
 from face3dkit.model.morphable import MorphableModel
+from face3dkit.regress.augment import random_jpeg
 from face3dkit.render.face import render_face
 
 __all__ = ["SyntheticFaces", "batch_generator", "render_synthetic", "sample_coefficients", "synthetic_batch"]
@@ -35,6 +36,10 @@ class SyntheticFaces:
         light: standard deviation of the SH coefficients beyond the ambient term.
         blur_max: Gaussian blur sigma uniform in [0, blur_max] pixels.
         noise_max: Gaussian noise standard deviation uniform in [0, noise_max].
+        texture_p: probability that an image's background is smooth random clutter (colour noise
+            of a random cell size, 4 to 16 cells across) instead of a colour gradient.
+        jpeg_p: probability that an image is JPEG-compressed (:func:`face3dkit.regress.augment.random_jpeg`).
+        jpeg_quality: (lowest, highest) JPEG quality.
     """
 
     size: int = 224
@@ -48,6 +53,18 @@ class SyntheticFaces:
     light: float = 0.15
     blur_max: float = 1.0
     noise_max: float = 0.03
+    texture_p: float = 0.5
+    jpeg_p: float = 0.5
+    jpeg_quality: tuple[int, int] = (30, 95)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SyntheticFaces:
+        """The settings ``dataclasses.asdict`` wrote (JSON / checkpoints: lists back to tuples)."""
+        d = dict(d)
+        for k in ("trans", "jpeg_quality"):
+            if k in d:
+                d[k] = tuple(d[k])
+        return cls(**d)
 
 
 def _blur(img: Tensor, sigma: Tensor) -> Tensor:
@@ -85,7 +102,7 @@ def sample_coefficients(model: MorphableModel, cfg: SyntheticFaces, n: int, gene
 def render_synthetic(model: MorphableModel, coeffs: Coefficients, cfg: SyntheticFaces, generator: torch.Generator
                      ) -> dict[str, Tensor]:
     """Render given coefficients with the image-level randomisation of ``cfg`` (random
-    background, blur, noise), drawing from ``generator``; no gradients.
+    background, blur, noise, JPEG), drawing from ``generator``; no gradients.
 
     Returns:
         ``image`` (B, S, S, 3) in [0, 1] on the model's device, ``landmarks`` (B, 68, 2) crop
@@ -98,16 +115,22 @@ def render_synthetic(model: MorphableModel, coeffs: Coefficients, cfg: Synthetic
     cam = PerspectiveCamera.for_image_size(cfg.size)
     with torch.no_grad():
         r = render_face(model, c, cam)
-        # Background: a random colour with a random linear gradient (no face-like structure).
+        # Background: a random colour with a random linear gradient, or smooth colour clutter.
         ramp = torch.linspace(-1, 1, cfg.size, device=dev)
         yy, xx = torch.meshgrid(ramp, ramp, indexing="ij")
         base = torch.rand(n, 1, 1, 3, generator=g).to(dev)
         grad = (torch.rand(n, 1, 1, 3, generator=g).to(dev) - 0.5) * 0.6
         bg = (base + grad * (xx if bool(torch.rand(1, generator=g) < 0.5) else yy)[None, ..., None]).clamp(0, 1)
+        cells = int(2 ** torch.randint(2, 5, (1,), generator=g))  # 4, 8 or 16 cells across
+        clutter = F.interpolate(torch.rand(n, 3, cells, cells, generator=g).to(dev), size=(cfg.size, cfg.size),
+                                mode="bicubic", align_corners=False).clamp(0, 1).permute(0, 2, 3, 1)
+        textured = (torch.rand(n, generator=g) < cfg.texture_p).to(dev)[:, None, None, None]
+        bg = torch.where(textured, clutter, bg)
         img = r.image * r.coverage + bg * (1 - r.coverage)
         img = _blur(img, (torch.rand(n, generator=g) * cfg.blur_max).to(dev))
         sigma = (torch.rand(n, 1, 1, 1, generator=g) * cfg.noise_max).to(dev)
         img = img + torch.randn(img.shape, generator=g).to(dev) * sigma
+        img = random_jpeg(img.clamp(0, 1), g, cfg.jpeg_p, cfg.jpeg_quality)
     return {"image": img.clamp(0, 1), "landmarks": r.landmarks2d, "coeffs": c.join()}
 
 
