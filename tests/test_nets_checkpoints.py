@@ -19,6 +19,7 @@ from face3dkit.nets import (
     iresnet18,
     load_iresnet,
     load_torchvision_weights,
+    mobilenet_v2,
     resnet18,
     resnet34,
     resnet50,
@@ -69,12 +70,28 @@ def _randomize_(m: nn.Module, seed: int = 0) -> None:
         (resnet101, 44_549_160, 626),
         (vgg16, 138_357_544, 32),
         (vgg16_bn, 138_365_992, 97),
+        (mobilenet_v2, 3_504_872, 314),
     ],
 )
 def test_torchvision_param_counts(factory, n_params, n_state):
     m = _meta(factory)
     assert _n_params(m) == n_params
     assert len(m.state_dict()) == n_state
+
+
+def test_mobilenet_v2_key_names_and_shapes():
+    """torchvision's MobileNetV2 layout: features.0 = stem conv + BN, features.1 = the expansion-1
+    block (depthwise ConvBNReLU, projection conv, BN), features.2..17 = expand / depthwise / project
+    / BN, features.18 = the 1280-channel 1 x 1 ConvBNReLU, classifier.1 = the linear layer."""
+    s = _shapes(_meta(mobilenet_v2))
+    assert s["features.0.0.weight"] == (32, 3, 3, 3) and s["features.0.1.running_var"] == (32,)
+    assert s["features.1.conv.0.0.weight"] == (32, 1, 3, 3) and s["features.1.conv.1.weight"] == (16, 32, 1, 1)
+    assert s["features.1.conv.2.weight"] == (16,)
+    assert s["features.2.conv.0.0.weight"] == (96, 16, 1, 1) and s["features.2.conv.1.0.weight"] == (96, 1, 3, 3)
+    assert s["features.2.conv.2.weight"] == (24, 96, 1, 1) and s["features.2.conv.3.running_mean"] == (24,)
+    assert s["features.17.conv.2.weight"] == (320, 960, 1, 1)
+    assert s["features.18.0.weight"] == (1280, 320, 1, 1) and s["classifier.1.weight"] == (1000, 1280)
+    assert not any(k.startswith("features.19") for k in s)
 
 
 def test_resnet50_key_names_and_shapes():

@@ -124,3 +124,29 @@ def test_save_load_and_reconstruct_methods(tmp_path):
     assert r.exit_code == 1 and "does not fit model" in r.output and "Traceback" not in r.output
     r = CliRunner().invoke(main, [*base, "-o", str(tmp_path / "o4"), "--method", "rnet"])
     assert r.exit_code != 0 and "needs an R-Net checkpoint" in r.output
+
+
+@pytest.mark.parametrize(("backbone", "channels"), [("mobilenet_v2", 96), ("resnet18", 256)])
+def test_forward_with_features_and_input_size(tmp_path, backbone, channels):
+    """forward_with_features gives forward's coefficients and the stride-16 map; with input_size the
+    network sees the antialiased resize of any crop, and save / load keeps it."""
+    from torch.nn import functional as F
+
+    m = face3dkit.load_model("default")
+    torch.manual_seed(0)
+    net = RNet(m.layout, backbone, input_size=64).eval()
+    with torch.no_grad():
+        for layer in net.final_layers:  # non-zero heads: the outputs depend on the image
+            layer.weight.normal_(0, 0.01)
+    assert net.feature_channels == channels
+    x = torch.rand(2, 3, 128, 128, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        y, f = net.forward_with_features(x)
+        torch.testing.assert_close(y, net(x))
+        small = F.interpolate(x, size=(64, 64), mode="bilinear", align_corners=False, antialias=True)
+        torch.testing.assert_close(net(small), y, rtol=1e-5, atol=1e-6)
+    assert y.shape == (2, m.layout.total) and f.shape == (2, channels, 4, 4)
+    back = RNet.load(net.save(tmp_path / "r.pt")).eval()
+    assert back.input_size == 64 and back.backbone_name == backbone
+    with torch.no_grad():
+        torch.testing.assert_close(back(x), y)
