@@ -223,7 +223,7 @@ class DeviceParam(click.ParamType):
               help="All faces of the run are one person: the R-Net (--rnet) regresses every face, identity and "
                    "albedo are aggregated over all of them (--cnet confidences, else the plain mean) and shared; "
                    "expression, pose, light stay per photo; OUT/identity.npz holds the aggregate. With --method "
-                   "rnet+fit the fit starts there but moves every block. Not under torchrun (WORLD_SIZE > 1).")
+                   "rnet+fit the fit starts there and keeps identity and albedo. Not under torchrun (WORLD_SIZE > 1).")
 @click.option("--cnet", "cnet", type=click.Path(dir_okay=False), default=None,
               help="C-Net checkpoint (train-cnet's OUT/cnet.pt) for --same-person: per-coefficient confidences.")
 @click.option("--strict/--no-strict", default=False, show_default=True,

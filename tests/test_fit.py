@@ -128,3 +128,24 @@ def test_fit_landmarks_equals_the_landmark_stage_of_fit_and_3d_convention_fixes_
     assert torch.equal(x.coeffs.angles, y.coeffs.angles) and torch.equal(x.coeffs.exp, y.coeffs.exp)
     with pytest.raises(ValueError, match="landmark_convention"):
         FitConfig(landmark_convention="2.5d")
+
+
+def test_fit_holds_fixed_blocks_at_their_start(model):
+    """fixed=('id', 'tex'): the identity and albedo of the start come back bit for bit, the other
+    blocks are fitted (the pose moves towards the truth); bad block names / no init are refused."""
+    c, cam, img, lm = _scene(model, 112, [-20.0, 15.0], seed=2)
+    start = type(c)(*(v.clone() for v in c.as_dict().values()))
+    start.angles = start.angles + torch.tensor([0.0, 0.15, 0.0])  # off by ~9 degrees of yaw
+    start.id = start.id * 0.5
+    cfg = FitConfig(landmark_iters=40, photo_iters=3, contour_marching=False)
+    res = fit(model, img, lm, cfg, camera=cam, init=start, fixed=("id", "tex"))
+    assert torch.equal(res.coeffs.id, start.id) and torch.equal(res.coeffs.tex, start.tex)
+    before = (start.angles[:, 1] - c.angles[:, 1]).abs()
+    after = (res.coeffs.angles[:, 1] - c.angles[:, 1]).abs()
+    assert (after < 0.5 * before).all(), (before, after)
+    free = fit(model, img, lm, cfg, camera=cam, init=start)
+    assert not torch.equal(free.coeffs.id, start.id)
+    with pytest.raises(ValueError, match="fixed blocks"):
+        fit(model, img, lm, cfg, camera=cam, init=start, fixed=("shape",))
+    with pytest.raises(ValueError, match="need init"):
+        fit(model, img, lm, cfg, camera=cam, fixed=("id",))

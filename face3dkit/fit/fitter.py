@@ -29,7 +29,7 @@ import dataclasses
 import math
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -481,6 +481,10 @@ def _set_deterministic(mode: bool, warn_only: bool) -> None:
         setter(mode, warn_only=warn_only)
 
 
+#: The coefficient blocks :func:`fit` can hold fixed (``fixed=``).
+_BLOCKS = ("id", "exp", "tex", "angles", "gamma", "trans")
+
+
 def fit(
     model: MorphableModel,
     images: Tensor,
@@ -489,6 +493,7 @@ def fit(
     camera: PerspectiveCamera | None = None,
     perceptual: PerceptualLoss | None = None,
     init: Coefficients | None = None,
+    fixed: Sequence[str] = (),
 ) -> FitResult:
     """Fit coefficients to aligned crops.
 
@@ -502,13 +507,20 @@ def fit(
         camera: defaults to Deng et al.'s camera for the crop size.
         perceptual: optional identity-feature loss (:class:`face3dkit.losses.PerceptualLoss`).
         init: optional starting coefficients (else POS initialisation).
+        fixed: coefficient blocks (``'id'``, ``'exp'``, ``'tex'``, ``'angles'``, ``'gamma'``,
+            ``'trans'``) held at their ``init`` values (needs ``init``): e.g. an identity and albedo
+            aggregated over several photos of one person (``reconstruct --same-person``).
 
     Returns:
         :class:`FitResult`.
     """
     cfg = config or FitConfig()
+    bad = sorted(set(fixed) - set(_BLOCKS))
+    if bad or (fixed and init is None):
+        raise ValueError(f"fit: fixed blocks must be among {', '.join(_BLOCKS)} and need init coefficients, "
+                         f"got fixed={tuple(fixed)}, init={'given' if init is not None else None}")
     with _deterministic(cfg.deterministic):
-        return _fit(model, images, lm2d, cfg, camera, perceptual, init)
+        return _fit(model, images, lm2d, cfg, camera, perceptual, init, fixed=tuple(fixed))
 
 
 def fit_landmarks(
@@ -540,7 +552,7 @@ def fit_landmarks(
 
 def _fit(model: MorphableModel, images: Tensor | None, lm2d: Tensor, cfg: FitConfig, camera: PerspectiveCamera | None,
          perceptual: PerceptualLoss | None, init: Coefficients | None,
-         image_hw: tuple[int, int] | None = None) -> FitResult:
+         image_hw: tuple[int, int] | None = None, fixed: tuple[str, ...] = ()) -> FitResult:
     dev, dtype = model.mean_shape.device, model.mean_shape.dtype
     timings: dict[str, float] = {}
     clock = [time.perf_counter()]
@@ -583,7 +595,7 @@ def _fit(model: MorphableModel, images: Tensor | None, lm2d: Tensor, cfg: FitCon
         c.angles, c.trans = init_pose_from_landmarks(model, lm2d, cam, lm_scale if robust else None)
     else:
         c = init.detach().clone().to(dev, dtype)
-    params = c.as_dict()
+    params = {k: v for k, v in c.as_dict().items() if k not in fixed}  # the optimised blocks
     for v in params.values():
         v.requires_grad_(True)
     losses: dict[str, list[float]] = {"landmark": [], "photometric": []}
@@ -592,15 +604,15 @@ def _fit(model: MorphableModel, images: Tensor | None, lm2d: Tensor, cfg: FitCon
     def project() -> None:
         if exp_range is not None:
             with torch.no_grad():
-                params["exp"].clamp_(*exp_range)
+                c.exp.clamp_(*exp_range)
 
     lap("init")
     # Stage 2: landmarks and pose.
-    stage2 = [params["angles"], params["trans"]]
+    stage2 = [params[k] for k in ("angles", "trans") if k in params]
     if cfg.fit_identity_in_landmark_stage:
-        stage2 += [params["id"], params["exp"]]
-    opt = _Adam(stage2, lr=cfg.lr_landmark)
-    for _ in range(cfg.landmark_iters):
+        stage2 += [params[k] for k in ("id", "exp") if k in params]
+    opt = _Adam(stage2, lr=cfg.lr_landmark) if stage2 else None
+    for _ in range(cfg.landmark_iters if opt is not None else 0):
         opt.zero_grad(set_to_none=True)
         loss = wts.combine({"landmark": landmark_loss(reduce(project_lm(c)), lm2d, lw), **priors(c)})[0]
         loss.backward()

@@ -120,9 +120,9 @@ class ReconstructConfig:
             else the plain mean) and every face gets that identity and albedo with its own
             expression, pose, light and translation; ``out/identity.npz`` holds the aggregate
             (:func:`face3dkit.pipeline.outputs.write_identity`). Needs ``method`` ``'rnet'`` or
-            ``'rnet+fit'``; with ``'rnet+fit'`` the fit starts from the aggregated coefficients but
-            optimises every block (the fitter has no way to freeze blocks), so the written identities
-            of the faces then differ again. The aggregate needs all faces in one process: refused
+            ``'rnet+fit'``; with ``'rnet+fit'`` the fit starts from the aggregated coefficients and
+            holds identity and albedo there (``fit(..., fixed=('id', 'tex'))``), fitting each face's
+            expression, pose, light and translation. The aggregate needs all faces in one process: refused
             under torchrun with ``WORLD_SIZE`` > 1. With ``resume``, faces are skipped only when all of
             them are finished with the same settings (the set of inputs is one of them); when any
             face is (re)done, every face is.
@@ -516,7 +516,8 @@ def _solve(model: MorphableModel, imgs: torch.Tensor, lm: torch.Tensor, cfg: Rec
             pred = rnet.coefficients(imgs.permute(0, 3, 1, 2))
     t_regress = time.perf_counter() - t0
     if cfg.method == "rnet+fit":
-        res = fit(model, imgs, lm, cfg.fit, perceptual=perceptual, init=pred)
+        res = fit(model, imgs, lm, cfg.fit, perceptual=perceptual, init=pred,
+                  fixed=("id", "tex") if cfg.same_person else ())
         res.timings["regress"] = t_regress
         return res
     cam = PerspectiveCamera.for_image_size(imgs.shape[1])
