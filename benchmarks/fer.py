@@ -169,19 +169,23 @@ def run_config(name: str, kind: str, geometry: str, prepared: tuple[Any, Any, di
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, seed=seed, device=device,
                       progress=not args.no_progress, samples=False, lr_schedule=args.lr_schedule,
                       teachers=tuple(args.teacher), distill_alpha=args.distill_alpha,
-                      distill_temperature=args.distill_temperature)
+                      distill_temperature=args.distill_temperature, ema=args.ema, color_jitter=args.color_jitter,
+                      erase=args.erase)
     if args.teacher:
         name += "+kd"
+    if args.ema or args.color_jitter or args.erase:
+        name += "+" + "-".join(f"{k}{v:g}" for k, v in (("ema", args.ema), ("cj", args.color_jitter),
+                                                       ("erase", args.erase)) if v)
     out = Path(args.out) / (name.replace("+", "-") + (f"-seed{seed}" if len(args.seeds) > 1 else ""))
     write_run_info(out, model, profile, args.image_size, data_info, cfg)  # so `fer evaluate/predict RUN` work
     trainer = Trainer(model, train, out, cfg, val_set=None)
     t1 = time.perf_counter()
     hist = trainer.fit()
     train_s = time.perf_counter() - t1
-    probs, idx = predict_dataset(trainer.model, test, 128, trainer.device)  # kept for the seed ensemble
+    probs, idx = predict_dataset(trainer.eval_model, test, 128, trainer.device)  # kept for the seed ensemble
     m = {**prediction_metrics(test, probs, idx), "tta": "none"}
     write_report(m, out / "eval" / args.eval_name)
-    m_flip = evaluate_model(trainer.model, test, 128, trainer.device, tta="flip")  # test-time flip, same weights
+    m_flip = evaluate_model(trainer.eval_model, test, 128, trainer.device, tta="flip")  # test-time flip, same weights
     write_report(m_flip, out / "eval" / f"{args.eval_name}-flip")
     rates = [r["images_per_s"] for r in hist]
     steady = rates[1:] or rates  # the first epoch includes warm-up
@@ -336,6 +340,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="finished runs to distil every trained configuration from (knowledge distillation)")
     p.add_argument("--distill-alpha", type=float, default=0.5, help="weight of the teacher term")
     p.add_argument("--distill-temperature", type=float, default=4.0, help="distillation temperature")
+    p.add_argument("--ema", type=float, default=0.0, help="TrainConfig.ema: weight-averaging decay (0: off)")
+    p.add_argument("--color-jitter", type=float, default=0.0, help="TrainConfig.color_jitter (0: off)")
+    p.add_argument("--erase", type=float, default=0.0, help="TrainConfig.erase: random-erasing probability (0: off)")
     p.add_argument("--out", default="runs/bench-fer")
     p.add_argument("--cache-dir", default=None)
     p.add_argument("--json", default=None, help="write the results here too")

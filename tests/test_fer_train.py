@@ -144,3 +144,70 @@ def test_flip_tta_averages_the_probabilities_of_image_and_mirror():
     torch.testing.assert_close(torch.as_tensor(flip), (p1 + p2) / 2, atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="tta"):
         predict_dataset(model, ds, tta="rotate")
+
+
+def test_color_jitter_and_erase_leave_geometry_and_the_default_draws_alone():
+    from fer.train.augment import color_jitter, random_erase
+
+    g = torch.Generator().manual_seed(0)
+    img = torch.rand(4, 3, 16, 16, generator=g)
+    lm = torch.rand(4, 68, 2, generator=g)
+    batch = {"image": img, "landmarks": lm}
+    plain = augment_batch(batch, torch.Generator().manual_seed(5))
+    same = augment_batch(batch, torch.Generator().manual_seed(5), color=0.0, erase=0.0)
+    assert torch.equal(plain["image"], same["image"]) and torch.equal(plain["landmarks"], same["landmarks"])
+    more = augment_batch(batch, torch.Generator().manual_seed(5), color=0.3, erase=1.0)
+    assert torch.equal(more["landmarks"], plain["landmarks"]) and not torch.equal(more["image"], plain["image"])
+    # color_jitter: contrast about the sample mean plus brightness, clamped
+    c, d = torch.tensor([1.0, 1.2, 0.8, 1.0]), torch.tensor([0.0, 0.0, 0.1, -0.1])
+    out = color_jitter(img, c, d)
+    m = img.mean((1, 2, 3), keepdim=True)
+    torch.testing.assert_close(out, ((img - m) * c.view(-1, 1, 1, 1) + m + d.view(-1, 1, 1, 1)).clamp(0, 1))
+    # random_erase: exactly the box, exactly the picked samples, every frame alike
+    boxes = torch.tensor([[2, 5, 3, 9]] * 4)
+    pick = torch.tensor([True, False, True, False])
+    fill = torch.full((4,), 0.25)
+    er = random_erase(img, pick, boxes, fill)
+    expect = img.clone()
+    expect[0, :, 2:5, 3:9] = 0.25
+    expect[2, :, 2:5, 3:9] = 0.25
+    assert torch.equal(er, expect)
+    frames = img[:, None].repeat(1, 3, 1, 1, 1)
+    erf = random_erase(frames, pick, boxes, fill)
+    assert all(torch.equal(erf[:, t], expect) for t in range(3))
+
+
+def test_weight_averaging_follows_its_recurrence_and_resumes(tmp_path):
+    """TrainConfig.ema: after each step e <- d e + (1 - d) w with d = min(ema, (1 + t) / (10 + t));
+    checked against the weights of runs stopped after 1, 2 and 3 steps; model.pt holds the average."""
+
+    def run(out, steps, resume=False, epochs=1):
+        torch.manual_seed(3)
+        model = build_model("baseline", "small", image_size=32, use_geometry=False, **TINY)
+        cfg = TrainConfig(epochs=epochs, batch_size=8, seed=1, device="cpu", max_steps=steps, progress=False,
+                          samples=False, ema=0.5)
+        t = Trainer(model, ArrayDataset(), out, cfg)
+        t.fit(resume=resume)
+        return t
+
+    torch.manual_seed(3)
+    init = build_model("baseline", "small", image_size=32, use_geometry=False, **TINY).state_dict()
+    ws = [run(tmp_path / f"s{k}", k).model.state_dict() for k in (1, 2, 3)]
+    last = run(tmp_path / "s3", 3, resume=True)  # nothing left to do: the restored state
+    e = {k: v.clone() for k, v in init.items()}
+    for t, w in enumerate(ws):
+        d = min(0.5, (1 + t) / (10 + t))
+        for k in e:
+            e[k] = d * e[k] + (1 - d) * w[k] if e[k].is_floating_point() else w[k].clone()
+    got = last.ema_model.state_dict()
+    for k in e:
+        torch.testing.assert_close(got[k], e[k], rtol=1e-5, atol=1e-6, msg=k)
+    # Interrupted at step 2 and resumed to 3: the same average as straight through.
+    run(tmp_path / "r", 2)
+    res = run(tmp_path / "r", 3, resume=True)
+    for k in e:
+        torch.testing.assert_close(res.ema_model.state_dict()[k], got[k], rtol=0, atol=0, msg=k)
+    full = run(tmp_path / "full", None)  # one whole epoch (3 steps): model.pt holds the averaged weights
+    saved = torch.load(tmp_path / "full" / "model.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(saved[k], v) for k, v in full.ema_model.state_dict().items())
+    assert any(not torch.equal(saved[k], v) for k, v in full.model.state_dict().items())

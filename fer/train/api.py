@@ -221,7 +221,7 @@ def run_training(req: TrainRequest, echo: Callable[[str], None] = print) -> Trai
     history = trainer.fit(resume=req.resume)
     outcome = TrainOutcome(out_dir, history, train_seconds=time.perf_counter() - t_train)
     if dist.is_main and val_set is not None and len(val_set):
-        m = evaluate_model(trainer.model, val_set, 128, dist.device)
+        m = evaluate_model(trainer.eval_model, val_set, 128, dist.device)
         outcome.held_out = "val" if data_info.get("val_data") else (data_info.get("val_split") or "val")
         outcome.metrics = m
         outcome.report = write_report(m, out_dir / "eval" / outcome.held_out)

@@ -1,4 +1,5 @@
-"""Batch augmentation that keeps geometry consistent: horizontal flips and small similarity jitter.
+"""Batch augmentation that keeps geometry consistent: horizontal flips and small similarity jitter
+(and, optional, photometric jitter and random erasing, which leave the geometry alone).
 
 A flip mirrors the image, mirrors the 68 landmarks (x -> 1 - x with the iBUG left/right
 permutation) and negates yaw and roll, so the pose class moves to the mirrored yaw bin. The
@@ -12,6 +13,7 @@ as an uninterrupted one.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -19,7 +21,7 @@ import torch.nn.functional as F
 
 from fer.labels import NUM_YAW_BINS
 
-__all__ = ["IBUG_FLIP", "augment_batch", "mirror_batch"]
+__all__ = ["IBUG_FLIP", "augment_batch", "color_jitter", "mirror_batch", "random_erase"]
 
 
 def _ibug_flip() -> list[int]:
@@ -40,7 +42,8 @@ IBUG_FLIP: list[int] = _ibug_flip()
 
 
 def augment_batch(batch: dict[str, Any], generator: torch.Generator, flip: bool = True, scale: float = 0.08,
-                  shift: float = 0.06, exp_mirror: Any = None) -> dict[str, Any]:
+                  shift: float = 0.06, exp_mirror: Any = None, color: float = 0.0, erase: float = 0.0
+                  ) -> dict[str, Any]:
     """Augmented copy of a batch (``image`` (B, 3, H, W) in [0, 1], optional geometry fields).
 
     Args:
@@ -51,6 +54,13 @@ def augment_batch(batch: dict[str, Any], generator: torch.Generator, flip: bool 
         shift: translation drawn from U(-shift, shift) of the image side, per axis.
         exp_mirror: (K,) permutation of ``geom_exp`` under a flip
             (:attr:`fer.conditioning.GeometryTable.exp_mirror`); None with ``geom_exp`` present: no flips.
+        color: photometric jitter (:func:`color_jitter`): contrast and brightness of each sample
+            within ``color`` (0: off). Geometry is not touched.
+        erase: probability of erasing one random rectangle of a sample (:func:`random_erase`,
+            Zhong et al. 2020; 0: off). Geometry is not touched.
+
+    With ``color`` and ``erase`` at 0 the draws (and so the batches) are those of the geometric
+    augmentation alone; their draws come after it.
     """
     b = batch["image"].shape[0]
     do_flip = (torch.rand(b, generator=generator) < 0.5) if flip else torch.zeros(b, dtype=torch.bool)
@@ -58,7 +68,62 @@ def augment_batch(batch: dict[str, Any], generator: torch.Generator, flip: bool 
     t = (torch.rand(b, 2, generator=generator) * 2 - 1) * shift * 2  # normalised coordinates span 2
     if "geom_exp" in batch and exp_mirror is None:
         do_flip = torch.zeros_like(do_flip)  # the coefficients of a mirrored face are unknown
-    return _transform_batch(batch, do_flip, s, t, exp_mirror)
+    out = _transform_batch(batch, do_flip, s, t, exp_mirror)
+    keys = [k for k in ("image", "frames") if k in out]
+    if color > 0:
+        c = 1.0 + (torch.rand(b, generator=generator) * 2 - 1) * color
+        d = (torch.rand(b, generator=generator) * 2 - 1) * color / 2
+        for k in keys:
+            out[k] = color_jitter(out[k], c, d)
+    if erase > 0:
+        boxes = _erase_boxes(b, out["image"].shape[-2:], erase, generator)
+        for k in keys:
+            out[k] = random_erase(out[k], *boxes)
+    return out
+
+
+def color_jitter(images: torch.Tensor, contrast: torch.Tensor, brightness: torch.Tensor) -> torch.Tensor:
+    """Per-sample contrast (about the sample's mean) and brightness, clamped to [0, 1].
+
+    Args:
+        images: (B, C, H, W) or (B, T, C, H, W) frames (the same change for every frame of a sample).
+        contrast: (B,) factors (1 = unchanged).
+        brightness: (B,) offsets (0 = unchanged).
+    """
+    shape = (-1,) + (1,) * (images.dim() - 1)
+    mean = images.mean(dim=tuple(range(1, images.dim())), keepdim=True)
+    c = contrast.to(images).view(shape)
+    return ((images - mean) * c + mean + brightness.to(images).view(shape)).clamp(0, 1)
+
+
+def _erase_boxes(b: int, hw: Any, p: float, g: torch.Generator) -> tuple[torch.Tensor, ...]:
+    """(B,) pick, (B, 4) boxes (y0, y1, x0, x1) of 2-20 % of the image, aspect 0.3-3.3, and (B,) fill values."""
+    h, w = int(hw[0]), int(hw[1])
+    pick = torch.rand(b, generator=g) < p
+    area = (0.02 + 0.18 * torch.rand(b, generator=g)) * h * w
+    aspect = torch.exp(torch.empty(b).uniform_(math.log(0.3), math.log(1 / 0.3), generator=g))
+    bh = torch.sqrt(area * aspect).round().clamp(1, h)
+    bw = torch.sqrt(area / aspect).round().clamp(1, w)
+    y0 = (torch.rand(b, generator=g) * (h - bh + 1)).floor()
+    x0 = (torch.rand(b, generator=g) * (w - bw + 1)).floor()
+    fill = torch.rand(b, generator=g)
+    return pick, torch.stack([y0, y0 + bh, x0, x0 + bw], 1).long(), fill
+
+
+def random_erase(images: torch.Tensor, pick: torch.Tensor, boxes: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
+    """Images with the rectangle ``boxes[i]`` = (y0, y1, x0, x1) (pixels, end exclusive) set to
+    ``fill[i]`` where ``pick[i]``; (B, C, H, W) or (B, T, C, H, W) (every frame of a sample alike)."""
+    h, w = images.shape[-2:]
+    dev = images.device
+    ys = torch.arange(h, device=dev)
+    xs = torch.arange(w, device=dev)
+    bx = boxes.to(dev)
+    inside = ((ys[None, :, None] >= bx[:, 0, None, None]) & (ys[None, :, None] < bx[:, 1, None, None])
+              & (xs[None, None, :] >= bx[:, 2, None, None]) & (xs[None, None, :] < bx[:, 3, None, None]))
+    inside = inside & pick.to(dev)[:, None, None]  # (B, H, W)
+    shape = (images.shape[0],) + (1,) * (images.dim() - 3) + (h, w)
+    fill_v = fill.to(images).view((-1,) + (1,) * (images.dim() - 1))
+    return torch.where(inside.view(shape), fill_v, images)
 
 
 def mirror_batch(batch: dict[str, Any], exp_mirror: Any = None) -> dict[str, Any]:

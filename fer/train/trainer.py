@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import os
 import random
@@ -60,6 +61,11 @@ class TrainConfig:
         samples: write a grid of generated faces per epoch (models with ``generate``).
         augment: random horizontal flips and small scale/shift jitter, geometry kept consistent
             (:func:`fer.train.augment.augment_batch`).
+        color_jitter: photometric augmentation (contrast and brightness within this; 0: off).
+        erase: probability of random erasing per sample (0: off).
+        ema: decay of an exponential moving average of the weights (0: off; e.g. 0.998). With it the
+            run's ``model.pt`` and the per-epoch validation use the averaged weights (one network,
+            Polyak averaging); the decay ramps up as ``min(ema, (1 + t) / (10 + t))`` at step t.
         teachers: finished run folders to distil from (:mod:`fer.train.distill`; empty: plain training).
         distill_alpha: weight of the soft (teacher) term of the classification loss.
         distill_temperature: softmax temperature of the teachers and the student's soft term.
@@ -78,6 +84,9 @@ class TrainConfig:
     eval_batch_size: int = 128
     samples: bool = True
     augment: bool = True
+    color_jitter: float = 0.0
+    erase: float = 0.0
+    ema: float = 0.0
     teachers: tuple[str, ...] = ()
     distill_alpha: float = 0.5
     distill_temperature: float = 4.0
@@ -194,6 +203,12 @@ class Trainer:
         self.count = 0
         self.history: list[dict[str, Any]] = []
         self.ctx = _StepContext(self)
+        if not (0 <= cfg.ema < 1 and cfg.color_jitter >= 0 and 0 <= cfg.erase <= 1):
+            raise ValueError(f"TrainConfig: need 0 <= ema < 1, color_jitter >= 0, 0 <= erase <= 1; got ema={cfg.ema}, "
+                             f"color_jitter={cfg.color_jitter}, erase={cfg.erase}")
+        self.ema_model: FerModel | None = None
+        if cfg.ema > 0:
+            self.ema_model = copy.deepcopy(self.model).eval().requires_grad_(False)
         self.teachers = None
         if cfg.teachers:
             from fer.labels import EXPRESSIONS
@@ -230,6 +245,7 @@ class Trainer:
             "model_kind": self.model.kind,
             "model_config": asdict(self.model.config),
             "model": self.model.state_dict(),
+            "ema_model": self.ema_model.state_dict() if self.ema_model is not None else None,
             "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
             "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
             "scaler": self.scaler.state_dict(),
@@ -268,6 +284,11 @@ class Trainer:
         if state["model_kind"] != self.model.kind:
             raise ValueError(f"{path}: checkpoint of a '{state['model_kind']}' model, not '{self.model.kind}'")
         self.model.load_state_dict(state["model"])
+        if self.ema_model is not None:
+            if state.get("ema_model") is None:
+                raise ValueError(f"{path}: a checkpoint without weight averaging (TrainConfig.ema) cannot be resumed "
+                                 "with it")
+            self.ema_model.load_state_dict(state["ema_model"])
         for k, o in self.optimizers.items():
             o.load_state_dict(state["optimizers"][k])
         for k, s in self.schedulers.items():
@@ -336,7 +357,8 @@ class Trainer:
                     if cfg.augment:
                         stream = (self.global_step * self.dist.world_size + self.dist.rank) * 1_000_003
                         gen = torch.Generator().manual_seed(cfg.seed + stream)
-                        batch = augment_batch(batch, gen, exp_mirror=self._exp_mirror)
+                        batch = augment_batch(batch, gen, exp_mirror=self._exp_mirror, color=cfg.color_jitter,
+                                              erase=cfg.erase)
                     if self.teachers is not None:  # soft targets on the images the student sees
                         batch = self.teachers.annotate(batch)
                         if not self._student_exp:
@@ -350,6 +372,7 @@ class Trainer:
                     bar.set_postfix(loss=f"{metrics.get('loss', float('nan')):.3f}",
                                     acc=f"{metrics.get('acc', float('nan')):.2f}", refresh=False)
                     self.scaler.update()
+                    self._update_ema()
                 for s in self.schedulers.values():
                     s.step()
                 self.global_step += 1
@@ -376,6 +399,24 @@ class Trainer:
             self.save_model()
         return self.history
 
+    def _update_ema(self) -> None:
+        """Weight averaging after an optimisation step (every parameter and float buffer; counters copied)."""
+        if self.ema_model is None:
+            return
+        t = self.global_step
+        d = min(self.config.ema, (1 + t) / (10 + t))
+        with torch.no_grad():
+            for e, p in zip(self.ema_model.state_dict().values(), self.model.state_dict().values(), strict=True):
+                if e.is_floating_point():
+                    e.lerp_(p.detach(), 1 - d)
+                else:
+                    e.copy_(p)
+
+    @property
+    def eval_model(self) -> FerModel:
+        """The weights that are evaluated and saved: the averaged ones with ``ema``, else the trained ones."""
+        return self.ema_model if self.ema_model is not None else self.model
+
     def _end_epoch(self, seen: int, seconds: float) -> dict[str, Any]:
         """Epoch record: averaged training metrics (over ranks), speed, LR, validation (rank 0)."""
         distributed.broadcast_buffers(self.model)  # one set of batch-norm statistics, as DDP keeps
@@ -394,7 +435,7 @@ class Trainer:
         if self.dist.is_main and self.val_set is not None and len(self.val_set):
             from fer.evaluate import evaluate_model
 
-            m = evaluate_model(self.model, self.val_set, self.config.eval_batch_size, self.device)
+            m = evaluate_model(self.eval_model, self.val_set, self.config.eval_batch_size, self.device)
             rec["val_accuracy"] = m["accuracy"]
             rec["val_macro_f1"] = m["macro_f1"]
             for name, v in m["per_yaw"].items():
@@ -435,4 +476,4 @@ class Trainer:
 
     def save_model(self, path: str | os.PathLike | None = None) -> Path:
         """Final weights for ``fer evaluate`` / ``fer predict`` (:meth:`RunFolderWriter.model`)."""
-        return self.writer.model(self.model, self.epoch, self.config.epochs, self.global_step, path)
+        return self.writer.model(self.eval_model, self.epoch, self.config.epochs, self.global_step, path)
