@@ -233,6 +233,8 @@ def main() -> None:
     p.add_argument("--previous", action="store_true",
                    help="also run the previous defaults (no closed-form appearance, 50 photometric steps, no culling)")
     p.add_argument("--rnet", default=None, help="an R-Net checkpoint: also run --method rnet and rnet+fit with it")
+    p.add_argument("--short-landmark-iters", type=int, default=20, help="landmark steps of rnet+fit-short")
+    p.add_argument("--short-iters", type=int, default=10, help="photometric steps of rnet+fit-short")
     p.add_argument("--no-profile", action="store_true", help="skip the stage profile")
     p.add_argument("--photos", nargs="*", default=[], help="more real photos for the real-photo section")
     p.add_argument("--no-photos", action="store_true", help="skip the real-photo section")
@@ -296,14 +298,16 @@ def main() -> None:
         settings.append(("previous", dataclasses.replace(fit_cfg, appearance_init=False, photo_iters=50,
                                                          cull_backfaces=False)))
     if args.rnet:  # the learned methods beside the fit (same photos, same detector)
-        settings += [("rnet", fit_cfg), ("rnet+fit", fit_cfg)]
+        settings += [("rnet", fit_cfg), ("rnet+fit", fit_cfg),
+                     ("rnet+fit-short", dataclasses.replace(fit_cfg, landmark_iters=args.short_landmark_iters,
+                                                            photo_iters=args.short_iters))]
     for setting, f_cfg in settings:
         for name, det in runs:
             f_run = f_cfg
             if name == "true landmarks":  # projections of the fixed landmark vertices: the 3D contour convention
                 f_run = dataclasses.replace(f_cfg, landmark_convention="3d")
                 det.i = 0
-            method = setting if setting in ("rnet", "rnet+fit") else "fit"
+            method = {"rnet": "rnet", "rnet+fit": "rnet+fit", "rnet+fit-short": "rnet+fit"}.get(setting, "fit")
             run_cfg = ReconstructConfig(device=args.device, batch_size=args.batch_size, fit=f_run, threads=args.threads,
                                         method=method, rnet=args.rnet if method != "fit" else None)
             with tempfile.TemporaryDirectory() as tmp:
@@ -335,6 +339,8 @@ def main() -> None:
     n_src = len(runs)
     labels = {"rnet": "the R-Net's regression (--method rnet)",
               "rnet+fit": "the fit from the R-Net (--method rnet+fit)",
+              "rnet+fit-short": "a short fit from the R-Net (--method rnet+fit --landmark-iters / --iters "
+                                "--short-landmark-iters / --short-iters)",
               "today": "today's settings (photometric at 224 px, L2 landmarks)",
               "previous": "the previous defaults (no closed-form appearance, 50 photometric steps, no culling)"}
     for k, (setting, _) in enumerate(settings[1:], 1):
@@ -352,28 +358,44 @@ def main() -> None:
 
 
 def real_photos(model, extra: list[str], args) -> None:
-    """Fitted-vs-detected agreement on real photos (assets/examples + ``extra``), dlib landmarks."""
+    """Fitted-vs-detected agreement on real photos (assets/examples + ``extra``), dlib landmarks; with
+    ``--rnet`` for every method, with the pose difference to the fit's (no true pose exists)."""
     from face3dkit.landmarks import make_detector
 
     root = Path(__file__).resolve().parents[1]
     paths = sorted(str(p) for p in (root / "assets" / "examples").glob("*.jpg")) + list(extra)
     if not paths:
         return
-    cfg = ReconstructConfig(device=args.device, batch_size=args.batch_size, threads=args.threads)
-    with tempfile.TemporaryDirectory() as tmp:
-        s = reconstruct(paths, tmp, cfg, model=model, detector=make_detector("dlib"))
-    print(f"\n# real photos ({len(s.results)} faces of {len(paths)} photos, dlib, default settings, every output "
-          f"written): {s.seconds / max(len(s.results), 1):.2f} s/face")
-    print("| photo | fitted vs detected NME % | yaw° | pitch° | roll° | status |")
-    print("|---|---|---|---|---|---|")
-    for r in s.results:
-        iod = np.linalg.norm(r.detected[36] - r.detected[45])
-        nme = 100 * np.linalg.norm(r.landmarks - r.detected, axis=1).mean() / iod
-        yaw, pitch, roll = r.pose_deg
-        print(f"| {Path(str(r.image)).name} | {nme:.2f} | {yaw:.1f} | {pitch:.1f} | {roll:.1f} | "
-              f"{r.status}{' (' + r.reason + ')' if r.reason else ''} |")
-    for f in s.failures:
-        print(f"| {Path(str(f.image)).name} | – | – | – | – | failed: {f.reason} |")
+    methods = [("fit", FitConfig())]
+    if args.rnet:
+        methods += [("rnet", FitConfig()), ("rnet+fit", FitConfig()),
+                    ("rnet+fit-short",
+                     FitConfig(landmark_iters=args.short_landmark_iters, photo_iters=args.short_iters))]
+    det = make_detector("dlib")
+    fit_pose: dict[str, np.ndarray] = {}
+    print(f"\n# real photos ({len(paths)} photos, dlib, every output written)")
+    print("| method | photo | fitted vs detected NME % | yaw° | pitch° | roll° | max abs Δ pose vs fit ° | status "
+          "| s/face |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, f_cfg in methods:
+        method = {"rnet+fit-short": "rnet+fit"}.get(name, name)
+        cfg = ReconstructConfig(device=args.device, batch_size=args.batch_size, threads=args.threads, fit=f_cfg,
+                                method=method, rnet=args.rnet if method != "fit" else None)
+        with tempfile.TemporaryDirectory() as tmp:
+            s = reconstruct(paths, tmp, cfg, model=model, detector=det)
+        per = s.seconds / max(len(s.results), 1)
+        for r in s.results:
+            iod = np.linalg.norm(r.detected[36] - r.detected[45])
+            nme = 100 * np.linalg.norm(r.landmarks - r.detected, axis=1).mean() / iod
+            pose = np.asarray(r.pose_deg, dtype=float)
+            key = f"{r.image}#{r.face_index}"
+            if name == "fit":
+                fit_pose[key] = pose
+            d = np.abs(pose - fit_pose[key]).max() if key in fit_pose else float("nan")
+            print(f"| {name} | {Path(str(r.image)).name} | {nme:.2f} | {pose[0]:.1f} | {pose[1]:.1f} | {pose[2]:.1f} | "
+                  f"{d:.1f} | {r.status}{' (' + r.reason + ')' if r.reason else ''} | {per:.2f} |")
+        for f in s.failures:
+            print(f"| {name} | {Path(str(f.image)).name} | – | – | – | – | – | failed: {f.reason} | – |")
 
 
 if __name__ == "__main__":

@@ -49,7 +49,12 @@ def test_hybrid_loss_is_the_weighted_sum_of_its_terms(model):
 def test_rnet_training_learns_pose_from_images(model):
     """150 Adam steps (lr 1e-3 decayed linearly to 0) on fresh synthetic batches (32 px): on a held-out
     batch the landmark loss falls to under 0.6 of its start (18.7 -> 5.7 with one thread, 6.6 with two)
-    and the photometric loss to under 0.9 (0.082 -> 0.049, 0.045); the heads, zero at the start, moved."""
+    and the photometric loss to under 0.9 (0.082 -> 0.049, 0.045), and the weighted total (with the
+    supervision) falls; the heads, zero at the start, moved. Not every term can fall here: the
+    priors (coefficient, gamma, reflectance) measure the distance from the mean, where zero heads
+    start; and the supervised MSE over all blocks is dominated by identity, expression and albedo,
+    which 150 steps on 32 px renders do not learn (0.309 -> 0.329: any non-zero guess of an
+    unknown identity costs; the pose blocks' part moves 0.0134 -> 0.0131)."""
     torch.manual_seed(0)
     cam = PerspectiveCamera.for_image_size(32)
     held = _batch(model, cam, 10_000)
@@ -63,7 +68,8 @@ def test_rnet_training_learns_pose_from_images(model):
         net.eval()
         with torch.no_grad():
             c = face3dkit.Coefficients.split(net(held["image"].permute(0, 3, 1, 2)), model.layout)
-            return hybrid_loss(model, c, held["image"], held["landmarks"], cam, cfg)[1]
+            true = face3dkit.Coefficients.split(held["coeffs"], model.layout)
+            return hybrid_loss(model, c, held["image"], held["landmarks"], cam, cfg, None, true)[1]
 
     before = held_terms()
     for step in range(steps):
@@ -79,6 +85,11 @@ def test_rnet_training_learns_pose_from_images(model):
     assert float(after["landmark"]) < 0.6 * float(before["landmark"]), (before, after)
     assert float(after["photometric"]) < 0.9 * float(before["photometric"]), (before, after)
     assert data(after) < 0.8 * data(before), (before, after)
+
+    def total(t):
+        return w.combine({k: v for k, v in t.items() if k != "supervised"})[0] + cfg.supervised * t["supervised"]
+
+    assert float(total(after)) < 0.9 * float(total(before)), (before, after)  # 0.543 -> 0.459
     assert torch.count_nonzero(net.final_layers[3].weight) > 0  # the angle head learnt
 
 
