@@ -133,6 +133,13 @@ def synth(out: str, n: int, size: int, seed: int, identities: int | None, test_f
               help="Weight of the teacher term: (1-a) CE + a T^2 KL [default 0.5; a resume keeps the run's].")
 @click.option("--distill-temperature", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Distillation temperature T [default 4; a resume keeps the run's].")
+@click.option("--ema", type=click.FloatRange(0, 1, max_open=True), default=None,
+              help="Weight averaging: decay of the moving average of the weights that model.pt holds "
+                   "(e.g. 0.99; default off; a resume keeps the run's).")
+@click.option("--color-jitter", type=click.FloatRange(min=0), default=None,
+              help="Photometric augmentation: contrast / brightness within this (e.g. 0.3; default off).")
+@click.option("--erase", type=click.FloatRange(0, 1), default=None,
+              help="Random-erasing probability per image (e.g. 0.5; default off).")
 @_progress_option
 @fail_cleanly
 def train(model_kind: str, geometry: str | None, data: str, val_data: str | None, epochs: int, batch_size: int,
@@ -140,7 +147,8 @@ def train(model_kind: str, geometry: str | None, data: str, val_data: str | None
           lr: float | None, lr_schedule: str, seed: int, device: str, amp: str, workers: int, threads: int | None,
           resume: bool, restart: bool, checkpoint_every: int, cache_dir: str | None, synth_n: int,
           synth_size: int | None, landmark_iters: int, sequence_length: int, teachers: tuple[str, ...],
-          distill_alpha: float | None, distill_temperature: float | None, progress: bool) -> None:
+          distill_alpha: float | None, distill_temperature: float | None, ema: float | None,
+          color_jitter: float | None, erase: float | None, progress: bool) -> None:
     """Train a FER model (GGPI, the baseline, the geometry MLP, TDGAN, DR-GAN or MGLN); with no --data, on a
     synthetic set rendered first.
 
@@ -158,7 +166,8 @@ def train(model_kind: str, geometry: str | None, data: str, val_data: str | None
                        amp=amp, workers=workers, resume=resume, restart=restart, checkpoint_every=checkpoint_every,
                        cache_dir=cache_dir, synth_n=synth_n, synth_size=synth_size, landmark_iters=landmark_iters,
                        sequence_length=sequence_length, teachers=tuple(teachers), distill_alpha=distill_alpha,
-                       distill_temperature=distill_temperature, progress=progress)
+                       distill_temperature=distill_temperature, ema=ema, color_jitter=color_jitter, erase=erase,
+                       progress=progress)
     try:
         run_training(req, echo=click.echo)
     except RequestError as e:

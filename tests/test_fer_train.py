@@ -211,3 +211,24 @@ def test_weight_averaging_follows_its_recurrence_and_resumes(tmp_path):
     saved = torch.load(tmp_path / "full" / "model.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(saved[k], v) for k, v in full.ema_model.state_dict().items())
     assert any(not torch.equal(saved[k], v) for k, v in full.model.state_dict().items())
+
+
+def test_requests_record_averaging_and_augmentation_and_resume_keeps_them(tmp_path):
+    from click.testing import CliRunner
+
+    from face3dkit._cli.fer_cmd import main
+    from fer.train.api import RequestError, TrainRequest, _extra_settings
+
+    assert _extra_settings(TrainRequest(), None) == {"ema": 0.0, "color_jitter": 0.0, "erase": 0.0}
+    fresh = _extra_settings(TrainRequest(ema=0.99, erase=0.5), None)
+    assert fresh == {"ema": 0.99, "color_jitter": 0.0, "erase": 0.5}
+    prev = {"train": fresh}
+    assert _extra_settings(TrainRequest(resume=True), prev) == fresh
+    assert _extra_settings(TrainRequest(resume=True, ema=0.99), prev) == fresh
+    with pytest.raises(RequestError, match="ema 0.99"):
+        _extra_settings(TrainRequest(resume=True, ema=0.9), prev)
+    r = CliRunner().invoke(main, ["train", "--ema", "1.0"])
+    assert r.exit_code == 2 and "--ema" in r.output
+    with pytest.raises(ValueError, match="ema"):
+        Trainer(build_model("baseline", "small", image_size=32, use_geometry=False, **TINY), ArrayDataset(), tmp_path,
+                TrainConfig(ema=1.5, device="cpu"))

@@ -47,6 +47,8 @@ class TrainRequest:
         teachers: finished run folders to distil from (knowledge distillation, :mod:`fer.train.distill`).
         distill_alpha, distill_temperature: weight of the soft term and temperature (None: 0.5 and 4, or
             the resumed run's own).
+        ema, color_jitter, erase: weight averaging and the photometric / erasing augmentation
+            (:class:`fer.train.TrainConfig`; None: off, or the resumed run's own).
         Others: as :class:`fer.train.TrainConfig` and :func:`fer.models.build_model`.
     """
 
@@ -78,6 +80,9 @@ class TrainRequest:
     teachers: tuple[str, ...] = ()
     distill_alpha: float | None = None
     distill_temperature: float | None = None
+    ema: float | None = None
+    color_jitter: float | None = None
+    erase: float | None = None
     progress: bool = True
 
     def out_dir(self) -> Path:
@@ -124,6 +129,23 @@ def _distill_settings(req: TrainRequest, prev: dict[str, Any] | None) -> dict[st
            "distill_temperature": float(train.get("distill_temperature", 4.0))}
     for k, v in asked.items():
         if v not in (None, ()) and (tuple(v) if k == "teachers" else float(v)) != own[k]:
+            raise RequestError(f"the run was trained with {k.replace('_', '-')} {own[k]}; a resume keeps it "
+                               f"(asked: {v})")
+    return own
+
+
+_TRAINING_EXTRAS = ("ema", "color_jitter", "erase")
+
+
+def _extra_settings(req: TrainRequest, prev: dict[str, Any] | None) -> dict[str, float]:
+    """TrainConfig's weight averaging and extra augmentation: the request's (None: off), or on resume the
+    run's own (a resume asking for other values is refused: they change the steps to come)."""
+    if prev is None:
+        return {k: float(getattr(req, k) or 0.0) for k in _TRAINING_EXTRAS}
+    own = {k: float(prev.get("train", {}).get(k, 0.0)) for k in _TRAINING_EXTRAS}
+    for k in _TRAINING_EXTRAS:
+        v = getattr(req, k)
+        if v is not None and float(v) != own[k]:
             raise RequestError(f"the run was trained with {k.replace('_', '-')} {own[k]}; a resume keeps it "
                                f"(asked: {v})")
     return own
@@ -178,7 +200,8 @@ def run_training(req: TrainRequest, echo: Callable[[str], None] = print) -> Trai
     size = image_size or (128 if prof == "paper" else 64)
     cfg = TrainConfig(epochs=req.epochs, batch_size=req.batch_size, seed=req.seed, device=str(dist.device),
                       amp=req.amp, lr_schedule=req.lr_schedule, num_workers=req.workers,
-                      checkpoint_every=req.checkpoint_every, progress=progress, **_distill_settings(req, prev))
+                      checkpoint_every=req.checkpoint_every, progress=progress, **_distill_settings(req, prev),
+                      **_extra_settings(req, prev))
     # Data: rank 0 renders / fits first, the other ranks then read the caches.
     data_path = req.data
     for turn in ("main", "others"):
