@@ -1,6 +1,6 @@
 """Data-parallel plumbing: torchrun environment, gradient averaging, rank-0 helpers.
 
-Shared by ``face3dkit train-rnet`` / ``train-cnet`` and ``fer train`` (``fer.train.distributed``
+Shared by ``face3dkit train-rnet`` and ``fer train`` (``fer.train.distributed``
 re-exports it). Launching with ``torchrun --nproc_per_node N ... <command> ...`` sets ``WORLD_SIZE``/``RANK``/
 ``LOCAL_RANK``; :func:`setup` then initialises the default process group (NCCL on CUDA, Gloo on
 CPU) and pins each process to its GPU. Without those variables everything runs in one process.
