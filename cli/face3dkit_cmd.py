@@ -336,7 +336,7 @@ def reconstruct_cmd(inputs: tuple[str, ...], out: str, model_name: str, device: 
 @click.option("--size", type=click.IntRange(min=16), default=224, show_default=True, help="Render side, pixels.")
 @click.option("--input-size", type=click.IntRange(min=16), default=None,
               help="The network's own input side: it resizes any crop to this (default: the crop as given).")
-@click.option("--yaw", type=click.FloatRange(min=0, max=90), default=60.0, show_default=True,
+@click.option("--yaw", type=click.FloatRange(min=0, max=90), default=90.0, show_default=True,
               help="Yaw half-range of the renders, degrees.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-4, show_default=True,
               help="Adam learning rate (Deng et al.: 1e-4).")

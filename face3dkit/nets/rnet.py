@@ -142,8 +142,11 @@ class RNet(nn.Module):
     def load(cls, path: str | os.PathLike) -> RNet:
         """An R-Net from a checkpoint: one written by :meth:`save` (its backbone and layout), or a
         Deep3DFaceRecon_pytorch ``epoch_*.pth`` / bare ``net_recon`` state_dict (ResNet-50, BFM
-        layout). Errors are one line naming the file."""
+        layout); ``'default'``: the R-Net shipped for the default model (:func:`default_rnet_path`).
+        Errors are one line naming the file."""
         source = os.fspath(path)
+        if source == "default" and not os.path.exists(source):
+            source = os.fspath(default_rnet_path())
         try:
             raw = torch.load(source, map_location="cpu", weights_only=True)
         except FileNotFoundError:
@@ -161,3 +164,14 @@ class RNet(nn.Module):
             load_checked_state_dict(net, raw["state_dict"], source, f"R-Net {net.backbone_name}")
             return net
         return cls(BFM_LAYOUT, "resnet50").load_deep3d_checkpoint(source)
+
+
+def default_rnet_path() -> Path:
+    """The R-Net shipped for the default model (``assets/rnet_default.pt``, float16 weights; how it
+    was trained: ``assets/README.md``). Raises FileNotFoundError when the install lacks it."""
+    from importlib.resources import files
+
+    p = Path(str(files("face3dkit._assets") / "rnet_default.pt"))
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: the shipped R-Net is missing from this install")
+    return p

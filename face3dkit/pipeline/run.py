@@ -649,6 +649,10 @@ def reconstruct(
             (a ValueError) for a device this machine does not have.
     """
     cfg = config or ReconstructConfig()
+    if cfg.rnet is not None and cfg.rnet == "default" and not os.path.exists(cfg.rnet):
+        from face3dkit.nets.rnet import default_rnet_path
+
+        cfg = dataclasses.replace(cfg, rnet=str(default_rnet_path()))  # the shipped R-Net (assets/)
     _check_config(cfg)
     with threads_scope(cfg.threads) as n_threads:
         return _run(inputs, out, cfg, model, detector, progress, n_threads)

@@ -46,7 +46,7 @@ class SyntheticFaces:
     id_scale: float = 1.0
     tex_scale: float = 1.0
     exp_max: float = 0.6
-    yaw_deg: float = 60.0
+    yaw_deg: float = 90.0
     pitch_deg: float = 20.0
     roll_deg: float = 15.0
     trans: tuple[float, float, float] = (0.3, 0.3, 0.8)
