@@ -82,3 +82,18 @@ def test_train_rnet_command_with_a_photo_folder_and_resume_to_more_steps(model, 
     r = CliRunner().invoke(main, [*args, "--steps", "2", "--resume"])
     assert r.exit_code == 0 and "trained 2 steps" in r.output, r.output
     assert (run / "metrics.csv").read_text().count("\n") == 3
+
+
+def test_train_rnet_with_an_identity_network_adds_the_perceptual_term(tmp_path):
+    """--identity-net: Deng et al.'s perceptual identity term (an ArcFace iResNet, here random) joins
+    the loss and the logged terms."""
+    from face3dkit.nets import iresnet18
+
+    torch.manual_seed(0)
+    path = tmp_path / "backbone.pth"
+    torch.save(iresnet18().state_dict(), path)
+    rows = train_rnet(tmp_path / "run", RNetTrainConfig(steps=1, batch_size=2, data=SyntheticFaces(size=32),
+                                                         identity_net=str(path), amp="off"))
+    assert rows[0]["perceptual"] > 0
+    plain = train_rnet(tmp_path / "plain", RNetTrainConfig(steps=1, batch_size=2, data=SyntheticFaces(size=32)))
+    assert "perceptual" not in plain[0]

@@ -65,6 +65,8 @@ class RNetTrainConfig:
         detector: the landmark detector of the photos (``'dlib'``, ``'mtcnn'``, ``'file'`` ...).
         input_size: the R-Net's own input side (it resizes any crop to it: :class:`face3dkit.nets.RNet`);
             None = the crop as given.
+        identity_net: an insightface ``backbone.pth`` (ArcFace iResNet) for Deng et al.'s perceptual
+            identity term (:class:`face3dkit.losses.PerceptualLoss`); None: the term is off.
         imagenet: ImageNet weights of the backbone (a torchvision checkpoint path) or None.
         amp: ``'auto'``, ``'off'``, ``'bf16'``, ``'fp16'`` (:func:`face3dkit.regress.hybrid.autocast_dtype`).
         device: ``'cpu'``, ``'cuda'``, ``'auto'`` ... (under torchrun: each rank's own GPU).
@@ -85,6 +87,7 @@ class RNetTrainConfig:
     detector: str = "dlib"
     input_size: int | None = None
     imagenet: str | None = None
+    identity_net: str | None = None
     amp: str = "auto"
     device: str = "cpu"
 
@@ -186,6 +189,11 @@ def train_rnet(out: str | os.PathLike, cfg: RNetTrainConfig | None = None, resum
         return {k: v.to(dev) for k, v in b.items()}
     cam = PerspectiveCamera.for_image_size(cfg.data.size)
     loss_cfg = HybridLossConfig(supervised=cfg.supervised)
+    perceptual = None
+    if cfg.identity_net:
+        from face3dkit.losses import PerceptualLoss
+
+        perceptual = PerceptualLoss.from_iresnet(cfg.identity_net).to(dev)
 
     def save(step: int) -> None:
         distributed.broadcast_buffers(net)
@@ -201,7 +209,7 @@ def train_rnet(out: str | os.PathLike, cfg: RNetTrainConfig | None = None, resum
     try:
         for step in range(start, cfg.steps):
             batch = batch_at(step)
-            rec = rnet_train_step(net, model, batch, opt, cam, loss_cfg, amp_dtype=amp_dtype, scaler=scaler,
+            rec = rnet_train_step(net, model, batch, opt, cam, loss_cfg, perceptual, amp_dtype=amp_dtype, scaler=scaler,
                                   after_backward=lambda: distributed.average_gradients(params))
             if info.distributed:
                 keys = sorted(rec)
