@@ -5,6 +5,8 @@ per set, each image its own expression, pose, light, background, blur and noise)
 steps from 10^8 on, which no training run reaches (``train-cnet`` / ``train-rnet`` draw the batch of
 step ``t`` of seed ``s`` from ``s * 1000003 + t``), regressed by the R-Net, and for each set:
 
+* mean face: zero identity and albedo for every set (what an estimate must beat to carry any
+  information about the person);
 * single image: each image's own identity (the error averaged over the images);
 * plain mean: the mean of the set's regressions;
 * C-Net: the confidence-weighted mean (:func:`face3dkit.nets.aggregate`), with ``--cnet``.
@@ -97,7 +99,8 @@ def main() -> None:
         return model.shape(ids, zero_exp.expand(ids.shape[0], -1))
 
     # Per method: sums of per-vector identity RMSE, albedo RMSE, mean vertex distance; and counts.
-    methods = ["single image", "plain mean"] + (["C-Net"] if cnet is not None else [])
+    methods = ["mean face (zero identity and albedo: the floor)", "single image", "plain mean"] + \
+        (["C-Net"] if cnet is not None else [])
     sums = {k: [0.0, 0.0, 0.0, 0] for k in methods}
 
     def add(name: str, est_id: torch.Tensor, est_tex: torch.Tensor, true_id: torch.Tensor, true_tex: torch.Tensor,
@@ -120,6 +123,7 @@ def main() -> None:
             c = Coefficients.split(pred, lay)
             true = Coefficients.split(b["coeffs"][:, 0].to(dev), lay)  # (n, total): one truth per set
             true_shape = neutral(true.id)
+            add(methods[0], torch.zeros_like(true.id), torch.zeros_like(true.tex), true.id, true.tex, true_shape)
             add("single image", c.id, c.tex, true.id.repeat_interleave(k, 0), true.tex.repeat_interleave(k, 0),
                 true_shape.repeat_interleave(k, 0))
             ids, texs = c.id.reshape(n, k, -1), c.tex.reshape(n, k, -1)
