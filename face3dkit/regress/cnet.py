@@ -19,10 +19,8 @@ one takes. Every file is written atomically.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import hashlib
-import io
 import json
 import os
 import time
@@ -40,6 +38,7 @@ from face3dkit.model.coefficients import Coefficients
 from face3dkit.model.morphable import MorphableModel
 from face3dkit.regress.hybrid import HybridLossConfig, hybrid_loss
 from face3dkit.regress.synthetic import SyntheticFaces, batch_generator, render_synthetic, sample_coefficients
+from face3dkit.regress.train import write_metrics_csv as _write_metrics
 
 __all__ = ["CNetRunError", "CNetTrainConfig", "aggregate_coefficients", "cnet_loss", "cnet_train_step",
            "identity_sets", "train_cnet"]
@@ -197,17 +196,6 @@ def _sha256_file(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def _write_metrics(path: Path, rows: list[dict[str, float]]) -> None:
-    keys: list[str] = []
-    for r in rows:
-        keys += [k for k in r if k not in keys]
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
-    w.writeheader()
-    w.writerows(rows)
-    atomic_write_text(path, buf.getvalue())
 
 
 def _config_from_dict(d: dict[str, Any]) -> CNetTrainConfig:

@@ -100,7 +100,8 @@ class RNetTrainConfig:
                              f"{self.steps}, {self.batch_size}, {self.checkpoint_every}, {self.lr}")
 
 
-def _write_metrics(path: Path, rows: list[dict[str, float]]) -> None:
+def write_metrics_csv(path: Path, rows: list[dict[str, float]]) -> None:
+    """Write per-step metric rows atomically as CSV (the union of their keys, in first-seen order)."""
     keys: list[str] = []
     for r in rows:
         keys += [k for k in r if k not in keys]
@@ -202,7 +203,7 @@ def train_rnet(out: str | os.PathLike, cfg: RNetTrainConfig | None = None, resum
                 torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "step": step, "metrics": rows,
                             "config": asdict(cfg), "world_size": info.world_size,
                             "scaler": scaler.state_dict() if scaler is not None else None}, f)
-            _write_metrics(out / "metrics.csv", rows)
+            write_metrics_csv(out / "metrics.csv", rows)
         distributed.barrier()
 
     t0 = time.perf_counter()
