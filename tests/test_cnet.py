@@ -243,6 +243,8 @@ def test_benchmark_script_runs_and_an_untrained_cnet_is_the_plain_mean(tmp_path,
     runpy.run_path(str(script), run_name="__main__")
     rows = {line.split("|")[1].strip(): line.split("|")[2:-1] for line in capsys.readouterr().out.splitlines()
             if line.startswith("| ") and not line.startswith("| estimate")}
-    assert set(rows) == {"single image", "plain mean", "C-Net"}
+    floor = "mean face (zero identity and albedo: the floor)"
+    assert set(rows) == {floor, "single image", "plain mean", "C-Net"}
     assert rows["C-Net"] == rows["plain mean"]  # confidences all 1
+    assert float(rows[floor][0]) > 0 and rows[floor] != rows["plain mean"]
     assert float(rows["single image"][0]) > 0
