@@ -38,6 +38,7 @@ from face3dkit.model.coefficients import Coefficients
 from face3dkit.model.morphable import MorphableModel
 from face3dkit.regress.hybrid import HybridLossConfig, hybrid_loss
 from face3dkit.regress.synthetic import SyntheticFaces, batch_generator, render_synthetic, sample_coefficients
+from face3dkit.regress.train import read_run_checkpoint
 from face3dkit.regress.train import write_metrics_csv as _write_metrics
 
 __all__ = ["CNetRunError", "CNetTrainConfig", "aggregate_coefficients", "cnet_loss", "cnet_train_step",
@@ -218,11 +219,8 @@ def train_cnet(out: str | os.PathLike, cfg: CNetTrainConfig | None = None, resum
 
     out = Path(out)
     ckpt = out / "checkpoint.pt"
-    state: dict[str, Any] | None = None
-    if ckpt.exists():
-        if not resume:
-            raise CNetRunError(f"{out}: already holds a C-Net run (checkpoint.pt); add --resume to continue it")
-        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    state = read_run_checkpoint(out, resume, "a C-Net run", CNetRunError)
+    if state is not None:
         cfg = _config_from_dict(state["config"])
     if cfg is None or not cfg.rnet:
         raise CNetRunError(f"{out}: a new C-Net run needs the R-Net checkpoint (CNetTrainConfig.rnet / --rnet)")

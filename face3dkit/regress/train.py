@@ -100,6 +100,17 @@ class RNetTrainConfig:
                              f"{self.steps}, {self.batch_size}, {self.checkpoint_every}, {self.lr}")
 
 
+def read_run_checkpoint(out: Path, resume: bool, what: str, error: type[Exception]) -> dict[str, Any] | None:
+    """The state in ``out/checkpoint.pt`` (None when there is none); a run there without ``resume``
+    raises ``error`` in one line (``what``: e.g. ``'an R-Net run'``)."""
+    ckpt = out / "checkpoint.pt"
+    if not ckpt.exists():
+        return None
+    if not resume:
+        raise error(f"{out}: already holds {what} (checkpoint.pt); add --resume to continue it")
+    return torch.load(ckpt, map_location="cpu", weights_only=True)
+
+
 def write_metrics_csv(path: Path, rows: list[dict[str, float]]) -> None:
     """Write per-step metric rows atomically as CSV (the union of their keys, in first-seen order)."""
     keys: list[str] = []
@@ -129,11 +140,8 @@ def train_rnet(out: str | os.PathLike, cfg: RNetTrainConfig | None = None, resum
 
     out = Path(out)
     ckpt = out / "checkpoint.pt"
-    state: dict[str, Any] | None = None
-    if ckpt.exists():
-        if not resume:
-            raise RunExistsError(f"{out}: already holds an R-Net run (checkpoint.pt); add --resume to continue it")
-        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    state = read_run_checkpoint(out, resume, "an R-Net run", RunExistsError)
+    if state is not None:
         cfg = _config_from_dict(state["config"])
         if steps is not None:
             if steps < int(state["step"]):
