@@ -43,6 +43,13 @@ the teachers' mean-probability ensemble on the same test set::
     python benchmarks/fer.py --data ../shared/data/ck48 --models drgan --seeds 10 11 12 --epochs 30 \
         --teacher runs/t/drgan-seed0 runs/t/drgan-seed1 runs/t/drgan-seed2 --distill-alpha 0.5 --distill-temperature 4
 
+Model selection without the test split (CK+48 has train/test only): ``--select-epochs 30 50 70``
+trains each configuration for each epoch count on the training subjects left after holding out
+``--val-subjects`` (0.2) of them, picks the count with the best mean validation accuracy over the
+seeds, then trains on the whole training set with it and reads the test split once::
+
+    python benchmarks/fer.py --data ../shared/data/ck48 --models drgan --seeds 0 1 2 --select-epochs 30 50 70
+
 Small CPU check (a few minutes on 2 cores)::
 
     python benchmarks/fer.py --n 2100 --size 128 --image-size 64 --epochs 6 --threads 2
@@ -156,9 +163,13 @@ def prepare(data: Path, geometry: str, args: argparse.Namespace, steps: int = 0
 
 
 def run_config(name: str, kind: str, geometry: str, prepared: tuple[Any, Any, dict[str, Any], float],
-               args: argparse.Namespace, device: str, seed: int) -> dict[str, Any]:
+               args: argparse.Namespace, device: str, seed: int, epochs: int | None = None,
+               eval_name: str | None = None, out_root: Path | None = None) -> dict[str, Any]:
     """Train and evaluate one configuration with one training seed on data from :func:`prepare`;
-    returns its row of results."""
+    returns its row of results. ``epochs`` / ``eval_name`` / ``out_root`` default to ``args.epochs``,
+    ``args.eval_name`` and ``args.out`` (the model-selection runs give their own)."""
+    epochs = args.epochs if epochs is None else epochs
+    eval_name = args.eval_name if eval_name is None else eval_name
     profile = resolve_profile(args.profile, device)
     train, test, data_info, prep_s = prepared
     geo = geometry_overrides(kind, geometry, train)  # geometry / fusion: n_exp of the attached 3dmm table
@@ -166,7 +177,7 @@ def run_config(name: str, kind: str, geometry: str, prepared: tuple[Any, Any, di
     seed_everything(seed)
     model = build_model(kind, profile, image_size=args.image_size, use_geometry=geometry != "none",
                         backbone=args.backbone, **geo, **extra)
-    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, seed=seed, device=device,
+    cfg = TrainConfig(epochs=epochs, batch_size=args.batch_size, seed=seed, device=device,
                       progress=not args.no_progress, samples=False, lr_schedule=args.lr_schedule,
                       teachers=tuple(args.teacher), distill_alpha=args.distill_alpha,
                       distill_temperature=args.distill_temperature, ema=args.ema, color_jitter=args.color_jitter,
@@ -176,7 +187,7 @@ def run_config(name: str, kind: str, geometry: str, prepared: tuple[Any, Any, di
     if args.ema or args.color_jitter or args.erase:
         name += "+" + "-".join(f"{k}{v:g}" for k, v in (("ema", args.ema), ("cj", args.color_jitter),
                                                        ("erase", args.erase)) if v)
-    out = Path(args.out) / (name.replace("+", "-") + (f"-seed{seed}" if len(args.seeds) > 1 else ""))
+    out = Path(out_root or args.out) / (name.replace("+", "-") + (f"-seed{seed}" if len(args.seeds) > 1 else ""))
     write_run_info(out, model, profile, args.image_size, data_info, cfg)  # so `fer evaluate/predict RUN` work
     trainer = Trainer(model, train, out, cfg, val_set=None)
     t1 = time.perf_counter()
@@ -184,14 +195,14 @@ def run_config(name: str, kind: str, geometry: str, prepared: tuple[Any, Any, di
     train_s = time.perf_counter() - t1
     probs, idx = predict_dataset(trainer.eval_model, test, 128, trainer.device)  # kept for the seed ensemble
     m = {**prediction_metrics(test, probs, idx), "tta": "none"}
-    write_report(m, out / "eval" / args.eval_name)
+    write_report(m, out / "eval" / eval_name)
     m_flip = evaluate_model(trainer.eval_model, test, 128, trainer.device, tta="flip")  # test-time flip, same weights
-    write_report(m_flip, out / "eval" / f"{args.eval_name}-flip")
+    write_report(m_flip, out / "eval" / f"{eval_name}-flip")
     rates = [r["images_per_s"] for r in hist]
     steady = rates[1:] or rates  # the first epoch includes warm-up
     return {
         "config": name,
-        "epochs": args.epochs,
+        "epochs": epochs,
         "seed": seed,
         "classifier": getattr(model.config, "backbone", "mlp"),
         "profile": profile,
@@ -232,6 +243,36 @@ def teacher_row(prepared: tuple[Any, Any, dict[str, Any], float], args: argparse
             "per_yaw": {k: v["accuracy"] for k, v in m["per_yaw"].items()},
             "per_class": {k: v["accuracy"] for k, v in m["per_class"].items()},
             "train_images_per_s": math.nan, "train_minutes": 0.0, "test_images": m["n"]}
+
+
+def select_epochs(name: str, kind: str, geometry: str, prepared: tuple[Any, Any, dict[str, Any], float],
+                  args: argparse.Namespace, device: str) -> tuple[int, list[dict[str, Any]]]:
+    """Model selection without the test split: train ``name`` for each of ``args.select_epochs`` (a
+    full schedule each) on the training subjects left after holding out ``args.val_subjects`` of them
+    (:func:`fer.data.holdout_subjects`, seed 0: one split for every training seed), score each on the
+    held-out subjects, and return the epoch count with the best mean validation accuracy over the
+    seeds (ties: the fewest epochs) with the validation rows."""
+    from fer.data import holdout_subjects
+
+    train, _, info, prep_s = prepared
+    sub, val = holdout_subjects(train, args.val_subjects, 0, where=str(args.data))
+    held = len({int(i) for i in val.identities})
+    print(f"{name}: model selection on {held} held-out training subjects ({len(val)} images; {len(sub)} to train "
+          f"on), epochs {' / '.join(map(str, args.select_epochs))}", flush=True)
+    rows = []
+    for e in args.select_epochs:
+        for seed in args.seeds:
+            r = run_config(name, kind, geometry, (sub, val, info, prep_s), args, device, seed, epochs=e,
+                           eval_name="val-subjects", out_root=Path(args.out) / "select" / f"epochs{e}")
+            r["config"] = f"{name} [val {e} ep]"
+            rows.append(r)
+            print(f"  {e} epochs, seed {seed}: validation accuracy {100 * r['accuracy']:.1f}% "
+                  f"(macro-F1 {100 * r['macro_f1']:.1f}%), {r['train_minutes']:.1f} min", flush=True)
+    means = {e: _mean([r["accuracy"] for r in rows if r["epochs"] == e]) for e in args.select_epochs}
+    best = max(args.select_epochs, key=lambda e: (means[e], -e))
+    print(f"{name}: chosen {best} epochs (validation accuracy "
+          + ", ".join(f"{e} ep {100 * a:.1f}%" for e, a in means.items()) + ")", flush=True)
+    return best, rows
 
 
 def _mean(xs: list[float]) -> float:
@@ -343,6 +384,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ema", type=float, default=0.0, help="TrainConfig.ema: weight-averaging decay (0: off)")
     p.add_argument("--color-jitter", type=float, default=0.0, help="TrainConfig.color_jitter (0: off)")
     p.add_argument("--erase", type=float, default=0.0, help="TrainConfig.erase: random-erasing probability (0: off)")
+    p.add_argument("--select-epochs", type=int, nargs="+", default=None, metavar="E",
+                   help="choose the epoch count per configuration among these on held-out training subjects "
+                        "(--val-subjects), then train on the whole training set once and test (needs --data)")
+    p.add_argument("--val-subjects", type=float, default=0.2,
+                   help="fraction of the training subjects held out for --select-epochs")
     p.add_argument("--out", default="runs/bench-fer")
     p.add_argument("--cache-dir", default=None)
     p.add_argument("--json", default=None, help="write the results here too")
@@ -369,6 +415,10 @@ def main(argv: list[str] | None = None) -> int:
               f"px, batch {args.batch_size}")
     if args.models and args.configs:
         p.error("give --models or --configs, not both")
+    if args.select_epochs and args.data is None:
+        p.error("--select-epochs needs --data (the synthetic set has held-out identities already)")
+    if args.select_epochs and not 0.0 < args.val_subjects < 1.0:
+        p.error(f"--val-subjects must be in (0, 1), got {args.val_subjects}")
     specs: list[tuple[str, str, str]] = []  # (name, kind, geometry); kind 'classic' for CLASSIC runners
     for name in args.models or []:
         specs.append((name, "classic", "none") if name in CLASSIC else (name, *MODEL_SPECS[name]))
@@ -377,7 +427,8 @@ def main(argv: list[str] | None = None) -> int:
         if kind not in TRAINED_KINDS or geometry not in GEOMETRIES:
             p.error(f"bad config {spec!r}: use model:geometry, e.g. ggpi:3dmm")
         specs.append((spec, kind, geometry))
-    rows = []
+    rows: list[dict[str, Any]] = []
+    selection: list[dict[str, Any]] = []  # --select-epochs: the validation runs
     # per geometry and sequence length, shared by models and seeds
     prepared: dict[str, tuple[Any, Any, dict[str, Any], float]] = {}
     for name, kind, geometry in specs:
@@ -389,11 +440,17 @@ def main(argv: list[str] | None = None) -> int:
                 source = synthetic_set(SynthConfig(n=args.n, size=args.size, seed=args.seed, sequence=steps),
                                        args.cache_dir, progress=not args.no_progress)
             prepared[key] = prepare(source, geometry, args, steps)
+        epochs = args.epochs
+        if args.select_epochs and kind != "classic":
+            if steps:
+                p.error(f"--select-epochs: {name} is a sequence model (not supported)")
+            epochs, sel = select_epochs(name, kind, geometry, prepared[key], args, device)
+            selection.extend(sel)
         for seed in args.seeds:
             if kind == "classic":
                 row = CLASSIC[name](prepared[key], args, seed)
             else:
-                row = run_config(name, kind, geometry, prepared[key], args, device, seed)
+                row = run_config(name, kind, geometry, prepared[key], args, device, seed, epochs=epochs)
             rows.append(row)
             flip = row.get("accuracy_flip")
             print(f"{row['config']} seed {seed}: accuracy {100 * row['accuracy']:.1f}% "
@@ -407,13 +464,17 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
         print(f"{row['config']}: accuracy {100 * row['accuracy']:.1f}% (macro-F1 {100 * row['macro_f1']:.1f}%)")
     table = aggregate(rows)
+    if selection:
+        print("\nModel selection on held-out training subjects (accuracy = validation accuracy):\n")
+        print(markdown(aggregate(selection)))
     print()
     print(markdown(table))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         strip = lambda rs: [{k: v for k, v in r.items() if not k.startswith("_")} for r in rs]  # noqa: E731
         Path(args.json).write_text(json.dumps({"args": vars(args), "device": device, "rows": strip(rows),
-                                               "summary": strip(table)}, indent=2))
+                                               "summary": strip(table), "selection": strip(selection),
+                                               "selection_summary": strip(aggregate(selection))}, indent=2))
     return 0
 
 

@@ -91,6 +91,9 @@ def synth(out: str, n: int, size: int, seed: int, identities: int | None, test_f
 @click.option("--data", default="synthetic", show_default=True,
               help="Dataset path (class folders, FER2013 csv, RAF-DB, synthetic set) or 'synthetic' to render one.")
 @click.option("--val-data", default=None, help="Validation dataset [default: the held-out split of --data].")
+@click.option("--val-subjects", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
+              help="Validate on this fraction of the training subjects, held out of training (subject-disjoint, "
+                   "the same split for every seed; the test split is not read), e.g. 0.2 for model selection.")
 @click.option("--epochs", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=2), default=32, show_default=True,
               help="Samples per step and process (batch norm needs at least 2).")
@@ -142,7 +145,8 @@ def synth(out: str, n: int, size: int, seed: int, identities: int | None, test_f
               help="Random-erasing probability per image (e.g. 0.5; default off).")
 @_progress_option
 @fail_cleanly
-def train(model_kind: str, geometry: str | None, data: str, val_data: str | None, epochs: int, batch_size: int,
+def train(model_kind: str, geometry: str | None, data: str, val_data: str | None, val_subjects: float | None,
+          epochs: int, batch_size: int,
           image_size: int | None, out: str | None, profile: str, backbone: str | None, backbone_weights: str | None,
           lr: float | None, lr_schedule: str, seed: int, device: str, amp: str, workers: int, threads: int | None,
           resume: bool, restart: bool, checkpoint_every: int, cache_dir: str | None, synth_n: int,
@@ -160,7 +164,8 @@ def train(model_kind: str, geometry: str | None, data: str, val_data: str | None
     from fer.train.api import RequestError, RunExistsError, TrainRequest, run_training
 
     _threads(threads)
-    req = TrainRequest(model=model_kind, geometry=geometry, data=data, val_data=val_data, epochs=epochs,
+    req = TrainRequest(model=model_kind, geometry=geometry, data=data, val_data=val_data,
+                       val_subjects=val_subjects, epochs=epochs,
                        batch_size=batch_size, image_size=image_size, out=out, profile=profile, backbone=backbone,
                        backbone_weights=backbone_weights, lr=lr, lr_schedule=lr_schedule, seed=seed, device=device,
                        amp=amp, workers=workers, resume=resume, restart=restart, checkpoint_every=checkpoint_every,

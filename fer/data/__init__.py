@@ -8,6 +8,7 @@
   (:mod:`fer.data.pairs`).
 * :class:`SequenceDataset` - frames grouped into onset -> peak sequences (CK+ file names,
   folder-of-frames layouts, ``fer synth --sequence T``), for MGLN.
+* :func:`holdout_subjects` / :func:`subject_split` - subject-disjoint validation splits of a training set.
 * :func:`open_dataset` - any of the above from a path, detected from its content.
 """
 
@@ -21,6 +22,7 @@ from fer.data.formats import FER2013_SPLITS, RAFDB_LABEL_FILE, Fer2013Dataset, I
 from fer.data.pairs import IdentityFolderDataset, PairedDataset, attach_subject_identities, subject_ids_from_names
 from fer.data.report import DataReport, Problem
 from fer.data.sequences import SequenceDataset, open_sequence_frames, sequence_groups
+from fer.data.split import holdout_subjects, subject_split
 from fer.data.synthetic import (
     ARKIT_EXPRESSION_UNITS,
     EXPRESSION_UNITS,
@@ -65,6 +67,8 @@ __all__ = [
     "resize_rgb",
     "sequence_groups",
     "subject_ids_from_names",
+    "subject_split",
+    "holdout_subjects",
 ]
 
 

@@ -38,6 +38,9 @@ class TrainRequest:
         geometry: ``'3dmm'``, ``'landmarks'``, ``'none'`` or None (:data:`DEFAULT_GEOMETRY` of the model).
         data: dataset path, or ``'synthetic'`` to render one (``synth_n`` images of ``synth_size`` px).
         val_data: validation dataset (default: the held-out split of ``data``).
+        val_subjects: validate on this fraction of the training subjects instead, held out of training
+            (a fixed, seed-0 subject-disjoint split, the same for every training seed; the dataset's own
+            test split is then not read); None: off, or on resume the run's own.
         out: run folder (default ``runs/<model>-<geometry>``).
         profile: ``'auto'``, ``'small'`` or ``'paper'`` (model sizes; auto = paper on CUDA).
         image_size: training image side (default 128 for the paper profile, else 64).
@@ -56,6 +59,7 @@ class TrainRequest:
     geometry: str | None = None
     data: str = "synthetic"
     val_data: str | None = None
+    val_subjects: float | None = None
     epochs: int = 16
     batch_size: int = 32
     image_size: int | None = None
@@ -114,6 +118,10 @@ def _check(req: TrainRequest, geometry: str) -> None:
         raise RequestError(f"epochs must be >= 1 and batch_size >= 2, got {req.epochs} and {req.batch_size}")
     if not req.teachers and (req.distill_alpha is not None or req.distill_temperature is not None):
         raise RequestError("--distill-alpha / --distill-temperature need --teacher")
+    if req.val_subjects is not None and not 0.0 < req.val_subjects < 1.0:
+        raise RequestError(f"--val-subjects must be in (0, 1), got {req.val_subjects}")
+    if req.val_subjects and req.val_data:
+        raise RequestError("--val-data and --val-subjects exclude each other")
 
 
 def _distill_settings(req: TrainRequest, prev: dict[str, Any] | None) -> dict[str, Any]:
@@ -148,6 +156,18 @@ def _extra_settings(req: TrainRequest, prev: dict[str, Any] | None) -> dict[str,
         if v is not None and float(v) != own[k]:
             raise RequestError(f"the run was trained with {k.replace('_', '-')} {own[k]}; a resume keeps it "
                                f"(asked: {v})")
+    return own
+
+
+def _val_subjects(req: TrainRequest, prev: dict[str, Any] | None) -> float:
+    """The held-out subject fraction: the request's (None: 0), or on resume the run's own (a resume
+    asking for another is refused: it changes the training images)."""
+    if prev is None:
+        return float(req.val_subjects or 0.0)
+    own = float((prev["data"].get("val_subjects") or {}).get("fraction", 0.0))
+    if req.val_subjects is not None and float(req.val_subjects) != own:
+        raise RequestError(f"the run was trained with val-subjects {own}; a resume keeps it "
+                           f"(asked: {req.val_subjects})")
     return own
 
 
@@ -193,6 +213,7 @@ def run_training(req: TrainRequest, echo: Callable[[str], None] = print) -> Trai
         image_size = int(prev["image_size"])
         geometry = prev["data"]["geometry"]["provider"]
         sequence_length = int(prev["data"].get("sequence_length", sequence_length))
+    val_subjects = _val_subjects(req, prev)
     steps = sequence_length if model_kind in SEQUENCE_MODELS else 0
     if model_kind in SEQUENCE_MODELS and sequence_length < 1:
         raise ValueError(f"--sequence-length must be >= 1, got {sequence_length}")
@@ -212,7 +233,7 @@ def run_training(req: TrainRequest, echo: Callable[[str], None] = print) -> Trai
                 data_path = str(synthetic_set(scfg, req.cache_dir, progress=progress, echo=say))
             train_set, val_set, data_info = prepare_data(
                 data_path, size, geometry, req.val_data, req.cache_dir, req.landmark_iters, progress=progress,
-                echo=say, sequence_length=steps)
+                echo=say, sequence_length=steps, val_subjects=val_subjects)
         distributed.barrier()
     if len(train_set) == 0:
         raise ValueError(f"{data_path}: no usable training samples")
@@ -245,7 +266,8 @@ def run_training(req: TrainRequest, echo: Callable[[str], None] = print) -> Trai
     outcome = TrainOutcome(out_dir, history, train_seconds=time.perf_counter() - t_train)
     if dist.is_main and val_set is not None and len(val_set):
         m = evaluate_model(trainer.eval_model, val_set, 128, dist.device)
-        outcome.held_out = "val" if data_info.get("val_data") else (data_info.get("val_split") or "val")
+        outcome.held_out = ("val-subjects" if data_info.get("val_subjects") else "val" if data_info.get("val_data")
+                            else (data_info.get("val_split") or "val"))
         outcome.metrics = m
         outcome.report = write_report(m, out_dir / "eval" / outcome.held_out)
         say(metrics_summary(m, f"held-out {outcome.held_out} ({m['n']} {'sequences' if steps else 'images'})"))

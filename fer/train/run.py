@@ -32,6 +32,7 @@ from fer.data import (
     SequenceDataset,
     SynthConfig,
     generate_synthetic,
+    holdout_subjects,
     is_synthetic_dir,
     open_dataset,
     open_sequence_frames,
@@ -93,8 +94,8 @@ def _preload(ds: FerDataset, progress: bool) -> None:
 
 def prepare_data(data: str | os.PathLike, image_size: int, geometry: str, val_data: str | os.PathLike | None = None,
                  cache_dir: str | os.PathLike | None = None, landmark_iters: int = 150, progress: bool = True,
-                 echo: Callable[[str], None] = print, sequence_length: int = 0,
-                 ) -> tuple[Any, Any, dict[str, Any]]:
+                 echo: Callable[[str], None] = print, sequence_length: int = 0, val_subjects: float = 0.0,
+                 split_seed: int = 0) -> tuple[Any, Any, dict[str, Any]]:
     """Open train/validation datasets, decode images into memory, and attach geometry.
 
     Args:
@@ -106,12 +107,21 @@ def prepare_data(data: str | os.PathLike, image_size: int, geometry: str, val_da
         landmark_iters: steps of the 3dmm landmark fit.
         sequence_length: > 0: every frame is loaded (geometry per frame) and the sets are
             :class:`fer.data.SequenceDataset` of that many frames (MGLN).
+        val_subjects: > 0: the validation set is this fraction of the *training* subjects, held out
+            of training (:func:`fer.data.holdout_subjects`, seeded by ``split_seed``); the dataset's
+            own held-out split (its test set) is not opened. Excludes ``val_data``.
 
     Returns:
         train set, validation set (or None), and a description for ``run.json``.
     """
     path = Path(data)
     train_split, val_split = _splits_for(path)
+    if val_subjects:
+        if val_data is not None:
+            raise ValueError("give a validation dataset or a held-out subject fraction, not both")
+        if not 0.0 < val_subjects < 1.0:
+            raise ValueError(f"the held-out subject fraction must be in (0, 1), got {val_subjects}")
+        val_split = None  # the test split stays unread
     opener = open_sequence_frames if sequence_length > 0 else open_dataset
     train = opener(path, split=train_split, image_size=image_size)
     if val_data is not None:
@@ -138,6 +148,16 @@ def prepare_data(data: str | os.PathLike, image_size: int, geometry: str, val_da
         echo(f"{name}: {ds.report.summary()}{geo}")
         info[name] = {"samples": len(ds), "skipped": ds.report.skipped, "class_counts": ds.class_counts().tolist(),
                       "geometry_stats": st}
+    if val_subjects:  # after the geometry: one table for all training images, split with them
+        train, val = holdout_subjects(train, val_subjects, split_seed, where=str(path))
+        info["val_subjects"] = {"fraction": float(val_subjects), "seed": int(split_seed),
+                                "subjects": sorted(int(i) for i in np.unique(val.identities))}
+        whole = info["train"]  # skipped files and geometry stats: of the whole training folder
+        for name, ds in (("train", train), ("val", val)):
+            info[name] = {**whole, "samples": len(ds), "class_counts": ds.class_counts().tolist()}
+        echo(f"validation: {len(info['val_subjects']['subjects'])} of "
+             f"{len(np.unique(np.concatenate([train.identities, val.identities])))} training subjects held out "
+             f"({len(val)} images; {len(train)} left to train on)")
     if sequence_length > 0:
         info["sequence_length"] = int(sequence_length)
         seqs = [None if ds is None else SequenceDataset(ds, sequence_length) for ds in (train, val)]
