@@ -18,7 +18,7 @@ from face3dkit.landmarks import (
     MTCNNDetector,
     batched_nms,
     box_overlap,
-    find_dlib_model,
+    dlib_available,
     lm68_to_lm5,
     make_detector,
     nms,
@@ -35,15 +35,7 @@ needs_weights = pytest.mark.skipif(not HAVE_WEIGHTS,
                                    reason="MTCNN weights absent (pip install --no-deps facenet-pytorch)")
 
 
-def _dlib_ready() -> bool:
-    try:
-        import dlib  # noqa: F401
-    except ImportError:
-        return False
-    return find_dlib_model("shape_predictor_68_face_landmarks.dat") is not None
-
-
-needs_dlib = pytest.mark.skipif(not _dlib_ready(), reason="dlib or face_recognition_models not installed")
+needs_dlib = pytest.mark.skipif(not dlib_available(), reason="dlib or face_recognition_models not installed")
 
 
 def _load(name: str) -> np.ndarray:
@@ -325,7 +317,7 @@ def test_mtcnn_to_hog_box_arithmetic() -> None:
 @pytest.fixture(scope="module")
 def dlib_detectors():
     """dlib HOG at upsample 0 and MTCNN with dlib's 68 points (the predictor file is loaded once each)."""
-    if not _dlib_ready():
+    if not dlib_available():
         return None
     from face3dkit.landmarks import DlibDetector
 

@@ -18,7 +18,7 @@ from face3dkit.landmarks import (
     FileLandmarks,
     LandmarkDetector,
     LandmarkError,
-    find_dlib_model,
+    dlib_available,
     lm68_to_lm5,
     make_detector,
     read_landmark_file,
@@ -234,15 +234,7 @@ def test_dlib_missing_model_file(tmp_path: Path) -> None:
     _one_line(err, tmp_path / "nope.dat")
 
 
-def _dlib_ready() -> bool:
-    try:
-        import dlib  # noqa: F401
-    except ImportError:
-        return False
-    return find_dlib_model("shape_predictor_68_face_landmarks.dat") is not None
-
-
-@pytest.mark.skipif(not _dlib_ready(), reason="dlib or face_recognition_models not installed")
+@pytest.mark.skipif(not dlib_available(), reason="dlib or face_recognition_models not installed")
 def test_dlib_on_rendered_default_face() -> None:
     import face3dkit
     from face3dkit.viz import render_faces

@@ -13,7 +13,7 @@ import face3dkit
 from face3dkit.align.template import template_5p_from_model
 from face3dkit.geometry import PerspectiveCamera
 from face3dkit.io import load_image
-from face3dkit.landmarks import FileLandmarks, find_dlib_model, make_detector, write_landmark_file
+from face3dkit.landmarks import FileLandmarks, dlib_available, make_detector, write_landmark_file
 from face3dkit.pipeline import ReconstructConfig
 from face3dkit.pipeline.run import _prepare
 from face3dkit.regress.photos import (
@@ -264,15 +264,7 @@ def test_mixed_batch_joins_photos_and_renders():
     assert "coeffs" not in mixed_batch(data, synth, 4, 1.0, 1, 3)
 
 
-def _dlib_ready() -> bool:
-    try:
-        import dlib  # noqa: F401
-    except ImportError:
-        return False
-    return find_dlib_model("shape_predictor_68_face_landmarks.dat") is not None
-
-
-@pytest.mark.skipif(not _dlib_ready(), reason="dlib or face_recognition_models not installed")
+@pytest.mark.skipif(not dlib_available(), reason="dlib or face_recognition_models not installed")
 def test_dlib_on_the_example_photos(model, tmp_path):
     root = tmp_path / "photos"
     root.mkdir()

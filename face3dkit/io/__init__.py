@@ -6,8 +6,10 @@
   :func:`scan_images` also reports what it left out (broken links, unreadable sub-folders).
 - :func:`save_image` — the one image writer (atomic); :mod:`face3dkit.io.atomic` — the one file
   writer (temporary file + rename) every module writes through.
+- :func:`file_sha256` — a file's content digest (:mod:`face3dkit.io.digest`).
 """
 
+from face3dkit.io.digest import file_sha256
 from face3dkit.io.image import (
     IMAGE_EXTENSIONS,
     ImageReadError,
@@ -19,5 +21,5 @@ from face3dkit.io.image import (
     to_rgb_uint8,
 )
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageReadError", "ImageScan", "list_images", "load_image", "save_image", "scan_images",
-           "to_rgb_uint8"]
+__all__ = ["IMAGE_EXTENSIONS", "ImageReadError", "ImageScan", "file_sha256", "list_images", "load_image", "save_image",
+           "scan_images", "to_rgb_uint8"]

@@ -31,7 +31,7 @@ from face3dkit.landmarks.base import (
     select_faces,
 )
 from face3dkit.landmarks.boxes import batched_nms, box_overlap, nms, square_boxes
-from face3dkit.landmarks.dlib_backend import DlibDetector, find_dlib_model
+from face3dkit.landmarks.dlib_backend import DlibDetector, dlib_available, find_dlib_model
 from face3dkit.landmarks.files import LANDMARK_SUFFIXES, FileLandmarks, read_landmark_file, write_landmark_file
 from face3dkit.landmarks.mtcnn import MTCNNDetector
 
@@ -49,6 +49,7 @@ __all__ = [
     "MTCNNDetector",
     "batched_nms",
     "box_overlap",
+    "dlib_available",
     "find_dlib_model",
     "lm68_to_lm5",
     "make_detector",

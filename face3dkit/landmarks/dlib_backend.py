@@ -26,7 +26,7 @@ from PIL import Image
 from face3dkit.landmarks.base import SELECT_CHOICES, DetectorUnavailableError, FaceLandmarks, Select, select_faces
 from face3dkit.landmarks.boxes import nms
 
-__all__ = ["CNN_TO_HOG_BOX", "DlibDetector", "INSTALL_HINT", "cnn_to_hog_rect", "find_dlib_model"]
+__all__ = ["CNN_TO_HOG_BOX", "DlibDetector", "INSTALL_HINT", "cnn_to_hog_rect", "dlib_available", "find_dlib_model"]
 
 INSTALL_HINT = "install them with `pip install dlib-bin face_recognition_models` or use `--landmarks file`"
 
@@ -61,6 +61,16 @@ def find_dlib_model(name: str) -> Path | None:
         if p.is_file():
             return p
     return None
+
+
+def dlib_available() -> bool:
+    """True when dlib imports and its 68-point shape predictor file is found (:func:`find_dlib_model`):
+    the ``'dlib'`` backend can run."""
+    try:
+        import dlib  # noqa: F401
+    except ImportError:
+        return False
+    return find_dlib_model("shape_predictor_68_face_landmarks.dat") is not None
 
 
 def _import_dlib() -> Any:

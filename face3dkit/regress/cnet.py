@@ -20,7 +20,6 @@ one takes. Every file is written atomically.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import time
@@ -33,6 +32,7 @@ import torch
 from torch import Tensor
 
 from face3dkit.geometry import PerspectiveCamera
+from face3dkit.io import file_sha256
 from face3dkit.io.atomic import atomic_open, atomic_write_text
 from face3dkit.model.coefficients import Coefficients
 from face3dkit.model.morphable import MorphableModel
@@ -191,14 +191,6 @@ def cnet_train_step(cnet: torch.nn.Module, rnet: Any, model: MorphableModel, bat
     return {"loss": float(total.detach()), **{k: float(v.detach()) for k, v in terms.items()}}
 
 
-def _sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _config_from_dict(d: dict[str, Any]) -> CNetTrainConfig:
     d = dict(d)
     data = SyntheticFaces.from_dict(d.pop("data"))
@@ -232,7 +224,7 @@ def train_cnet(out: str | os.PathLike, cfg: CNetTrainConfig | None = None, resum
     if rnet.layout != model.layout:
         raise CNetRunError(f"{cfg.rnet}: an R-Net for {rnet.layout.total} coefficients does not fit model "
                            f"{cfg.model!r} ({model.layout.total})")
-    rnet_sha = _sha256_file(cfg.rnet)
+    rnet_sha = file_sha256(cfg.rnet)
     if state is not None and state.get("rnet_sha256") != rnet_sha:
         raise CNetRunError(f"{cfg.rnet}: not the R-Net this C-Net run was started with (its SHA-256 changed)")
     rnet = rnet.to(dev).eval().requires_grad_(False)

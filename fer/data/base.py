@@ -21,7 +21,6 @@ up front and removes such samples from the dataset.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, default_collate
 
+from face3dkit.io import file_sha256
 from fer.data.report import DataReport
 from fer.labels import yaw_bin
 
@@ -38,12 +38,8 @@ __all__ = ["FerDataset", "collate_samples", "resize_rgb", "read_image_file", "fi
 
 
 def file_digest(path: str | Path) -> str:
-    """sha256 hex digest of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    """sha256 hex digest of a file's bytes (:func:`face3dkit.io.file_sha256`)."""
+    return file_sha256(path)
 
 
 def resize_rgb(image: np.ndarray, size: int | None) -> np.ndarray:
