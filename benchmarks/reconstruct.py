@@ -235,6 +235,12 @@ def main() -> None:
     p.add_argument("--rnet", default=None, help="an R-Net checkpoint: also run --method rnet and rnet+fit with it")
     p.add_argument("--short-landmark-iters", type=int, default=20, help="landmark steps of rnet+fit-short")
     p.add_argument("--short-iters", type=int, default=10, help="photometric steps of rnet+fit-short")
+    p.add_argument("--rnet-steps", nargs="*", default=[], metavar="L/P",
+                   help="more rnet+fit rows with L landmark and P photometric steps each (e.g. 150/10 80/5); "
+                        "L/P@S: the photometric stage at S px (FitConfig.photo_size)")
+    p.add_argument("--rnet-appearance", choices=["closed", "rnet"], default="closed",
+                   help="rnet+fit's photometric start: the closed-form light and albedo (FitConfig.appearance_init) "
+                        "or the R-Net's own")
     p.add_argument("--no-profile", action="store_true", help="skip the stage profile")
     p.add_argument("--photos", nargs="*", default=[], help="more real photos for the real-photo section")
     p.add_argument("--no-photos", action="store_true", help="skip the real-photo section")
@@ -298,16 +304,19 @@ def main() -> None:
         settings.append(("previous", dataclasses.replace(fit_cfg, appearance_init=False, photo_iters=50,
                                                          cull_backfaces=False)))
     if args.rnet:  # the learned methods beside the fit (same photos, same detector)
-        settings += [("rnet", fit_cfg), ("rnet+fit", fit_cfg),
-                     ("rnet+fit-short", dataclasses.replace(fit_cfg, landmark_iters=args.short_landmark_iters,
+        r_cfg = dataclasses.replace(fit_cfg, appearance_init=args.rnet_appearance == "closed")
+        settings += [("rnet", fit_cfg), ("rnet+fit", r_cfg),
+                     ("rnet+fit-short", dataclasses.replace(r_cfg, landmark_iters=args.short_landmark_iters,
                                                             photo_iters=args.short_iters))]
+        for spec in args.rnet_steps:
+            settings.append((f"rnet+fit {spec}", steps_config(r_cfg, spec)))
     for setting, f_cfg in settings:
         for name, det in runs:
             f_run = f_cfg
             if name == "true landmarks":  # projections of the fixed landmark vertices: the 3D contour convention
                 f_run = dataclasses.replace(f_cfg, landmark_convention="3d")
                 det.i = 0
-            method = {"rnet": "rnet", "rnet+fit": "rnet+fit", "rnet+fit-short": "rnet+fit"}.get(setting, "fit")
+            method = "rnet+fit" if setting.startswith("rnet+fit") else "rnet" if setting == "rnet" else "fit"
             run_cfg = ReconstructConfig(device=args.device, batch_size=args.batch_size, fit=f_run, threads=args.threads,
                                         method=method, rnet=args.rnet if method != "fit" else None)
             with tempfile.TemporaryDirectory() as tmp:
@@ -345,7 +354,8 @@ def main() -> None:
               "previous": "the previous defaults (no closed-form appearance, 50 photometric steps, no culling)"}
     for k, (setting, _) in enumerate(settings[1:], 1):
         for (name, row), (_, old) in zip(rows[:n_src], rows[k * n_src:(k + 1) * n_src], strict=True):
-            ratio(f"{name} / {labels[setting]}", row, old)
+            ratio(f"{name} / {labels.get(setting, setting.replace('rnet+fit', 'the fit from the R-Net, L/P'))}",
+                  row, old)
     if not args.no_true and n_src > 1:
         for name, row in rows[1:n_src]:
             ratio(f"{name} / true landmarks", row, rows[0][1])
@@ -355,6 +365,14 @@ def main() -> None:
                   f"{row['nme_median_%'] / row['nme_given_median_%']:.2f}")
     if not args.no_photos:
         real_photos(model, args.photos, args)
+
+
+def steps_config(cfg: FitConfig, spec: str) -> FitConfig:
+    """``cfg`` with the steps of an ``--rnet-steps`` spec ``L/P`` or ``L/P@S``."""
+    steps, _, size = spec.partition("@")
+    n_lm, _, n_ph = steps.partition("/")
+    out = dataclasses.replace(cfg, landmark_iters=int(n_lm), photo_iters=int(n_ph))
+    return dataclasses.replace(out, photo_size=int(size)) if size else out
 
 
 def real_photos(model, extra: list[str], args) -> None:
@@ -368,9 +386,12 @@ def real_photos(model, extra: list[str], args) -> None:
         return
     methods = [("fit", FitConfig())]
     if args.rnet:
-        methods += [("rnet", FitConfig()), ("rnet+fit", FitConfig()),
-                    ("rnet+fit-short",
-                     FitConfig(landmark_iters=args.short_landmark_iters, photo_iters=args.short_iters))]
+        r_cfg = FitConfig(appearance_init=args.rnet_appearance == "closed")
+        methods += [("rnet", FitConfig()), ("rnet+fit", r_cfg),
+                    ("rnet+fit-short", dataclasses.replace(r_cfg, landmark_iters=args.short_landmark_iters,
+                                                           photo_iters=args.short_iters))]
+        for spec in args.rnet_steps:
+            methods.append((f"rnet+fit {spec}", steps_config(r_cfg, spec)))
     det = make_detector("dlib")
     fit_pose: dict[str, np.ndarray] = {}
     print(f"\n# real photos ({len(paths)} photos, dlib, every output written)")
@@ -378,7 +399,7 @@ def real_photos(model, extra: list[str], args) -> None:
           "| s/face |")
     print("|---|---|---|---|---|---|---|---|---|")
     for name, f_cfg in methods:
-        method = {"rnet+fit-short": "rnet+fit"}.get(name, name)
+        method = "rnet+fit" if name.startswith("rnet+fit") else name
         cfg = ReconstructConfig(device=args.device, batch_size=args.batch_size, threads=args.threads, fit=f_cfg,
                                 method=method, rnet=args.rnet if method != "fit" else None)
         with tempfile.TemporaryDirectory() as tmp:

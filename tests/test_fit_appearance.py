@@ -144,13 +144,20 @@ def test_fit_starts_the_photometric_stage_from_the_closed_form_appearance(model)
     with_init = fit(model, img, lm, FitConfig(**base), camera=cam)
     without = fit(model, img, lm, FitConfig(**base, appearance_init=False), camera=cam)
     assert with_init.losses["photometric"][0] < 0.5 * without.losses["photometric"][0]
-    # Given starting coefficients are kept (no closed-form appearance): as without it.
+    # Given starting coefficients (an R-Net's): the closed form replaces their light and albedo too...
     start = face3dkit.Coefficients(**{k: v.clone() for k, v in with_init.coeffs.as_dict().items()})
     start.gamma.zero_()
     start.tex.zero_()
-    a = fit(model, img, lm, FitConfig(**{**base, "landmark_iters": 0}), camera=cam, init=start)
-    b = fit(model, img, lm, FitConfig(**{**base, "landmark_iters": 0}, appearance_init=False), camera=cam, init=start)
-    assert a.losses["photometric"] == b.losses["photometric"]
+    no_lm = {**base, "landmark_iters": 0}
+    a = fit(model, img, lm, FitConfig(**no_lm), camera=cam, init=start)
+    b = fit(model, img, lm, FitConfig(**no_lm, appearance_init=False), camera=cam, init=start)
+    assert a.losses["photometric"][0] < 0.5 * b.losses["photometric"][0]
+    # ...unless light or albedo is held fixed: then both are kept as given, as without it.
+    for held in (("tex",), ("gamma",)):
+        a = fit(model, img, lm, FitConfig(**no_lm), camera=cam, init=start, fixed=held)
+        b = fit(model, img, lm, FitConfig(**no_lm, appearance_init=False), camera=cam, init=start, fixed=held)
+        assert a.losses["photometric"] == b.losses["photometric"]
+        assert torch.equal(getattr(a.coeffs, held[0]), getattr(start, held[0]))
 
 
 def test_photo_camera_images_feed_the_appearance_at_half_size(model):

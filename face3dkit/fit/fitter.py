@@ -136,8 +136,9 @@ class FitConfig:
             size): points much closer than ``s`` count as in ``'l2'``, points much farther hardly.
         appearance_init: start the photometric stage from the closed-form SH light and albedo of the
             landmark stage's geometry (:mod:`face3dkit.fit.appearance`: weighted least squares on
-            the front-face pixels) instead of Deng et al.'s ambient light and mean albedo; skipped
-            when ``init`` coefficients are given to :func:`fit`. The photometric loss then starts
+            the front-face pixels) instead of Deng et al.'s ambient light and mean albedo, or
+            instead of the light and albedo of ``init`` coefficients (e.g. an R-Net's regression);
+            skipped when ``gamma`` or ``tex`` is ``fixed``. The photometric loss then starts
             near where the paper's first 15 steps take it, so fewer steps reach the same fit.
         cull_backfaces: the photometric stage rasterizes only the triangles that face the camera
             (counter-clockwise on screen). A closed, consistently wound mesh never shows a back
@@ -633,7 +634,7 @@ def _fit(model: MorphableModel, images: Tensor | None, lm2d: Tensor, cfg: FitCon
         # faces, a starting point) for the closed-form appearance of models with their own normals table.
         rows_render = _PhotometricRenderer(model, cull_backfaces=cfg.cull_backfaces)
         fast = None if cfg.antialias or model.normals_from_table else rows_render
-        if cfg.appearance_init and init is None:
+        if cfg.appearance_init and not {"gamma", "tex"} & set(fixed):
             gamma, tex = rows_render.appearance(c, photo_cam, photo_images, att)
             with torch.no_grad():
                 params["gamma"].copy_(gamma)

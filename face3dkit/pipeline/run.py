@@ -50,7 +50,7 @@ from face3dkit.align import align_image
 from face3dkit.align.template import template_5p_from_model
 from face3dkit.fit import FitConfig, FitResult, QualityThresholds, assess_fit, fit, yaw_pitch_roll_degrees
 from face3dkit.geometry import PerspectiveCamera
-from face3dkit.io import ImageReadError, load_image, scan_images
+from face3dkit.io import ImageReadError, file_sha256, load_image, scan_images
 from face3dkit.io.atomic import clean_temp_files
 from face3dkit.landmarks import FaceLandmarks, LandmarkDetector, lm68_to_lm5, make_detector, select_faces
 from face3dkit.model import Coefficients, MorphableModel, load_model
@@ -110,8 +110,9 @@ class ReconstructConfig:
             four times the baking and PNG time.
         method: ``'fit'`` (analysis-by-synthesis from the POS pose, :func:`face3dkit.fit.fit`),
             ``'rnet'`` (the coefficients an R-Net regresses from the crop, no optimisation) or
-            ``'rnet+fit'`` (the fit started from the R-Net's coefficients instead of POS and Deng
-            et al.'s mean appearance).
+            ``'rnet+fit'`` (the fit started from the R-Net's coefficients instead of POS; its
+            photometric stage, as ``'fit'``'s, from the closed-form light and albedo of the landmark
+            stage's geometry: ``FitConfig.appearance_init``).
         rnet: the R-Net checkpoint for ``'rnet'`` / ``'rnet+fit'`` (:meth:`face3dkit.nets.RNet.load`:
             one written by face3dkit, or a Deep3DFaceRecon_pytorch ``epoch_*.pth`` for the BFM).
         same_person: every face of the run is one person (Deng et al.'s image-set reconstruction):
@@ -261,14 +262,6 @@ def _sha256_tensors(model: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-def _sha256_file(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def face_settings(cfg: ReconstructConfig, model: MorphableModel,
                   detector_given: LandmarkDetector | None = None, inputs: Sequence[str] | None = None
                   ) -> dict[str, Any]:
@@ -299,16 +292,16 @@ def face_settings(cfg: ReconstructConfig, model: MorphableModel,
         "landmarks_dir": os.path.abspath(cfg.landmarks_dir) if cfg.landmarks_dir else None,
         "faces": cfg.faces,
         "identity_net": os.path.abspath(cfg.identity_net) if cfg.identity_net else None,
-        "identity_net_sha256": _sha256_file(cfg.identity_net) if cfg.identity_net else None,
+        "identity_net_sha256": file_sha256(cfg.identity_net) if cfg.identity_net else None,
         "fit": json.loads(json.dumps(asdict(cfg.fit), default=str)),
         "texture_size": cfg.texture_size,
         # Only when an R-Net takes part, so results of the fit alone keep their fingerprint.
         **({"method": cfg.method, "rnet": os.path.abspath(cfg.rnet) if cfg.rnet else None,
-            "rnet_sha256": _sha256_file(cfg.rnet) if cfg.rnet else None} if cfg.method != "fit" else {}),
+            "rnet_sha256": file_sha256(cfg.rnet) if cfg.rnet else None} if cfg.method != "fit" else {}),
         **({"same_person": True, "same_person_inputs": hashlib.sha256(
                 "\n".join(sorted(inputs or ())).encode()).hexdigest()[:16],
             "cnet": os.path.abspath(cfg.cnet) if cfg.cnet else None,
-            "cnet_sha256": _sha256_file(cfg.cnet) if cfg.cnet else None} if cfg.same_person else {}),
+            "cnet_sha256": file_sha256(cfg.cnet) if cfg.cnet else None} if cfg.same_person else {}),
     }
 
 
