@@ -38,8 +38,7 @@ from face3dkit.model.coefficients import Coefficients
 from face3dkit.model.morphable import MorphableModel
 from face3dkit.regress.hybrid import HybridLossConfig, hybrid_loss
 from face3dkit.regress.synthetic import SyntheticFaces, batch_generator, render_synthetic, sample_coefficients
-from face3dkit.regress.train import read_run_checkpoint
-from face3dkit.regress.train import write_metrics_csv as _write_metrics
+from face3dkit.regress.train import read_run_checkpoint, write_metrics_csv
 
 __all__ = ["CNetRunError", "CNetTrainConfig", "aggregate_coefficients", "cnet_loss", "cnet_train_step",
            "identity_sets", "train_cnet"]
@@ -248,7 +247,7 @@ def train_cnet(out: str | os.PathLike, cfg: CNetTrainConfig | None = None, resum
         with atomic_open(ckpt) as f:
             torch.save({"net": cnet.state_dict(), "opt": opt.state_dict(), "step": step, "metrics": rows,
                         "config": asdict(cfg), "rnet_sha256": rnet_sha}, f)
-        _write_metrics(out / "metrics.csv", rows)
+        write_metrics_csv(out / "metrics.csv", rows)
 
     t0 = time.perf_counter()
     for step in range(start, cfg.steps):
