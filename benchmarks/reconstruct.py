@@ -237,7 +237,13 @@ def main() -> None:
     p.add_argument("--short-iters", type=int, default=10, help="photometric steps of rnet+fit-short")
     p.add_argument("--rnet-steps", nargs="*", default=[], metavar="L/P",
                    help="more rnet+fit rows with L landmark and P photometric steps each (e.g. 150/10 80/5); "
-                        "L/P@S: the photometric stage at S px (FitConfig.photo_size)")
+                        "L/P@S: the photometric stage at S px (FitConfig.photo_size); L/P@S:F: and on a mesh of F "
+                        "triangles (FitConfig.photo_faces, 0: full); L/P@S:F:K: rasterized every K steps "
+                        "(FitConfig.photo_raster_every)")
+    p.add_argument("--fit-steps", nargs="*", default=[], metavar="L/P",
+                   help="more fit rows (no R-Net) with the steps of an --rnet-steps spec (e.g. 150/40@64:10000)")
+    p.add_argument("--rnet-start", choices=["pose", "all"], nargs="*", default=["pose"],
+                   help="ReconstructConfig.rnet_start of the rnet+fit rows (several: a row set for each)")
     p.add_argument("--rnet-appearance", choices=["closed", "rnet"], default="closed",
                    help="rnet+fit's photometric start: the closed-form light and albedo (FitConfig.appearance_init) "
                         "or the R-Net's own")
@@ -303,22 +309,18 @@ def main() -> None:
     if args.previous:  # the defaults before the closed-form appearance initialisation
         settings.append(("previous", dataclasses.replace(fit_cfg, appearance_init=False, photo_iters=50,
                                                          cull_backfaces=False)))
-    if args.rnet:  # the learned methods beside the fit (same photos, same detector)
-        r_cfg = dataclasses.replace(fit_cfg, appearance_init=args.rnet_appearance == "closed")
-        settings += [("rnet", fit_cfg), ("rnet+fit", r_cfg),
-                     ("rnet+fit-short", dataclasses.replace(r_cfg, landmark_iters=args.short_landmark_iters,
-                                                            photo_iters=args.short_iters))]
-        for spec in args.rnet_steps:
-            settings.append((f"rnet+fit {spec}", steps_config(r_cfg, spec)))
+    extra = method_settings(args, fit_cfg)
+    settings += [(name, f_cfg) for name, f_cfg, _, _ in extra]
+    how = {name: (method, start) for name, _, method, start in extra}
     for setting, f_cfg in settings:
         for name, det in runs:
             f_run = f_cfg
             if name == "true landmarks":  # projections of the fixed landmark vertices: the 3D contour convention
                 f_run = dataclasses.replace(f_cfg, landmark_convention="3d")
                 det.i = 0
-            method = "rnet+fit" if setting.startswith("rnet+fit") else "rnet" if setting == "rnet" else "fit"
+            method, start = how.get(setting, ("fit", "pose"))
             run_cfg = ReconstructConfig(device=args.device, batch_size=args.batch_size, fit=f_run, threads=args.threads,
-                                        method=method, rnet=args.rnet if method != "fit" else None)
+                                        method=method, rnet=args.rnet if method != "fit" else None, rnet_start=start)
             with tempfile.TemporaryDirectory() as tmp:
                 s = reconstruct(imgs, tmp, run_cfg, model=model, detector=det)
             row = evaluate(cpu_model, s, truth, lms, cpu_fit)
@@ -367,12 +369,37 @@ def main() -> None:
         real_photos(model, args.photos, args)
 
 
+def method_settings(args, fit_cfg: FitConfig) -> list[tuple[str, FitConfig, str, str]]:
+    """The rows beside the default fit: (name, FitConfig, method, ReconstructConfig.rnet_start) for
+    ``--fit-steps`` and, with ``--rnet``, the regression and the fits from it for each ``--rnet-start``."""
+    rows = [(f"fit {spec}", steps_config(fit_cfg, spec), "fit", "pose") for spec in args.fit_steps]
+    if not args.rnet:
+        return rows
+    r_cfg = dataclasses.replace(fit_cfg, appearance_init=args.rnet_appearance == "closed")
+    rows.append(("rnet", fit_cfg, "rnet", "pose"))
+    for start in args.rnet_start:
+        tag = "" if args.rnet_start == ["pose"] else f" [start {start}]"
+        rows += [(f"rnet+fit{tag}", r_cfg, "rnet+fit", start),
+                 (f"rnet+fit-short{tag}", dataclasses.replace(r_cfg, landmark_iters=args.short_landmark_iters,
+                                                               photo_iters=args.short_iters), "rnet+fit", start)]
+        rows += [(f"rnet+fit{tag} {spec}", steps_config(r_cfg, spec), "rnet+fit", start) for spec in args.rnet_steps]
+    return rows
+
+
 def steps_config(cfg: FitConfig, spec: str) -> FitConfig:
-    """``cfg`` with the steps of an ``--rnet-steps`` spec ``L/P`` or ``L/P@S``."""
-    steps, _, size = spec.partition("@")
+    """``cfg`` with the steps of an ``--rnet-steps`` spec ``L/P``, ``L/P@S``, ``L/P@S:F`` or
+    ``L/P@S:F:K`` (F: the photometric mesh's triangles, FitConfig.photo_faces, 0 = the full mesh;
+    K: FitConfig.photo_raster_every)."""
+    steps, _, rest = spec.partition("@")
+    size, _, rest = rest.partition(":")
+    faces, _, every = rest.partition(":")
     n_lm, _, n_ph = steps.partition("/")
     out = dataclasses.replace(cfg, landmark_iters=int(n_lm), photo_iters=int(n_ph))
-    return dataclasses.replace(out, photo_size=int(size)) if size else out
+    if size:
+        out = dataclasses.replace(out, photo_size=int(size))
+    if faces:
+        out = dataclasses.replace(out, photo_faces=int(faces) or None)
+    return dataclasses.replace(out, photo_raster_every=int(every)) if every else out
 
 
 def real_photos(model, extra: list[str], args) -> None:
@@ -384,24 +411,16 @@ def real_photos(model, extra: list[str], args) -> None:
     paths = sorted(str(p) for p in (root / "assets" / "examples").glob("*.jpg")) + list(extra)
     if not paths:
         return
-    methods = [("fit", FitConfig())]
-    if args.rnet:
-        r_cfg = FitConfig(appearance_init=args.rnet_appearance == "closed")
-        methods += [("rnet", FitConfig()), ("rnet+fit", r_cfg),
-                    ("rnet+fit-short", dataclasses.replace(r_cfg, landmark_iters=args.short_landmark_iters,
-                                                           photo_iters=args.short_iters))]
-        for spec in args.rnet_steps:
-            methods.append((f"rnet+fit {spec}", steps_config(r_cfg, spec)))
+    methods = [("fit", FitConfig(), "fit", "pose")] + method_settings(args, FitConfig())
     det = make_detector("dlib")
     fit_pose: dict[str, np.ndarray] = {}
     print(f"\n# real photos ({len(paths)} photos, dlib, every output written)")
     print("| method | photo | fitted vs detected NME % | yaw° | pitch° | roll° | max abs Δ pose vs fit ° | status "
           "| s/face |")
     print("|---|---|---|---|---|---|---|---|---|")
-    for name, f_cfg in methods:
-        method = "rnet+fit" if name.startswith("rnet+fit") else name
+    for name, f_cfg, method, start in methods:
         cfg = ReconstructConfig(device=args.device, batch_size=args.batch_size, threads=args.threads, fit=f_cfg,
-                                method=method, rnet=args.rnet if method != "fit" else None)
+                                method=method, rnet=args.rnet if method != "fit" else None, rnet_start=start)
         with tempfile.TemporaryDirectory() as tmp:
             s = reconstruct(paths, tmp, cfg, model=model, detector=det)
         per = s.seconds / max(len(s.results), 1)

@@ -191,6 +191,17 @@ class DeviceParam(click.ParamType):
               help="Photometric iterations (default 40, FitConfig.photo_iters).")
 @click.option("--landmark-iters", type=click.IntRange(min=0), default=None,
               help="Landmark/pose iterations (default 150).")
+@click.option("--fast", is_flag=True,
+              help="The fast photometric stage (FitConfig.fast): 64 px, the mesh decimated to 10,000 triangles, "
+                   "rasterized every 4th step; ~2.5x faster for a few per cent of accuracy (docs/benchmarks.md).")
+@click.option("--photo-size", type=click.IntRange(min=16), default=None,
+              help="Height (px) of the photometric stage's render [default 112; 64 with --fast].")
+@click.option("--photo-faces", type=click.IntRange(min=0), default=None,
+              help="Triangles of the photometric stage's mesh, a decimation of the model's on a subset of its "
+                   "vertices (0: the full mesh) [default: full; 10000 with --fast].")
+@click.option("--raster-every", type=click.IntRange(min=1), default=None,
+              help="Rasterize the photometric stage every K steps, keeping the visibility between "
+                   "[default 1; 4 with --fast].")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Faces fitted together.")
 @click.option("--save", default=",".join(("obj", "mat", "npz", "lm", "pose", "blendshapes", "png")), show_default=True,
               help="Comma-separated outputs: obj,mat,npz,lm,pose,blendshapes,png.")
@@ -219,6 +230,9 @@ class DeviceParam(click.ParamType):
 @click.option("--rnet", "rnet", type=click.Path(dir_okay=False), default=None,
               help="R-Net checkpoint for --method rnet / rnet+fit (face3dkit's, or Deep3DFaceRecon_pytorch "
                    "epoch_*.pth for the BFM).")
+@click.option("--rnet-start", type=click.Choice(["pose", "all"]), default="pose", show_default=True,
+              help="What rnet+fit takes from the regression: its pose (identity and expression from the prior "
+                   "mean, light and albedo in closed form) or all its coefficients.")
 @click.option("--same-person", is_flag=True,
               help="All faces of the run are one person: the R-Net (--rnet) regresses every face, identity and "
                    "albedo are aggregated over all of them (--cnet confidences, else the plain mean) and shared; "
@@ -232,10 +246,11 @@ class DeviceParam(click.ParamType):
 @fail_cleanly
 def reconstruct_cmd(inputs: tuple[str, ...], out: str, model_name: str, device: str, threads: int | None,
                     landmarks: str, landmarks_dir: str | None, faces: str, iters: int | None,
-                    landmark_iters: int | None, batch_size: int, save: str, recursive: bool, resume: bool,
+                    landmark_iters: int | None, fast: bool, photo_size: int | None, photo_faces: int | None,
+                    raster_every: int | None, batch_size: int, save: str, recursive: bool, resume: bool,
                     force: bool, redo_changed: bool, progress: bool, seed: int, identity_net: str | None,
                     contour: str, landmark_weight: float | None, texture_size: int, method: str | None,
-                    rnet: str | None, same_person: bool, cnet: str | None, strict: bool) -> None:
+                    rnet: str | None, rnet_start: str, same_person: bool, cnet: str | None, strict: bool) -> None:
     """Reconstruct every face in INPUTS (folders, images, or text files listing images).
 
     Per face: mesh (.obj + texture), coefficients (.mat with Deng et al.'s keys, .npz), 68 landmarks
@@ -276,7 +291,13 @@ def reconstruct_cmd(inputs: tuple[str, ...], out: str, model_name: str, device: 
         logging.getLogger("face3dkit").info(
             "%d CPU thread(s): %d physical core(s) available, %.0f%% of the CPUs busy with other work "
             "(--threads N to choose)", n_threads, physical_cores(), 100 * busy_fraction())
-    fit_cfg = FitConfig(seed=seed)
+    fit_cfg = FitConfig.fast(seed=seed) if fast else FitConfig(seed=seed)
+    if photo_size is not None:
+        fit_cfg.photo_size = photo_size
+    if photo_faces is not None:
+        fit_cfg.photo_faces = photo_faces or None
+    if raster_every is not None:
+        fit_cfg.photo_raster_every = raster_every
     if contour == "3d":
         fit_cfg = dataclasses.replace(fit_cfg, landmark_convention="3d")
     if iters is not None:
@@ -289,7 +310,7 @@ def reconstruct_cmd(inputs: tuple[str, ...], out: str, model_name: str, device: 
                             faces=faces, batch_size=batch_size, fit=fit_cfg, save=kinds, recursive=recursive,
                             resume=resume and not force, redo_changed=redo_changed, identity_net=identity_net,
                             threads=n_threads, texture_size=texture_size, method=method, rnet=rnet,
-                            same_person=same_person, cnet=cnet)
+                            same_person=same_person, cnet=cnet, rnet_start=rnet_start)
     summary = reconstruct(list(inputs), out, cfg, progress=progress)
     n = len(summary.results)
     rate = f", {summary.seconds / n:.2f} s/face" if n else ""

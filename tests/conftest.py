@@ -12,3 +12,18 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_face3dkit_cache(tmp_path_factory):
+    """face3dkit's on-disk cache (decimated meshes, face3dkit.model.lod) in a folder of this test
+    session, so the tests neither read nor write the user's ~/.cache."""
+    import os
+
+    old = os.environ.get("FACE3DKIT_CACHE_DIR")
+    os.environ["FACE3DKIT_CACHE_DIR"] = str(tmp_path_factory.mktemp("face3dkit-cache"))
+    yield
+    if old is None:
+        os.environ.pop("FACE3DKIT_CACHE_DIR", None)
+    else:
+        os.environ["FACE3DKIT_CACHE_DIR"] = old

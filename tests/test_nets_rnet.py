@@ -119,6 +119,21 @@ def test_save_load_and_reconstruct_methods(tmp_path):
     assert r.exit_code == 0, r.output
     fitted = np.load(tmp_path / "o2" / "face" / "face.npz")["coeffs"].reshape(-1)
     assert not np.allclose(fitted, biases)  # the fit moved from the regressed start
+    # What rnet+fit starts from (no step taken): all the regression, or its pose with the prior's shape.
+    pred = m.split(torch.from_numpy(biases)[None])
+    for start in ("all", "pose"):
+        out = tmp_path / f"start-{start}"
+        r = CliRunner().invoke(main, [*base[:4], "--landmark-iters", "0", "--iters", "0", *base[8:], "-o", str(out),
+                                      "--method", "rnet+fit", "--rnet", str(path), "--rnet-start", start])
+        assert r.exit_code == 0, r.output
+        got = m.split(torch.from_numpy(np.load(out / "face" / "face.npz")["coeffs"]).reshape(1, -1))
+        for k in ("angles", "trans", "tex", "gamma"):
+            torch.testing.assert_close(getattr(got, k), getattr(pred, k))
+        for k in ("id", "exp"):
+            want = getattr(pred, k) if start == "all" else torch.zeros_like(getattr(pred, k))
+            torch.testing.assert_close(getattr(got, k), want)
+        marker = json.loads((out / "face" / "face.done.json").read_text())
+        assert marker["settings"]["rnet_start"] == start
     bfm = RNet(BFM_LAYOUT, "resnet18").save(tmp_path / "bfm.pt")
     r = CliRunner().invoke(main, [*base, "-o", str(tmp_path / "o3"), "--method", "rnet", "--rnet", str(bfm)])
     assert r.exit_code == 1 and "does not fit model" in r.output and "Traceback" not in r.output

@@ -84,6 +84,26 @@ def test_reconstruct_all_good_exits_zero(scene, tmp_path):
         "face.done.json", "face_lm68.txt", "face_pose.json"]
 
 
+def test_reconstruct_fast_photometric_stage_is_recorded(scene, tmp_path):
+    """--fast sets FitConfig.fast's photometric stage (and the explicit options override it); a run
+    without it records no photo_faces / photo_raster_every, so results made before those fields
+    existed keep their settings fingerprint."""
+    root, lm_true = scene
+    base = ["reconstruct", str(root / "face.png"), "--landmarks", "file", "--landmark-iters", "30", "--iters", "8",
+            "--save", "pose,lm", "--no-progress"]
+    r = CliRunner().invoke(main, base + ["-o", str(tmp_path / "fast"), "--fast", "--raster-every", "2"])
+    assert r.exit_code == 0, r.output
+    fit_settings = json.loads((tmp_path / "fast" / "face" / "face.done.json").read_text())["settings"]["fit"]
+    got = (fit_settings["photo_size"], fit_settings["photo_faces"], fit_settings["photo_raster_every"])
+    assert got == (64, 10000, 2)
+    assert np.abs(np.loadtxt(tmp_path / "fast" / "face" / "face_lm68.txt") - lm_true).mean() < 3.0
+    r = CliRunner().invoke(main, base + ["-o", str(tmp_path / "plain")])
+    assert r.exit_code == 0, r.output
+    fit_settings = json.loads((tmp_path / "plain" / "face" / "face.done.json").read_text())["settings"]["fit"]
+    assert fit_settings["photo_size"] == 112 and "photo_faces" not in fit_settings
+    assert "photo_raster_every" not in fit_settings
+
+
 def test_reconstruct_bad_options(tmp_path):
     r = CliRunner().invoke(main, ["reconstruct", str(tmp_path / "missing"), "-o", str(tmp_path / "o")])
     assert r.exit_code == 1 and "missing: no such file" in r.output

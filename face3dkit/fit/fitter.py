@@ -20,6 +20,10 @@ Stages (batched over faces, CPU or CUDA, deterministic for a seed):
    It starts from the closed-form SH light and albedo of the landmark stage's geometry
    (:mod:`face3dkit.fit.appearance`), not from the ambient light and mean albedo, and takes 40 Adam
    steps (Deng et al.'s start needed 50 for the same accuracy: ``benchmarks/reconstruct.py --previous``).
+   :meth:`FitConfig.fast` makes a step ~3x cheaper: the render at 64 px, on the model decimated to
+   10,000 triangles (a subset of its vertices, so the same coefficients:
+   :func:`face3dkit.model.lod_faces`) and rasterized every 4th step only (the visibility kept
+   between, the barycentrics recomputed from the moving vertices).
 """
 
 from __future__ import annotations
@@ -89,6 +93,15 @@ class FitConfig:
         photo_size: height in pixels at which the photometric stage renders and compares (the
             crop is area-averaged to it and the camera scaled); None = the crop's own size. The
             photometric loss is a mean over face pixels, so its weight does not depend on it.
+        photo_faces: triangles of the mesh the photometric stage renders (a decimation of the
+            model's on a subset of its vertices, :func:`face3dkit.model.lod_faces`: same
+            coefficients, same landmarks), or None for the model's own mesh. The final render uses
+            the full mesh. A step's cost follows the triangle count once the image is small.
+        photo_raster_every: rasterize the photometric stage's mesh at every k-th step only and keep
+            that visibility (which triangle covers each pixel, the front-face mask) for the steps
+            between; the image and its gradients still follow the current vertices (barycentrics are
+            recomputed). 1 = every step (exact). Ignored with ``antialias`` and for models with
+            their own normals table.
         lr_landmark, lr_photo: Adam learning rates of the two stages.
         weights: loss weights (paper defaults).
         skin_model: skin colour model name for the photometric attention (``'jones_rehg'`` or
@@ -156,6 +169,8 @@ class FitConfig:
     landmark_iters: int = 150
     photo_iters: int = 40
     photo_size: int | None = 112
+    photo_faces: int | None = None
+    photo_raster_every: int = 1
     lr_landmark: float = 0.05
     lr_photo: float = 0.01
     weights: LossWeights = field(default_factory=LossWeights)
@@ -185,11 +200,23 @@ class FitConfig:
                              f"got {self.landmark_loss!r}")
         if self.photo_size is not None and self.photo_size < 16:
             raise ValueError(f"FitConfig.photo_size must be None or >= 16 pixels, got {self.photo_size}")
+        if self.photo_faces is not None and self.photo_faces < 1:
+            raise ValueError(f"FitConfig.photo_faces must be None or >= 1 triangles, got {self.photo_faces}")
+        if self.photo_raster_every < 1:
+            raise ValueError(f"FitConfig.photo_raster_every must be >= 1 steps, got {self.photo_raster_every}")
         if not (self.eye_weight >= 0 and self.contour_weight >= 0):
             raise ValueError(f"FitConfig.eye_weight and contour_weight must be >= 0, got {self.eye_weight} and "
                              f"{self.contour_weight}")
         if not self.landmark_scale > 0:
             raise ValueError(f"FitConfig.landmark_scale must be > 0 pixels, got {self.landmark_scale}")
+
+    @classmethod
+    def fast(cls, **overrides: object) -> FitConfig:
+        """The fast photometric stage: 64 px, the model decimated to 10,000 triangles, rasterized
+        every 4th step (:attr:`photo_size`, :attr:`photo_faces`, :attr:`photo_raster_every`); about
+        2.5x less time per face than the defaults for a few per cent of landmark and shape
+        accuracy on the benchmark (docs/benchmarks.md). ``overrides``: any other fields."""
+        return cls(**{"photo_size": 64, "photo_faces": 10000, "photo_raster_every": 4, **overrides})
 
     @property
     def marching(self) -> bool:
@@ -312,8 +339,10 @@ class _PhotometricRenderer:
     of the rest, most of it in the backward of the vertex normals).
     """
 
-    def __init__(self, model: MorphableModel, cull_backfaces: bool = False) -> None:
-        faces = model.faces
+    def __init__(self, model: MorphableModel, cull_backfaces: bool = False, faces: Tensor | None = None) -> None:
+        """``faces``: (F', 3) triangles on the model's vertices to render instead of ``model.faces``
+        (a decimated mesh: :func:`face3dkit.model.lod_faces`); vertices they do not use are skipped."""
+        faces = model.faces if faces is None else faces.to(model.faces.device).long()
         self.model = model
         self.cull_backfaces = cull_backfaces
         self.front = model.front_mask[faces].all(-1)  # (F,) faces in the loss
@@ -325,38 +354,54 @@ class _PhotometricRenderer:
         local[self.rows] = torch.arange(self.rows.numel(), device=faces.device)
         self.ring_faces = local[faces[ring]]  # (Fr, 3) in the rows' numbering
         self.sub = model.rows(self.rows)
-        self.others = model.rows((local < 0).nonzero().squeeze(1))  # posed without gradients
+        used = torch.zeros(model.n_verts, dtype=torch.bool, device=faces.device)
+        used[faces.reshape(-1)] = True
+        self.others = model.rows((used & (local < 0)).nonzero().squeeze(1))  # posed without gradients
         # The render's vertices are [rows, others] (no scatter back into the model's order): the
         # faces renumbered to match, in their own order (same face ids, same depth-tie rule).
         order = torch.cat([self.rows, self.others.rows])
-        new_id = torch.empty_like(order)
+        new_id = torch.full((model.n_verts,), -1, dtype=torch.long, device=order.device)
         new_id[order] = torch.arange(order.numel(), device=order.device)
         self.faces = new_id[faces]
+        self._last: tuple[Tensor, Tensor, Fragments] | None = None  # visibility of the last rasterization
 
-    def _raster(self, c: Coefficients, camera: PerspectiveCamera) -> tuple[Tensor, Tensor, Tensor, Tensor, Fragments]:
+    def _raster(self, c: Coefficients, camera: PerspectiveCamera, reuse: bool = False
+                ) -> tuple[Tensor, Tensor, Tensor, Tensor, Fragments]:
         """Posed row points (B, R, 3) (differentiable), rotation (B, 3, 3), screen vertices in render
-        order (B, V, 3), the (B, H, W) bool front-face mask, and the rasterized fragments."""
+        order (B, V, 3), the (B, H, W) bool front-face mask, and the rasterized fragments.
+
+        ``reuse``: keep the previous call's visibility (which face covers each pixel, the mask and
+        the occluders' screen positions) instead of rasterizing again; the barycentrics, and so the
+        image and its gradients, are still those of the current vertices (see
+        :func:`face3dkit.render.interpolate`). Needs a previous call with the same batch and camera.
+        """
         from face3dkit.render import rasterize
 
         pts = self.sub.shape(c.id, c.exp)  # (B, R, 3)
         world, rot = pose_points(pts, c)
         screen_rows = camera.to_screen(world)
-        with torch.no_grad():
-            screen_others = camera.to_screen(self.others.posed_points(c)[0])
+        if reuse and self._last is not None and self._last[0].shape[0] == pts.shape[0]:
+            screen_others, front, frags = self._last
+        else:
+            with torch.no_grad():
+                screen_others = camera.to_screen(self.others.posed_points(c)[0])
+                screen = torch.cat([screen_rows.detach(), screen_others], 1)
+                frags = rasterize(screen, self.faces, camera.height_width, cull_backfaces=self.cull_backfaces)
+                face_id = frags.pix_to_face.clamp_min(0) % self.faces.shape[0]
+                front = (frags.pix_to_face >= 0) & self.front[face_id]
+            self._last = (screen_others, front, frags)
         screen = torch.cat([screen_rows, screen_others], 1)
-        frags = rasterize(screen.detach(), self.faces, camera.height_width, cull_backfaces=self.cull_backfaces)
-        face_id = frags.pix_to_face.clamp_min(0) % self.faces.shape[0]
-        front = (frags.pix_to_face >= 0) & self.front[face_id]
         return pts, rot, screen, front, frags
 
-    def __call__(self, c: Coefficients, camera: PerspectiveCamera) -> tuple[Tensor, Tensor]:
+    def __call__(self, c: Coefficients, camera: PerspectiveCamera, reuse: bool = False) -> tuple[Tensor, Tensor]:
         """Image (B, H, W, 3) and front-face mask (B, H, W, 1): inside the mask as
-        :func:`render_coefficients`, 0 outside (only masked pixels are interpolated)."""
+        :func:`render_coefficients`, 0 outside (only masked pixels are interpolated). ``reuse``:
+        the previous call's visibility (:meth:`_raster`)."""
         from face3dkit.model.morphable import vertex_normals
         from face3dkit.render import interpolate
         from face3dkit.shading.sh import sh_shade
 
-        pts, rot, screen, front, frags = self._raster(c, camera)
+        pts, rot, screen, front, frags = self._raster(c, camera, reuse)
         normals = rotate(vertex_normals(pts, self.ring_faces), rot)
         color = sh_shade(self.sub.albedo(c.tex), normals, c.gamma.to(pts.dtype))
         color_all = torch.cat([color, color.new_zeros((color.shape[0], screen.shape[1] - color.shape[1], 3))], 1)
@@ -632,7 +677,12 @@ def _fit(model: MorphableModel, images: Tensor | None, lm2d: Tensor, cfg: FitCon
                       else None)
         # The photometric renderer restricted to the loss's vertices; also used (its normals from the
         # faces, a starting point) for the closed-form appearance of models with their own normals table.
-        rows_render = _PhotometricRenderer(model, cull_backfaces=cfg.cull_backfaces)
+        lod = None
+        if cfg.photo_faces is not None and cfg.photo_faces < model.n_faces:
+            from face3dkit.model.lod import lod_faces
+
+            lod = lod_faces(model, cfg.photo_faces)
+        rows_render = _PhotometricRenderer(model, cull_backfaces=cfg.cull_backfaces, faces=lod)
         fast = None if cfg.antialias or model.normals_from_table else rows_render
         if cfg.appearance_init and not {"gamma", "tex"} & set(fixed):
             gamma, tex = rows_render.appearance(c, photo_cam, photo_images, att)
@@ -643,10 +693,10 @@ def _fit(model: MorphableModel, images: Tensor | None, lm2d: Tensor, cfg: FitCon
         # The reflectance prior sees the skin vertices only (exactly: it is masked to them).
         skin_rows = model.rows(model.skin_mask.nonzero().squeeze(1))
         skin = torch.ones(skin_rows.rows.numel(), dtype=torch.bool, device=dev)
-        for _ in range(cfg.photo_iters):
+        for step in range(cfg.photo_iters):
             opt.zero_grad(set_to_none=True)
             if fast is not None:
-                img, mask = fast(c, photo_cam)
+                img, mask = fast(c, photo_cam, reuse=step % cfg.photo_raster_every != 0)
             else:
                 img, mask, _, _ = render_coefficients(model, c, photo_cam, cfg.antialias)
             terms = image_loss_terms(wts, photo_images, img, mask, att,

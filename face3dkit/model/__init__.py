@@ -6,6 +6,8 @@
   al.'s ``BFM_model_front.mat`` (``io.py``; errors are :class:`ModelFileError`).
 - :func:`convert_bfm2009` — raw BFM 2009 + expression basis → ``BFM_model_front.mat``
   (``bfm.py``, also ``python -m face3dkit.model.bfm``).
+- :func:`decimate_mesh` / :func:`lod_faces` — coarser triangle sets on a subset of a model's
+  vertices (quadric-error half-edge collapse; ``decimate.py``, ``lod.py``).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from face3dkit.model.coefficients import CoefficientLayout, Coefficients
+from face3dkit.model.decimate import decimate_mesh
 from face3dkit.model.files import (
     FORMAT_NAME,
     FORMAT_VERSION,
@@ -24,6 +27,7 @@ from face3dkit.model.files import (
     read_model_file,
     save_model,
 )
+from face3dkit.model.lod import lod_faces
 from face3dkit.model.morphable import (
     FaceOutput,
     ModelRows,
@@ -42,6 +46,8 @@ __all__ = [
     "vertex_normals",
     "face_normals",
     "build_vertex_faces",
+    "decimate_mesh",
+    "lod_faces",
     "load_model",
     "save_model",
     "read_model_file",

@@ -72,8 +72,8 @@ from face3dkit.runtime import resolve_device, threads_scope
 
 LOG = logging.getLogger("face3dkit.pipeline")
 
-__all__ = ["RECONSTRUCT_METHODS", "ReconstructConfig", "FaceResult", "Failure", "RunSummary", "SUMMARY_COLUMNS",
-           "face_settings", "reconstruct", "settings_fingerprint", "shard"]
+__all__ = ["RECONSTRUCT_METHODS", "RNET_STARTS", "ReconstructConfig", "FaceResult", "Failure", "RunSummary",
+           "SUMMARY_COLUMNS", "face_settings", "reconstruct", "settings_fingerprint", "shard"]
 
 
 @dataclass
@@ -130,6 +130,12 @@ class ReconstructConfig:
         cnet: optional C-Net checkpoint (:meth:`face3dkit.nets.CNet.load`, ``face3dkit train-cnet``'s
             ``cnet.pt``) for ``same_person``; it must fit the R-Net (feature channels) and the model
             (identity / albedo sizes).
+        rnet_start: what ``'rnet+fit'`` takes from the regression: ``'pose'`` (the default: rotation
+            and translation; identity and expression start at the prior mean, light and albedo in
+            closed form; with ``same_person`` the aggregated identity and albedo are kept) or
+            ``'all'`` (every coefficient). On the benchmark the shipped R-Net's pose is better than
+            POS's but its identity and expression are a worse start than the mean
+            (docs/benchmarks.md).
     """
 
     model: str = "default"
@@ -151,6 +157,11 @@ class ReconstructConfig:
     rnet: str | None = None
     same_person: bool = False
     cnet: str | None = None
+    rnet_start: str = "pose"
+
+
+#: What ``rnet+fit`` takes from the regression (:attr:`ReconstructConfig.rnet_start`).
+RNET_STARTS = ("pose", "all")
 
 
 @dataclass
@@ -244,7 +255,7 @@ def shard(items: Sequence[Any], rank: int | None = None, world: int | None = Non
 _RESULT_KEYS = ("model_sha256", "landmarks", "landmarks_dir", "faces", "identity_net_sha256", "fit", "texture_size")
 #: Result-deciding keys present only in some runs (an R-Net, same-person aggregation): fingerprinted
 #: when present, so the fingerprints of fits alone stay what they were.
-_OPTIONAL_RESULT_KEYS = ("method", "rnet_sha256", "same_person", "same_person_inputs", "cnet_sha256")
+_OPTIONAL_RESULT_KEYS = ("method", "rnet_sha256", "rnet_start", "same_person", "same_person_inputs", "cnet_sha256")
 
 
 def _result_core(settings: dict[str, Any]) -> dict[str, Any]:
@@ -293,16 +304,27 @@ def face_settings(cfg: ReconstructConfig, model: MorphableModel,
         "faces": cfg.faces,
         "identity_net": os.path.abspath(cfg.identity_net) if cfg.identity_net else None,
         "identity_net_sha256": file_sha256(cfg.identity_net) if cfg.identity_net else None,
-        "fit": json.loads(json.dumps(asdict(cfg.fit), default=str)),
+        "fit": _fit_settings(cfg.fit),
         "texture_size": cfg.texture_size,
         # Only when an R-Net takes part, so results of the fit alone keep their fingerprint.
         **({"method": cfg.method, "rnet": os.path.abspath(cfg.rnet) if cfg.rnet else None,
             "rnet_sha256": file_sha256(cfg.rnet) if cfg.rnet else None} if cfg.method != "fit" else {}),
+        **({"rnet_start": cfg.rnet_start} if cfg.method == "rnet+fit" else {}),
         **({"same_person": True, "same_person_inputs": hashlib.sha256(
                 "\n".join(sorted(inputs or ())).encode()).hexdigest()[:16],
             "cnet": os.path.abspath(cfg.cnet) if cfg.cnet else None,
             "cnet_sha256": file_sha256(cfg.cnet) if cfg.cnet else None} if cfg.same_person else {}),
     }
+
+
+#: FitConfig fields added after results were first fingerprinted, with the value that reproduces the
+#: results made before them: left out of the settings at that value, so those results keep their fingerprint.
+_FIT_FIELDS_ADDED = {"photo_faces": None, "photo_raster_every": 1}
+
+
+def _fit_settings(fit_cfg: FitConfig) -> dict[str, Any]:
+    d = json.loads(json.dumps(asdict(fit_cfg), default=str))
+    return {k: v for k, v in d.items() if not (k in _FIT_FIELDS_ADDED and v == _FIT_FIELDS_ADDED[k])}
 
 
 def settings_fingerprint(settings: dict[str, Any]) -> str:
@@ -509,7 +531,13 @@ def _solve(model: MorphableModel, imgs: torch.Tensor, lm: torch.Tensor, cfg: Rec
             pred = rnet.coefficients(imgs.permute(0, 3, 1, 2))
     t_regress = time.perf_counter() - t0
     if cfg.method == "rnet+fit":
-        res = fit(model, imgs, lm, cfg.fit, perceptual=perceptual, init=pred,
+        init = pred
+        if cfg.rnet_start == "pose":  # the regression's pose; the prior mean's shape (kept: an aggregate)
+            init = pred.clone()
+            init.exp = torch.zeros_like(init.exp)
+            if not cfg.same_person:
+                init.id = torch.zeros_like(init.id)
+        res = fit(model, imgs, lm, cfg.fit, perceptual=perceptual, init=init,
                   fixed=("id", "tex") if cfg.same_person else ())
         res.timings["regress"] = t_regress
         return res
@@ -596,6 +624,8 @@ def _check_config(cfg: ReconstructConfig) -> None:
         problems.append(f"method must be one of {', '.join(RECONSTRUCT_METHODS)}, got {cfg.method!r}")
     elif cfg.method != "fit" and not cfg.rnet:
         problems.append(f"method {cfg.method!r} needs an R-Net checkpoint (rnet= / --rnet PATH)")
+    if cfg.rnet_start not in RNET_STARTS:
+        problems.append(f"rnet_start must be one of {', '.join(RNET_STARTS)}, got {cfg.rnet_start!r}")
     if cfg.same_person:
         if not cfg.rnet:
             problems.append("same_person needs an R-Net checkpoint (rnet= / --rnet PATH) to regress every face")
