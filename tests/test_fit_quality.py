@@ -458,7 +458,7 @@ def test_photometric_renderer_on_a_decimated_mesh_keeps_mask_and_colours(model):
     iou = (a & b).sum() / (a | b).sum()
     diff = (img_a - img_b).abs().mean(-1)[a & b]
     assert iou > 0.99, float(iou)
-    assert diff.mean() < 0.05, float(diff.mean())  # measured 0.036 at 112 px (0.58 mean intensity)
+    assert diff.mean() < 0.02, float(diff.mean())  # measured 0.007 (per channel; 0.58 mean intensity)
 
 
 def test_fit_on_a_decimated_mesh_with_reused_visibility_matches_the_full_fit(model):

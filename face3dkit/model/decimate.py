@@ -37,7 +37,8 @@ _MIN_COS = 0.2  # a moved triangle's normal may turn by at most arccos(0.2) ~ 78
 
 
 def decimate_mesh(verts: np.ndarray, faces: np.ndarray, target_faces: int, labels: np.ndarray | None = None,
-                  locked: np.ndarray | None = None) -> np.ndarray:
+                  locked: np.ndarray | None = None, attributes: np.ndarray | None = None,
+                  attribute_weight: float = 1.0) -> np.ndarray:
     """Triangles of a coarser mesh on a subset of ``verts`` (half-edge collapses, quadric error).
 
     Args:
@@ -48,6 +49,13 @@ def decimate_mesh(verts: np.ndarray, faces: np.ndarray, target_faces: int, label
             another label never moves, so every output triangle keeps the labels of its corners
             and borders between labels stay where they are.
         locked: optional (V,) bool vertices that never move (they may still be collapsed onto).
+        attributes: optional (V, C) per-vertex attributes (e.g. albedo) kept too: a collapse also
+            costs ``attribute_weight`` times the attribute quadrics' error (the area-weighted squared
+            distance of ``v``'s attributes from each original triangle's linear attribute field at
+            ``v``, summed over the triangles ``v`` then stands for), so detail in the attributes
+            (brows, lips, the iris) keeps its vertices.
+        attribute_weight: weight of that term against the geometric error (area x distance^2, in
+            the units of ``verts``).
 
     Returns:
         (F', 3) int64 triangles indexing the original ``verts`` (F' <= F; unreferenced vertices are
@@ -109,9 +117,34 @@ def decimate_mesh(verts: np.ndarray, faces: np.ndarray, target_faces: int, label
         out.discard(x)
         return out
 
+    # Attribute quadrics (Garland & Heckbert 1998; Hoppe 1999): on each triangle each attribute
+    # channel c is a linear field a_c(p) = g_c . p + d_c (g_c in the triangle's plane); a vertex
+    # standing for the triangle costs area * (g_c . p_v + d_c - a_v,c)^2, a quadric in [p, a_c, 1].
+    if attributes is not None:
+        attr = np.asarray(attributes, dtype=np.float64).reshape(n_v, -1)
+        n_c = attr.shape[1]
+        e1, e2 = p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]
+        mat = np.stack([e1, e2, unit], 1)  # (F, 3, 3) rows: the two edges, the unit normal
+        ok = length[:, 0] > 0
+        mat[~ok] = np.eye(3)
+        a_f = attr[faces]  # (F, 3, C)
+        rhs = np.stack([a_f[:, 1] - a_f[:, 0], a_f[:, 2] - a_f[:, 0], np.zeros_like(a_f[:, 0])], 1)  # (F, 3, C)
+        grad = np.linalg.solve(mat, rhs)  # (F, 3, C): g_c per channel
+        d = a_f[:, 0] - np.einsum("fk,fkc->fc", p[:, 0], grad)  # (F, C)
+        kvec = np.concatenate([grad.transpose(0, 2, 1), -np.ones((len(faces), n_c, 1)), d[:, :, None]], 2)  # (F,C,5)
+        ka = (0.5 * length[:, 0] * ok)[:, None, None, None] * kvec[..., :, None] * kvec[..., None, :]  # (F,C,5,5)
+        aquad = np.zeros((n_v, n_c, 5, 5))
+        for k in range(3):
+            np.add.at(aquad, faces[:, k], ka)
+        w_attr = float(attribute_weight)
+
     def cost(u: int, v: int) -> float:
         h = hom[v]
-        return float(h @ (quad[u] + quad[v]) @ h)
+        c = float(h @ (quad[u] + quad[v]) @ h)
+        if attributes is not None:
+            x = np.concatenate([np.broadcast_to(verts[v], (n_c, 3)), attr[v][:, None], np.ones((n_c, 1))], 1)
+            c += w_attr * float(np.einsum("ci,cij,cj->", x, aquad[u] + aquad[v], x))
+        return c
 
     heap: list[tuple[float, int, int, int, int]] = []
 
@@ -165,6 +198,8 @@ def decimate_mesh(verts: np.ndarray, faces: np.ndarray, target_faces: int, label
         vf[u] = set()
         n_alive -= 2
         quad[v] += quad[u]
+        if attributes is not None:
+            aquad[v] += aquad[u]
         version[v] += 1  # every cost onto / from v changed (the others did not: topology is checked on pop)
         push_from(v)
     out = np.array([t for t, ok in zip(tri, alive, strict=True) if ok], dtype=np.int64).reshape(-1, 3)
