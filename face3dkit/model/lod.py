@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 __all__ = ["cache_dir", "lod_faces", "lod_labels"]
 
 _MEMO: dict[tuple[str, int], np.ndarray] = {}
-_VERSION = 2  # bump when the decimation changes: old cache files are then not read
+_VERSION = 3  # bump when the decimation changes: old cache files are then not read
 #: Weight of the mean albedo's attribute quadrics in the decimation's error (:func:`decimate_mesh`'s
 #: ``attribute_weight``): on the default model's 10,000-triangle level it keeps the brows, lips and
 #: irises and lowers the mean colour difference to the full mesh's render from 0.012 (geometry
