@@ -389,12 +389,15 @@ def method_settings(args, fit_cfg: FitConfig) -> list[tuple[str, FitConfig, str,
 def steps_config(cfg: FitConfig, spec: str) -> FitConfig:
     """``cfg`` with the steps of an ``--rnet-steps`` spec ``L/P``, ``L/P@S``, ``L/P@S:F`` or
     ``L/P@S:F:K`` (F: the photometric mesh's triangles, FitConfig.photo_faces, 0 = the full mesh;
-    K: FitConfig.photo_raster_every)."""
+    K: FitConfig.photo_raster_every); ``Lp``: the landmark stage fits the pose only
+    (FitConfig.fit_identity_in_landmark_stage = False)."""
     steps, _, rest = spec.partition("@")
     size, _, rest = rest.partition(":")
     faces, _, every = rest.partition(":")
     n_lm, _, n_ph = steps.partition("/")
-    out = dataclasses.replace(cfg, landmark_iters=int(n_lm), photo_iters=int(n_ph))
+    out = dataclasses.replace(cfg, landmark_iters=int(n_lm.removesuffix("p")), photo_iters=int(n_ph))
+    if n_lm.endswith("p"):  # Lp: the landmark stage fits the pose only
+        out = dataclasses.replace(out, fit_identity_in_landmark_stage=False)
     if size:
         out = dataclasses.replace(out, photo_size=int(size))
     if faces:

@@ -24,9 +24,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from face3dkit.fit import FitConfig
 from face3dkit.pipeline import ReconstructConfig, reconstruct
 
 ROOT = Path(__file__).resolve().parents[1]
+
+#: --methods: name -> (ReconstructConfig.method, FitConfig)
+METHODS = {"fit": ("fit", FitConfig()), "fit-fast": ("fit", FitConfig.fast()), "rnet": ("rnet", FitConfig()),
+           "rnet+fit": ("rnet+fit", FitConfig()), "rnet+fit-fast": ("rnet+fit", FitConfig.fast(landmark_iters=20, photo_iters=30))}
 
 
 def main() -> None:
@@ -35,8 +40,9 @@ def main() -> None:
     p.add_argument("--photos", nargs="+", default=None, help="photos instead of assets/examples")
     p.add_argument("--dst", default=None, help="figure path (default: docs/img/reconstruct_examples.png)")
     p.add_argument("--upscale", type=int, default=1, help="enlarge small --photos (e.g. 48 px dataset crops) first")
-    p.add_argument("--methods", nargs="+", default=None, choices=["fit", "rnet", "rnet+fit"],
-                   help="compare methods: crop | overlay of each method")
+    p.add_argument("--methods", nargs="+", default=None, choices=list(METHODS),
+                   help="compare methods: crop | overlay of each method (-fast: FitConfig.fast's photometric "
+                        "stage; rnet+fit-fast with 20 landmark and 30 photometric steps, as reconstruct --fast)")
     p.add_argument("--rnet", default=None, help="R-Net checkpoint for --methods rnet / rnet+fit")
     args = p.parse_args()
     if args.methods:
@@ -78,7 +84,9 @@ def compare_methods(args: argparse.Namespace) -> None:
     inputs = [str(ROOT / "assets" / "examples")] if not args.photos else list(args.photos)
     runs = []
     for m in args.methods:
-        cfg = ReconstructConfig(save=("png",), resume=False, method=m, rnet=args.rnet if m != "fit" else None)
+        method, fit_cfg = METHODS[m]
+        cfg = ReconstructConfig(save=("png",), resume=False, method=method, fit=fit_cfg,
+                                rnet=args.rnet if method != "fit" else None)
         summary = reconstruct(inputs, str(Path(args.out) / m.replace("+", "-")), cfg, progress=False)
         runs.append(_pictures(summary))
         print(f"{m}: {summary.seconds / max(len(summary.results), 1):.2f} s/face, "
