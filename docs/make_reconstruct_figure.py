@@ -31,7 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 #: --methods: name -> (ReconstructConfig.method, FitConfig)
 METHODS = {"fit": ("fit", FitConfig()), "fit-fast": ("fit", FitConfig.fast()), "rnet": ("rnet", FitConfig()),
-           "rnet+fit": ("rnet+fit", FitConfig()), "rnet+fit-fast": ("rnet+fit", FitConfig.fast(landmark_iters=20, photo_iters=30))}
+           "rnet+fit": ("rnet+fit", FitConfig()),
+           "rnet+fit-fast": ("rnet+fit", FitConfig.fast(landmark_iters=20, photo_iters=30))}
 
 
 def main() -> None:
