@@ -149,3 +149,18 @@ def test_fit_holds_fixed_blocks_at_their_start(model):
         fit(model, img, lm, cfg, camera=cam, init=start, fixed=("shape",))
     with pytest.raises(ValueError, match="need init"):
         fit(model, img, lm, cfg, camera=cam, fixed=("id",))
+
+
+def test_landmark_prior_scale_keeps_the_landmark_stage_shape_nearer_the_mean(model):
+    """FitConfig.landmark_prior_scale multiplies the identity / expression priors of the landmark
+    stage only: the fitted shape coefficients shrink, the landmarks are still followed."""
+    c, _, _, lm = _scene(model, 224, [20.0], seed=3)
+    out = {}
+    for scale in (1.0, 100.0):
+        r = fit_landmarks(model, lm, 224, FitConfig(landmark_iters=80, landmark_convention="3d",
+                                                   landmark_prior_scale=scale))
+        out[scale] = (float(r.coeffs.id.norm() + r.coeffs.exp.norm()), float(r.landmark_error.mean()))
+    assert out[100.0][0] < 0.5 * out[1.0][0], out
+    assert out[100.0][1] < 6.0, out  # pixels of a 224 crop: the pose still fits
+    with pytest.raises(ValueError, match="landmark_prior_scale"):
+        FitConfig(landmark_prior_scale=0.0)

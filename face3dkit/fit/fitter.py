@@ -102,6 +102,9 @@ class FitConfig:
             between; the image and its gradients still follow the current vertices (barycentrics are
             recomputed). 1 = every step (exact). Ignored with ``antialias`` and for models with
             their own normals table.
+        landmark_prior_scale: factor on the identity and expression priors in the landmark stage
+            only (1 = the paper's weights): larger keeps the shape nearer the mean while the pose is
+            fitted to the landmarks, leaving the shape to the photometric stage.
         lr_landmark, lr_photo: Adam learning rates of the two stages.
         weights: loss weights (paper defaults).
         skin_model: skin colour model name for the photometric attention (``'jones_rehg'`` or
@@ -171,6 +174,7 @@ class FitConfig:
     photo_size: int | None = 112
     photo_faces: int | None = None
     photo_raster_every: int = 1
+    landmark_prior_scale: float = 1.0
     lr_landmark: float = 0.05
     lr_photo: float = 0.01
     weights: LossWeights = field(default_factory=LossWeights)
@@ -202,6 +206,8 @@ class FitConfig:
             raise ValueError(f"FitConfig.photo_size must be None or >= 16 pixels, got {self.photo_size}")
         if self.photo_faces is not None and self.photo_faces < 1:
             raise ValueError(f"FitConfig.photo_faces must be None or >= 1 triangles, got {self.photo_faces}")
+        if not self.landmark_prior_scale > 0:
+            raise ValueError(f"FitConfig.landmark_prior_scale must be > 0, got {self.landmark_prior_scale}")
         if self.photo_raster_every < 1:
             raise ValueError(f"FitConfig.photo_raster_every must be >= 1 steps, got {self.photo_raster_every}")
         if not (self.eye_weight >= 0 and self.contour_weight >= 0):
@@ -633,8 +639,9 @@ def _fit(model: MorphableModel, images: Tensor | None, lm2d: Tensor, cfg: FitCon
     def landmark_loss(pred: Tensor, target: Tensor, weights: Tensor) -> Tensor:
         return robust_landmark_loss(pred, target, weights, cfg.landmark_loss, lm_scale)
 
-    def priors(c: Coefficients) -> dict[str, Tensor]:
-        return {"coefficient": coefficient_regularization(c.id, c.exp, c.tex, wts.coef_id, wts.coef_exp, wts.coef_tex)}
+    def priors(c: Coefficients, scale: float = 1.0) -> dict[str, Tensor]:
+        return {"coefficient": coefficient_regularization(c.id, c.exp, c.tex, scale * wts.coef_id,
+                                                          scale * wts.coef_exp, wts.coef_tex)}
 
     if init is None:
         c = Coefficients.zeros(model.layout, b, device=dev, dtype=dtype)
@@ -660,7 +667,8 @@ def _fit(model: MorphableModel, images: Tensor | None, lm2d: Tensor, cfg: FitCon
     opt = _Adam(stage2, lr=cfg.lr_landmark) if stage2 else None
     for _ in range(cfg.landmark_iters if opt is not None else 0):
         opt.zero_grad(set_to_none=True)
-        loss = wts.combine({"landmark": landmark_loss(reduce(project_lm(c)), lm2d, lw), **priors(c)})[0]
+        loss = wts.combine({"landmark": landmark_loss(reduce(project_lm(c)), lm2d, lw),
+                            **priors(c, cfg.landmark_prior_scale)})[0]
         loss.backward()
         opt.step()
         project()
