@@ -390,18 +390,24 @@ def steps_config(cfg: FitConfig, spec: str) -> FitConfig:
     """``cfg`` with the steps of an ``--rnet-steps`` spec ``L/P``, ``L/P@S``, ``L/P@S:F`` or
     ``L/P@S:F:K`` (F: the photometric mesh's triangles, FitConfig.photo_faces, 0 = the full mesh;
     K: FitConfig.photo_raster_every); ``Lp``: the landmark stage fits the pose only
-    (FitConfig.fit_identity_in_landmark_stage = False); ``PxR``: P photometric steps and the landmark
-    stage's shape prior times R (FitConfig.landmark_prior_scale)."""
+    (FitConfig.fit_identity_in_landmark_stage = False); P may carry ``xR`` (the landmark stage's
+    shape prior times R: FitConfig.landmark_prior_scale) and ``sF`` (the landmark stage's identity and
+    expression times F before the photometric stage: FitConfig.photo_shape_shrink)."""
+    import re
+
     steps, _, rest = spec.partition("@")
     size, _, rest = rest.partition(":")
     faces, _, every = rest.partition(":")
     n_lm, _, n_ph = steps.partition("/")
-    out = dataclasses.replace(cfg, landmark_iters=int(n_lm.removesuffix("p")), photo_iters=int(n_ph.partition("x")[0]))
+    m = re.fullmatch(r"(\d+)((?:[xs][\d.]+)*)", n_ph)
+    if m is None:
+        raise SystemExit(f"bad steps spec {spec!r}")
+    mods = dict(re.findall(r"([xs])([\d.]+)", m.group(2)))
+    out = dataclasses.replace(cfg, landmark_iters=int(n_lm.removesuffix("p")), photo_iters=int(m.group(1)),
+                              landmark_prior_scale=float(mods.get("x", 1.0)),
+                              photo_shape_shrink=float(mods.get("s", 1.0)))
     if n_lm.endswith("p"):  # Lp: the landmark stage fits the pose only
         out = dataclasses.replace(out, fit_identity_in_landmark_stage=False)
-    if "x" in n_ph:  # P x R: the landmark stage's shape prior times R
-        n_ph, _, scale = n_ph.partition("x")
-        out = dataclasses.replace(out, photo_iters=int(n_ph), landmark_prior_scale=float(scale))
     if size:
         out = dataclasses.replace(out, photo_size=int(size))
     if faces:

@@ -164,3 +164,21 @@ def test_landmark_prior_scale_keeps_the_landmark_stage_shape_nearer_the_mean(mod
     assert out[100.0][1] < 6.0, out  # pixels of a 224 crop: the pose still fits
     with pytest.raises(ValueError, match="landmark_prior_scale"):
         FitConfig(landmark_prior_scale=0.0)
+
+
+def test_photo_shape_shrink_scales_the_landmark_stage_shape_but_not_fixed_blocks(model):
+    """FitConfig.photo_shape_shrink multiplies the landmark stage's identity and expression before
+    the photometric stage (here one step at a negligible learning rate, so the result is the start)."""
+    c, cam, img, lm = _scene(model, 112, [15.0], seed=5)
+    base = FitConfig(landmark_iters=40, photo_iters=1, lr_photo=1e-12, landmark_convention="3d", photo_size=None)
+    lm_only = fit_landmarks(model, lm, 112, dataclasses.replace(base, photo_iters=0))
+    r = fit(model, img, lm, dataclasses.replace(base, photo_shape_shrink=0.25))
+    torch.testing.assert_close(r.coeffs.id, 0.25 * lm_only.coeffs.id, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(r.coeffs.exp, 0.25 * lm_only.coeffs.exp, rtol=1e-4, atol=1e-6)
+    start = face3dkit.Coefficients(**{k: v.clone() for k, v in lm_only.coeffs.as_dict().items()})
+    start.id = torch.full_like(start.id, 0.3)
+    r = fit(model, img, lm, dataclasses.replace(base, photo_shape_shrink=0.0), init=start, fixed=("id",))
+    assert torch.equal(r.coeffs.id, start.id)  # held fixed: not shrunk
+    assert float(r.coeffs.exp.abs().max()) < 1e-6
+    with pytest.raises(ValueError, match="photo_shape_shrink"):
+        FitConfig(photo_shape_shrink=1.5)

@@ -105,6 +105,10 @@ class FitConfig:
         landmark_prior_scale: factor on the identity and expression priors in the landmark stage
             only (1 = the paper's weights): larger keeps the shape nearer the mean while the pose is
             fitted to the landmarks, leaving the shape to the photometric stage.
+        photo_shape_shrink: factor on the identity and expression coefficients the landmark stage
+            found, applied before the photometric stage (shrinkage towards the prior mean; 1 = keep
+            them; blocks held ``fixed`` are not touched). The landmark stage also fits the detector's
+            errors; the photometric stage then re-fits the shape from nearer the mean.
         lr_landmark, lr_photo: Adam learning rates of the two stages.
         weights: loss weights (paper defaults).
         skin_model: skin colour model name for the photometric attention (``'jones_rehg'`` or
@@ -175,6 +179,7 @@ class FitConfig:
     photo_faces: int | None = None
     photo_raster_every: int = 1
     landmark_prior_scale: float = 1.0
+    photo_shape_shrink: float = 1.0
     lr_landmark: float = 0.05
     lr_photo: float = 0.01
     weights: LossWeights = field(default_factory=LossWeights)
@@ -206,6 +211,8 @@ class FitConfig:
             raise ValueError(f"FitConfig.photo_size must be None or >= 16 pixels, got {self.photo_size}")
         if self.photo_faces is not None and self.photo_faces < 1:
             raise ValueError(f"FitConfig.photo_faces must be None or >= 1 triangles, got {self.photo_faces}")
+        if not 0.0 <= self.photo_shape_shrink <= 1.0:
+            raise ValueError(f"FitConfig.photo_shape_shrink must be in [0, 1], got {self.photo_shape_shrink}")
         if not self.landmark_prior_scale > 0:
             raise ValueError(f"FitConfig.landmark_prior_scale must be > 0, got {self.landmark_prior_scale}")
         if self.photo_raster_every < 1:
@@ -675,6 +682,11 @@ def _fit(model: MorphableModel, images: Tensor | None, lm2d: Tensor, cfg: FitCon
         losses["landmark"].append(float(loss.detach()))
 
     lap("landmark")
+    if cfg.photo_iters > 0 and cfg.photo_shape_shrink != 1.0:
+        with torch.no_grad():  # towards the prior mean: the landmark stage fits the detector's errors too
+            for k in ("id", "exp"):
+                if k in params:
+                    params[k].mul_(cfg.photo_shape_shrink)
     render = mask = display = None
     if cfg.photo_iters > 0:
         photo_cam, photo_images, f = _photo_camera(cam, images, cfg.photo_size)
