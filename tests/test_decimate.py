@@ -112,9 +112,10 @@ def test_decimate_errors_and_no_op():
         decimate_mesh(verts[:, :2], faces, 10)
     with pytest.raises(ValueError, match="face indices"):
         decimate_mesh(verts, faces + len(verts), 10)
-    fan = np.array([[0, 1, 2], [0, 1, 3], [0, 1, 4]])
-    with pytest.raises(ValueError, match="non-manifold"):
-        decimate_mesh(np.random.default_rng(0).normal(size=(5, 3)), fan, 1)
+    # an edge of three triangles (a fin on the sphere): its vertices stay, the rest is decimated
+    fin = np.vstack([faces, [[faces[0, 0], faces[0, 1], len(verts)]]])
+    out = decimate_mesh(np.vstack([verts, [[2.0, 2.0, 2.0]]]), fin, 40)
+    assert out.shape[0] < fin.shape[0] and {int(faces[0, 0]), int(faces[0, 1]), len(verts)} <= set(out.ravel().tolist())
 
 
 def _sphere_model() -> MorphableModel:

@@ -16,9 +16,10 @@ instead of solving for a new position):
 * the cheapest valid collapse is taken from a heap (entries made stale by a later quadric change
   are skipped) until the mesh has ``target_faces`` triangles or no collapse is valid;
 * a collapse is valid when ``u`` is not locked (mesh boundaries: the mouth and eye openings, the
-  neck; vertices whose neighbours carry another label: region borders, the front-face border; the
-  caller's ``locked``), the edge passes the link condition (the one-rings of ``u`` and ``v`` share
-  exactly the edge's two opposite vertices: the mesh stays manifold, its topology unchanged), and
+  neck; edges of more than two triangles; vertices whose neighbours carry another label: region
+  borders, the front-face border; the caller's ``locked``), the edge passes the link condition
+  (the one-rings of ``u`` and ``v`` share exactly the edge's two opposite vertices: the mesh stays
+  manifold, its topology unchanged), and
   no moved triangle flips or degenerates (its normal turns by less than ~80°).
 
 Pure numpy + a Python heap (offline work: ~10 s for the default model's 42k triangles on one core;
@@ -43,7 +44,8 @@ def decimate_mesh(verts: np.ndarray, faces: np.ndarray, target_faces: int, label
 
     Args:
         verts: (V, 3) reference vertex positions (e.g. a model's mean shape).
-        faces: (F, 3) int triangles, consistently oriented, at most two triangles per edge.
+        faces: (F, 3) int triangles, consistently oriented (the vertices of edges shared by more
+            than two triangles, like those of boundary edges, are never moved).
         target_faces: stop when at most this many triangles remain (or no collapse is valid).
         labels: optional (V,) int vertex labels (regions, masks): a vertex with a neighbour of
             another label never moves, so every output triangle keeps the labels of its corners
@@ -62,7 +64,7 @@ def decimate_mesh(verts: np.ndarray, faces: np.ndarray, target_faces: int, label
         the removed ones), in the input's orientation.
 
     Raises:
-        ValueError: on shapes that do not match or an edge shared by more than two triangles.
+        ValueError: on shapes that do not match or face indices out of range.
     """
     verts = np.asarray(verts, dtype=np.float64)
     faces = np.asarray(faces, dtype=np.int64)
@@ -77,11 +79,8 @@ def decimate_mesh(verts: np.ndarray, faces: np.ndarray, target_faces: int, label
     # Edges: how many triangles share each (undirected) edge; boundary vertices are locked.
     e = np.sort(faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2), axis=1)
     uniq, counts = np.unique(e, axis=0, return_counts=True)
-    if counts.size and counts.max() > 2:
-        bad = uniq[counts > 2][0]
-        raise ValueError(f"decimate_mesh: non-manifold mesh, edge {tuple(bad)} is shared by {counts.max()} triangles")
     frozen = np.zeros(n_v, dtype=bool)
-    frozen[uniq[counts == 1].reshape(-1)] = True
+    frozen[uniq[counts != 2].reshape(-1)] = True  # boundary edges, and non-manifold ones (> 2 triangles)
     if locked is not None:
         frozen |= np.asarray(locked, dtype=bool)
     if labels is not None:
