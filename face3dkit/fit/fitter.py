@@ -698,10 +698,10 @@ def _fit(model: MorphableModel, images: Tensor | None, lm2d: Tensor, cfg: FitCon
         # The photometric renderer restricted to the loss's vertices; also used (its normals from the
         # faces, a starting point) for the closed-form appearance of models with their own normals table.
         lod = None
-        if cfg.photo_faces is not None and cfg.photo_faces < model.n_faces:
+        if cfg.photo_faces is not None:
             from face3dkit.model.lod import lod_faces
 
-            lod = lod_faces(model, cfg.photo_faces)
+            lod = lod_faces(model, cfg.photo_faces)  # the model's own faces at or above its count
         rows_render = _PhotometricRenderer(model, cull_backfaces=cfg.cull_backfaces, faces=lod)
         fast = None if cfg.antialias or model.normals_from_table else rows_render
         if cfg.appearance_init and not {"gamma", "tex"} & set(fixed):

@@ -6,10 +6,11 @@
   :func:`scan_images` also reports what it left out (broken links, unreadable sub-folders).
 - :func:`save_image` — the one image writer (atomic); :mod:`face3dkit.io.atomic` — the one file
   writer (temporary file + rename) every module writes through.
-- :func:`file_sha256` — a file's content digest (:mod:`face3dkit.io.digest`).
+- :func:`file_sha256` / :func:`tensors_sha256` — content digests, :func:`user_cache_dir` — the
+  per-user cache folder (:mod:`face3dkit.io.digest`).
 """
 
-from face3dkit.io.digest import file_sha256
+from face3dkit.io.digest import file_sha256, tensors_sha256, user_cache_dir
 from face3dkit.io.image import (
     IMAGE_EXTENSIONS,
     ImageReadError,
@@ -22,4 +23,4 @@ from face3dkit.io.image import (
 )
 
 __all__ = ["IMAGE_EXTENSIONS", "ImageReadError", "ImageScan", "file_sha256", "list_images", "load_image", "save_image",
-           "scan_images", "to_rgb_uint8"]
+           "scan_images", "tensors_sha256", "to_rgb_uint8", "user_cache_dir"]

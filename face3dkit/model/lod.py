@@ -13,9 +13,6 @@ The decimation takes seconds, so results are memoised per process and cached on 
 
 from __future__ import annotations
 
-import hashlib
-import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,6 +20,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from face3dkit.io.atomic import atomic_write
+from face3dkit.io.digest import tensors_sha256, user_cache_dir
 from face3dkit.model.decimate import decimate_mesh
 
 if TYPE_CHECKING:
@@ -41,10 +40,7 @@ ALBEDO_WEIGHT = 1.0
 
 def cache_dir() -> Path:
     """``$FACE3DKIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/face3dkit``, else ``~/.cache/face3dkit``."""
-    if os.environ.get("FACE3DKIT_CACHE_DIR"):
-        return Path(os.environ["FACE3DKIT_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "face3dkit"
+    return user_cache_dir("face3dkit", "FACE3DKIT_CACHE_DIR")
 
 
 def lod_labels(model: MorphableModel) -> np.ndarray:
@@ -56,12 +52,9 @@ def lod_labels(model: MorphableModel) -> np.ndarray:
 
 
 def _digest(model: MorphableModel) -> str:
-    h = hashlib.sha256(f"lod-v{_VERSION}".encode())
-    for t in (model.mean_shape, model.faces, model.vertex_region, model.front_mask, model.skin_mask):
-        a = np.ascontiguousarray(t.detach().cpu().numpy())
-        h.update(str(a.dtype).encode() + str(a.shape).encode())
-        h.update(a.tobytes())
-    return h.hexdigest()[:20]
+    names = ("mean_shape", "faces", "vertex_region", "front_mask", "skin_mask")
+    return tensors_sha256([(f"lod-v{_VERSION}", torch.zeros(0))] +
+                          [(k, getattr(model, k)) for k in names])[:20]
 
 
 def lod_faces(model: MorphableModel, target_faces: int, cache: bool = True) -> Tensor:
@@ -100,13 +93,6 @@ def lod_faces(model: MorphableModel, target_faces: int, cache: bool = True) -> T
 
 def _write_atomic(path: Path, arr: np.ndarray) -> None:
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npy.tmp")
+        atomic_write(path, lambda fh: np.save(fh, arr.astype(np.int32)))
     except OSError:
-        return  # a read-only home: the decimation is only recomputed next time
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.save(fh, arr.astype(np.int32))
-        os.replace(tmp, path)
-    except OSError:
-        Path(tmp).unlink(missing_ok=True)
+        pass  # a read-only home: the decimation is only recomputed next time

@@ -50,7 +50,7 @@ from face3dkit.align import align_image
 from face3dkit.align.template import template_5p_from_model
 from face3dkit.fit import FitConfig, FitResult, QualityThresholds, assess_fit, fit, yaw_pitch_roll_degrees
 from face3dkit.geometry import PerspectiveCamera
-from face3dkit.io import ImageReadError, file_sha256, load_image, scan_images
+from face3dkit.io import ImageReadError, file_sha256, load_image, scan_images, tensors_sha256
 from face3dkit.io.atomic import clean_temp_files
 from face3dkit.landmarks import FaceLandmarks, LandmarkDetector, lm68_to_lm5, make_detector, select_faces
 from face3dkit.model import Coefficients, MorphableModel, load_model
@@ -264,15 +264,6 @@ def _result_core(settings: dict[str, Any]) -> dict[str, Any]:
     return core
 
 
-def _sha256_tensors(model: torch.nn.Module) -> str:
-    h = hashlib.sha256()
-    for name, t in sorted(model.state_dict().items()):
-        a = t.detach().cpu().contiguous()
-        h.update(f"{name}|{a.dtype}|{tuple(a.shape)}|".encode())
-        h.update(a.numpy().tobytes() if a.dtype != torch.bfloat16 else a.float().numpy().tobytes())
-    return h.hexdigest()
-
-
 def face_settings(cfg: ReconstructConfig, model: MorphableModel,
                   detector_given: LandmarkDetector | None = None, inputs: Sequence[str] | None = None
                   ) -> dict[str, Any]:
@@ -298,7 +289,7 @@ def face_settings(cfg: ReconstructConfig, model: MorphableModel,
         f"{type(detector_given).__module__}.{type(detector_given).__qualname__}"
     return {
         "model": cfg.model,
-        "model_sha256": _sha256_tensors(model),
+        "model_sha256": tensors_sha256(sorted(model.state_dict().items())),
         "landmarks": landmarks,
         "landmarks_dir": os.path.abspath(cfg.landmarks_dir) if cfg.landmarks_dir else None,
         "faces": cfg.faces,

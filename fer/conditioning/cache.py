@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from face3dkit.io.atomic import atomic_open
+from face3dkit.io.digest import user_cache_dir
 from fer.conditioning.table import GeometryTable
 
 __all__ = ["GeometryCache", "default_cache_dir", "settings_digest"]
@@ -27,10 +28,7 @@ def _n_exp(exp: np.ndarray | None) -> int | None:
 
 def default_cache_dir() -> Path:
     """``$FER_CACHE_DIR``, else ``$XDG_CACHE_HOME/fer``, else ``~/.cache/fer``."""
-    if os.environ.get("FER_CACHE_DIR"):
-        return Path(os.environ["FER_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "fer"
+    return user_cache_dir("fer", "FER_CACHE_DIR")
 
 
 def settings_digest(settings: dict[str, Any]) -> str:
