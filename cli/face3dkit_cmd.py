@@ -353,6 +353,9 @@ def reconstruct_cmd(inputs: tuple[str, ...], out: str, model_name: str, device: 
               default="resnet18", show_default=True, help="R-Net backbone (paper: resnet50; mobilenet_v2 for CPUs).")
 @click.option("--imagenet", type=click.Path(dir_okay=False, exists=True), default=None,
               help="torchvision ImageNet weights of the backbone (a .pth file).")
+@click.option("--init", default=None, metavar="RNET|default",
+              help="Start from this R-Net's weights (fine-tuning, e.g. the shipped 'default' on your photos); "
+                   "its backbone, layout and --input-size must match.")
 @click.option("--identity-net", type=click.Path(dir_okay=False, exists=True), default=None,
               help="insightface ArcFace backbone.pth: Deng et al.'s perceptual identity term (default: off).")
 @click.option("--steps", type=click.IntRange(min=1), default=1000, show_default=True,
@@ -378,7 +381,7 @@ def reconstruct_cmd(inputs: tuple[str, ...], out: str, model_name: str, device: 
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar.")
 @fail_cleanly
 def train_rnet_cmd(out: str, data: str, photo_fraction: float, detector: str, model_name: str, backbone: str,
-                   imagenet: str | None, identity_net: str | None, steps: int,
+                   imagenet: str | None, init: str | None, identity_net: str | None, steps: int,
                    batch_size: int, size: int, input_size: int | None, yaw: float, lr: float, supervised: float,
                    amp: str, seed: int, checkpoint_every: int, resume: bool, device: str, threads: int | None,
                    progress: bool) -> None:
@@ -403,8 +406,8 @@ def train_rnet_cmd(out: str, data: str, photo_fraction: float, detector: str, mo
     cfg = RNetTrainConfig(model=model_name, backbone=backbone, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
                           supervised=supervised, checkpoint_every=checkpoint_every,
                           data=SyntheticFaces(size=size, yaw_deg=yaw), input_size=input_size, imagenet=imagenet,
-                          amp=amp, device=dev, photos=photos, photo_fraction=photo_fraction, detector=detector,
-                          identity_net=identity_net)
+                          init=init, amp=amp, device=dev, photos=photos, photo_fraction=photo_fraction,
+                          detector=detector, identity_net=identity_net)
     main_rank = int(os.environ.get("RANK", "0")) == 0
     bar = None
     if progress and main_rank:

@@ -143,3 +143,25 @@ def test_train_rnet_command(tmp_path):
     assert "trained 2 steps" in r.output and (tmp_path / "run" / "rnet.pt").is_file()
     r = CliRunner().invoke(main, args)
     assert r.exit_code == 1 and "--resume" in r.output and "Traceback" not in r.output
+
+
+def test_train_rnet_init_starts_from_the_given_weights(tmp_path):
+    """``init`` copies an R-Net checkpoint's weights into the new run (after one step at a vanishing
+    learning rate the run's parameters are the given ones, not a fresh initialisation); a checkpoint of
+    another input size is refused in one line naming the file."""
+    from face3dkit.nets._checkpoint import CheckpointMismatchError
+    from face3dkit.regress import RNetTrainConfig, SyntheticFaces, train_rnet
+
+    base = RNetTrainConfig(steps=2, batch_size=2, lr=1e-3, data=SyntheticFaces(size=32))
+    train_rnet(tmp_path / "a", base)
+    start = RNet.load(tmp_path / "a" / "rnet.pt")
+    given = {k: v for k, v in start.named_parameters()}  # batch-norm statistics move with any step
+    tuned = RNetTrainConfig(**{**base.__dict__, "steps": 1, "lr": 1e-12, "seed": 5,
+                               "init": str(tmp_path / "a" / "rnet.pt")})
+    train_rnet(tmp_path / "b", tuned)
+    got = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["net"]
+    assert all(torch.allclose(got[k].float(), given[k].float(), atol=1e-6) for k in given)
+    assert not torch.equal(got["final_layers.1.weight"], torch.zeros_like(got["final_layers.1.weight"]))
+    bad = RNetTrainConfig(**{**tuned.__dict__, "input_size": 24})
+    with pytest.raises(CheckpointMismatchError, match=r"rnet\.pt.*input size"):
+        train_rnet(tmp_path / "c", bad)

@@ -68,6 +68,9 @@ class RNetTrainConfig:
         identity_net: an insightface ``backbone.pth`` (ArcFace iResNet) for Deng et al.'s perceptual
             identity term (:class:`face3dkit.losses.PerceptualLoss`); None: the term is off.
         imagenet: ImageNet weights of the backbone (a torchvision checkpoint path) or None.
+        init: an R-Net checkpoint (:meth:`face3dkit.nets.RNet.load`: a path or ``'default'``, the
+            shipped one) whose weights start the run (fine-tuning; a fresh optimiser); its backbone,
+            coefficient layout and input size must be this run's. None: random (or ``imagenet``).
         amp: ``'auto'``, ``'off'``, ``'bf16'``, ``'fp16'`` (:func:`face3dkit.regress.hybrid.autocast_dtype`).
         device: ``'cpu'``, ``'cuda'``, ``'auto'`` ... (under torchrun: each rank's own GPU).
     """
@@ -87,6 +90,7 @@ class RNetTrainConfig:
     detector: str = "dlib"
     input_size: int | None = None
     imagenet: str | None = None
+    init: str | None = None
     identity_net: str | None = None
     amp: str = "auto"
     device: str = "cpu"
@@ -155,6 +159,8 @@ def train_rnet(out: str | os.PathLike, cfg: RNetTrainConfig | None = None, resum
     with torch.random.fork_rng(devices=[]):  # the initial weights follow the seed; the global generator is left alone
         torch.manual_seed(cfg.seed)
         net = RNet(model.layout, cfg.backbone, imagenet_weights=cfg.imagenet, input_size=cfg.input_size).to(dev)
+    if state is None and cfg.init is not None:
+        _load_init(net, cfg.init)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     scaler = torch.amp.GradScaler(dev.type) if amp_dtype == torch.float16 else None
     rows: list[dict[str, float]] = []
@@ -238,6 +244,21 @@ def train_rnet(out: str | os.PathLike, cfg: RNetTrainConfig | None = None, resum
     finally:
         distributed.cleanup()
     return rows
+
+
+def _load_init(net: Any, source: str) -> None:
+    """Copy the weights of the R-Net checkpoint ``source`` into ``net`` (same backbone, layout and
+    input size, else a one-line error naming the file)."""
+    from face3dkit.nets import RNet
+    from face3dkit.nets._checkpoint import CheckpointMismatchError
+
+    start = RNet.load(source)
+    mine = (net.backbone_name, tuple(net.layout.sizes), net.input_size)
+    theirs = (start.backbone_name, tuple(start.layout.sizes), start.input_size)
+    if mine != theirs:
+        raise CheckpointMismatchError(f"{source}: R-Net (backbone, coefficient blocks, input size) {theirs} does not "
+                                      f"match this run's {mine}")
+    net.load_state_dict({k: v.to(dtype=net.state_dict()[k].dtype) for k, v in start.state_dict().items()})
 
 
 def _config_from_dict(d: dict[str, Any]) -> RNetTrainConfig:
