@@ -155,7 +155,7 @@ def test_train_rnet_init_starts_from_the_given_weights(tmp_path):
     base = RNetTrainConfig(steps=2, batch_size=2, lr=1e-3, data=SyntheticFaces(size=32))
     train_rnet(tmp_path / "a", base)
     start = RNet.load(tmp_path / "a" / "rnet.pt")
-    given = {k: v for k, v in start.named_parameters()}  # batch-norm statistics move with any step
+    given = dict(start.named_parameters())  # batch-norm statistics move with any step
     tuned = RNetTrainConfig(**{**base.__dict__, "steps": 1, "lr": 1e-12, "seed": 5,
                                "init": str(tmp_path / "a" / "rnet.pt")})
     train_rnet(tmp_path / "b", tuned)

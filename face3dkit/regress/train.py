@@ -258,7 +258,7 @@ def _load_init(net: Any, source: str) -> None:
     if mine != theirs:
         raise CheckpointMismatchError(f"{source}: R-Net (backbone, coefficient blocks, input size) {theirs} does not "
                                       f"match this run's {mine}")
-    net.load_state_dict({k: v.to(dtype=net.state_dict()[k].dtype) for k, v in start.state_dict().items()})
+    net.load_state_dict(start.state_dict())  # copied into net's own tensors (dtype and device kept)
 
 
 def _config_from_dict(d: dict[str, Any]) -> RNetTrainConfig:
