@@ -220,7 +220,7 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--iters", type=int, default=None, help="photometric iterations (default: FitConfig)")
     p.add_argument("--landmark-iters", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--detectors", nargs="*", default=["dlib"],
                    help="landmark backends to run (dlib, dlib-cnn, mtcnn); none: only the true landmarks")
     p.add_argument("--no-true", action="store_true", help="skip the run with the true landmarks")
@@ -430,7 +430,9 @@ def steps_config(cfg: FitConfig, spec: str) -> FitConfig:
     K: FitConfig.photo_raster_every); ``Lp``: the landmark stage fits the pose only
     (FitConfig.fit_identity_in_landmark_stage = False); P may carry ``xR`` (the landmark stage's
     shape prior times R: FitConfig.landmark_prior_scale) and ``sF`` (the landmark stage's identity and
-    expression times F before the photometric stage: FitConfig.photo_shape_shrink)."""
+    expression times F before the photometric stage: FitConfig.photo_shape_shrink); ``L+R>T``: R more
+    landmark steps for the faces whose residual after L is above T pixels of a 224 crop
+    (FitConfig.landmark_refine_iters / landmark_refine_above)."""
     import re
 
     steps, _, rest = spec.partition("@")
@@ -438,13 +440,17 @@ def steps_config(cfg: FitConfig, spec: str) -> FitConfig:
     faces, _, every = rest.partition(":")
     n_lm, _, n_ph = steps.partition("/")
     m = re.fullmatch(r"(\d+)((?:[xs][\d.]+)*)", n_ph)
-    if m is None:
+    lm_m = re.fullmatch(r"(\d+)(?:\+(\d+)>([\d.]+))?(p?)", n_lm)
+    if m is None or lm_m is None:
         raise SystemExit(f"bad steps spec {spec!r}")
     mods = dict(re.findall(r"([xs])([\d.]+)", m.group(2)))
-    out = dataclasses.replace(cfg, landmark_iters=int(n_lm.removesuffix("p")), photo_iters=int(m.group(1)),
+    if lm_m.group(2):  # L+R>T: R more landmark steps for faces whose residual is above T px
+        cfg = dataclasses.replace(cfg, landmark_refine_iters=int(lm_m.group(2)),
+                                  landmark_refine_above=float(lm_m.group(3)))
+    out = dataclasses.replace(cfg, landmark_iters=int(lm_m.group(1)), photo_iters=int(m.group(1)),
                               landmark_prior_scale=float(mods.get("x", 1.0)),
                               photo_shape_shrink=float(mods.get("s", 1.0)))
-    if n_lm.endswith("p"):  # Lp: the landmark stage fits the pose only
+    if lm_m.group(4):  # Lp: the landmark stage fits the pose only
         out = dataclasses.replace(out, fit_identity_in_landmark_stage=False)
     if size:
         out = dataclasses.replace(out, photo_size=int(size))

@@ -182,3 +182,32 @@ def test_photo_shape_shrink_scales_the_landmark_stage_shape_but_not_fixed_blocks
     assert float(r.coeffs.exp.abs().max()) < 1e-6
     with pytest.raises(ValueError, match="photo_shape_shrink"):
         FitConfig(photo_shape_shrink=1.5)
+
+
+def test_landmark_refinement_gives_far_faces_the_long_stage_and_leaves_the_others(model):
+    """FitConfig.landmark_refine_iters: faces whose residual after the short stage is above the
+    threshold end exactly where the long stage takes them in the whole batch; the others exactly
+    where the short stage left them. The residual is the mean landmark distance recomputed here
+    from the short fit's coefficients (3D convention: plain projections), in 224-crop pixels."""
+    c, cam, _, lm = _scene(model, 112, [-30.0, 0.0, 20.0, 35.0], seed=7)
+    g = torch.Generator().manual_seed(1)
+    lm = lm + torch.randn(lm.shape, generator=g) * torch.tensor([0.2, 3.0, 0.2, 3.0])[:, None, None]
+    base = FitConfig(landmark_iters=10, landmark_convention="3d")
+    short = fit_landmarks(model, lm, 112, base)
+    long = fit_landmarks(model, lm, 112, dataclasses.replace(base, landmark_iters=60))
+    with torch.no_grad():
+        resid = (model(short.coeffs, camera=cam).landmarks2d - lm).norm(dim=-1).mean(-1) * 2.0  # 112 -> 224 px
+    torch.testing.assert_close(short.landmark_stage_error, resid, rtol=1e-4, atol=1e-4)
+    thr = float(resid.sort().values[1:3].mean())  # two faces above, two below
+    cfg = dataclasses.replace(base, landmark_refine_iters=50, landmark_refine_above=thr)
+    ref = fit_landmarks(model, lm, 112, cfg)
+    far = resid > thr
+    assert far.sum() == 2 and torch.equal(ref.refined, far)
+    for k in ("id", "exp", "angles", "trans"):
+        a = getattr(ref.coeffs, k)
+        torch.testing.assert_close(a[far], getattr(long.coeffs, k)[far], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(a[~far], getattr(short.coeffs, k)[~far], rtol=0, atol=0)
+    torch.testing.assert_close(ref.landmark_stage_error, short.landmark_stage_error)
+    assert len(ref.losses["landmark_refine"]) == 50 and not short.refined.any()
+    with pytest.raises(ValueError, match="landmark_refine"):
+        FitConfig(landmark_refine_iters=-1)

@@ -33,7 +33,7 @@ import dataclasses
 import math
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -154,6 +154,14 @@ class FitConfig:
             neither set the starting pose nor pull the fit.
         landmark_scale: robust scale ``s`` in pixels of a 224 x 224 crop (rescaled with the crop
             size): points much closer than ``s`` count as in ``'l2'``, points much farther hardly.
+        landmark_refine_iters: after the ``landmark_iters`` steps, this many more for the faces
+            whose mean landmark residual (:attr:`FitResult.landmark_stage_error`) is above
+            ``landmark_refine_above``, each continuing its own optimiser state as if the others were
+            still in the batch (0 = no refinement). A short landmark stage from a good pose
+            (``rnet+fit``) keeps the shape near the prior, which suits faces the model describes
+            and leaves the others far from their points; those get the long stage.
+        landmark_refine_above: the residual threshold, pixels of a 224 x 224 crop (rescaled
+            with the crop); 0 refines every face.
         appearance_init: start the photometric stage from the closed-form SH light and albedo of the
             landmark stage's geometry (:mod:`face3dkit.fit.appearance`: weighted least squares on
             the front-face pixels) instead of Deng et al.'s ambient light and mean albedo, or
@@ -195,6 +203,8 @@ class FitConfig:
     contour_tangent_weight: float = 0.3
     landmark_loss: str = "gm"
     landmark_scale: float = ROBUST_SCALE_PX
+    landmark_refine_iters: int = 0
+    landmark_refine_above: float = 0.0
     appearance_init: bool = True
     cull_backfaces: bool = True
 
@@ -220,6 +230,9 @@ class FitConfig:
         if not (self.eye_weight >= 0 and self.contour_weight >= 0):
             raise ValueError(f"FitConfig.eye_weight and contour_weight must be >= 0, got {self.eye_weight} and "
                              f"{self.contour_weight}")
+        if self.landmark_refine_iters < 0 or not self.landmark_refine_above >= 0:
+            raise ValueError(f"FitConfig.landmark_refine_iters and landmark_refine_above must be >= 0, got "
+                             f"{self.landmark_refine_iters} and {self.landmark_refine_above}")
         if not self.landmark_scale > 0:
             raise ValueError(f"FitConfig.landmark_scale must be > 0 pixels, got {self.landmark_scale}")
 
@@ -252,12 +265,18 @@ class FitResult:
             self-occluded contour marched to the silhouette when ``contour_marching``).
         render: (B, H, W, 3) final render in [0, 1] (None when ``photo_iters == 0``).
         mask: (B, H, W, 1) coverage of the front-face region in the final render.
-        losses: per-stage list of total-loss values (for plots/tests).
+        losses: per-stage list of total-loss values (for plots/tests): ``'landmark'``,
+            ``'photometric'`` and, when faces were refined, ``'landmark_refine'`` (their subset's).
         landmark_error: (B,) mean landmark distance in crop pixels.
         display_mask: (B, H, W, 1) coverage of what an overlay shows: the front face plus the
             eyes, teeth and mouth interior of models that have them (None without a render).
         timings: wall-clock seconds of the stages (``init``, ``landmark``, ``photometric``,
             ``final_render``) for the whole batch (CUDA synchronised at each stage boundary).
+        landmark_stage_error: (B,) mean distance, pixels of a 224 x 224 crop, between the given
+            landmarks and the model's (as the landmark term compares them: contour slid, or reduced
+            to 5 points) after the ``landmark_iters`` steps, before any refinement (None when no
+            block was fitted in that stage).
+        refined: (B,) bool, the faces that got ``landmark_refine_iters`` more landmark steps.
     """
 
     coeffs: Coefficients
@@ -268,6 +287,8 @@ class FitResult:
     landmark_error: Tensor
     timings: dict[str, float] = field(default_factory=dict)
     display_mask: Tensor | None = None
+    landmark_stage_error: Tensor | None = None
+    refined: Tensor | None = None
 
 
 def fit_landmark_weights(cfg: FitConfig, n_points: int = 68, device: torch.device | str | None = None,
@@ -661,25 +682,56 @@ def _fit(model: MorphableModel, images: Tensor | None, lm2d: Tensor, cfg: FitCon
     losses: dict[str, list[float]] = {"landmark": [], "photometric": []}
     exp_range = model.exp_range
 
-    def project() -> None:
+    def project(cs: Coefficients = c) -> None:
         if exp_range is not None:
             with torch.no_grad():
-                c.exp.clamp_(*exp_range)
+                cs.exp.clamp_(*exp_range)
+
+    def landmark_steps(cs: Coefficients, target: Tensor, red: Callable[[Tensor], Tensor], opt_: _Adam, n: int,
+                       share: float, log: list[float]) -> None:
+        # ``share``: this batch's part of the whole (a refined subset), so that each face's gradient,
+        # and with it its Adam trajectory, is what it would be in the whole batch (all terms are
+        # means over the batch).
+        for _ in range(n):
+            opt_.zero_grad(set_to_none=True)
+            loss = wts.combine({"landmark": landmark_loss(red(project_lm(cs)), target, lw),
+                                **priors(cs, cfg.landmark_prior_scale)})[0]
+            (loss * share if share != 1.0 else loss).backward()
+            opt_.step()
+            project(cs)
+            log.append(float(loss.detach()))
 
     lap("init")
     # Stage 2: landmarks and pose.
-    stage2 = [params[k] for k in ("angles", "trans") if k in params]
+    stage2_keys = [k for k in ("angles", "trans") if k in params]
     if cfg.fit_identity_in_landmark_stage:
-        stage2 += [params[k] for k in ("id", "exp") if k in params]
-    opt = _Adam(stage2, lr=cfg.lr_landmark) if stage2 else None
-    for _ in range(cfg.landmark_iters if opt is not None else 0):
-        opt.zero_grad(set_to_none=True)
-        loss = wts.combine({"landmark": landmark_loss(reduce(project_lm(c)), lm2d, lw),
-                            **priors(c, cfg.landmark_prior_scale)})[0]
-        loss.backward()
-        opt.step()
-        project()
-        losses["landmark"].append(float(loss.detach()))
+        stage2_keys += [k for k in ("id", "exp") if k in params]
+    opt = _Adam([params[k] for k in stage2_keys], lr=cfg.lr_landmark) if stage2_keys else None
+    stage_err = refined = None
+    if opt is not None:
+        landmark_steps(c, lm2d, reduce, opt, cfg.landmark_iters, 1.0, losses["landmark"])
+        with torch.no_grad():  # mean residual the landmark term saw, in pixels of a 224 crop
+            stage_err = (reduce(project_lm(c)) - lm2d).norm(dim=-1).mean(-1) * (224.0 / h)
+        refined = stage_err > cfg.landmark_refine_above
+        sel = refined.nonzero().squeeze(1)
+        if cfg.landmark_refine_iters > 0 and sel.numel() > 0:
+            # More steps for the faces the short stage left far from their landmarks: the same
+            # optimiser (its moments and step count) continued on their rows only.
+            sub = Coefficients(**{k: v.detach()[sel].clone() for k, v in c.as_dict().items()})
+            sub_params = [getattr(sub, k).requires_grad_(True) for k in stage2_keys]
+            sub_opt = _Adam(sub_params, lr=cfg.lr_landmark)
+            sub_opt.m, sub_opt.v, sub_opt.t = [m[sel].clone() for m in opt.m], [v[sel].clone() for v in opt.v], opt.t
+            target = lm2d[sel]
+            red = (_to_five if five else contour_sliding_fn(target, cfg.tangent_weight)
+                   if cfg.tangent_weight != 1.0 else (lambda x: x))
+            losses["landmark_refine"] = []
+            landmark_steps(sub, target, red, sub_opt, cfg.landmark_refine_iters, sel.numel() / b,
+                           losses["landmark_refine"])
+            with torch.no_grad():
+                for k, v in zip(stage2_keys, sub_params, strict=True):
+                    params[k].index_copy_(0, sel, v.detach())
+        else:
+            refined = torch.zeros_like(refined)
 
     lap("landmark")
     if cfg.photo_iters > 0 and cfg.photo_shape_shrink != 1.0:
@@ -738,7 +790,7 @@ def _fit(model: MorphableModel, images: Tensor | None, lm2d: Tensor, cfg: FitCon
         lm_fit = project_lm(final)
         err = ((_to_five(lm_fit) if five else lm_fit) - lm2d).norm(dim=-1).mean(-1)
     lap("final_render")
-    return FitResult(final, lm_fit, render, mask, losses, err, timings, display)
+    return FitResult(final, lm_fit, render, mask, losses, err, timings, display, stage_err, refined)
 
 
 def _photo_camera(cam: PerspectiveCamera, images: Tensor, size: int | None) -> tuple[PerspectiveCamera, Tensor, float]:
