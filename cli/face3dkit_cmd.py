@@ -193,8 +193,8 @@ class DeviceParam(click.ParamType):
               help="Landmark/pose iterations (default 150).")
 @click.option("--fast", is_flag=True,
               help="The fast photometric stage (FitConfig.fast): 64 px, the mesh decimated to 10,000 triangles, "
-                   "rasterized every 4th step; with --method rnet+fit also 20 landmark and 30 photometric "
-                   "iterations unless given (~0.3 s a face on 2 CPU cores; docs/benchmarks.md).")
+                   "rasterized every 4th step (~0.27 s a face on 2 CPU cores in batches of 32, landmarks within "
+                   "3 % of the default fit's; docs/benchmarks.md).")
 @click.option("--photo-size", type=click.IntRange(min=16), default=None,
               help="Height (px) of the photometric stage's render [default 112; 64 with --fast].")
 @click.option("--photo-faces", type=click.IntRange(min=0), default=None,
@@ -203,7 +203,8 @@ class DeviceParam(click.ParamType):
 @click.option("--raster-every", type=click.IntRange(min=1), default=None,
               help="Rasterize the photometric stage every K steps, keeping the visibility between "
                    "[default 1; 4 with --fast].")
-@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Faces fitted together.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Faces fitted together (a fit step's cost is mostly per batch on a CPU).")
 @click.option("--save", default=",".join(("obj", "mat", "npz", "lm", "pose", "blendshapes", "png")), show_default=True,
               help="Comma-separated outputs: obj,mat,npz,lm,pose,blendshapes,png.")
 @click.option("--recursive/--no-recursive", default=True, show_default=True)
@@ -293,8 +294,6 @@ def reconstruct_cmd(inputs: tuple[str, ...], out: str, model_name: str, device: 
             "%d CPU thread(s): %d physical core(s) available, %.0f%% of the CPUs busy with other work "
             "(--threads N to choose)", n_threads, physical_cores(), 100 * busy_fraction())
     fit_cfg = FitConfig.fast(seed=seed) if fast else FitConfig(seed=seed)
-    if fast and method == "rnet+fit":  # from the regression's pose a short fit suffices (docs/benchmarks.md)
-        fit_cfg.landmark_iters, fit_cfg.photo_iters = 20, 30
     if photo_size is not None:
         fit_cfg.photo_size = photo_size
     if photo_faces is not None:

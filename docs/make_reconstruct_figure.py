@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 #: --methods: name -> (ReconstructConfig.method, FitConfig)
 METHODS = {"fit": ("fit", FitConfig()), "fit-fast": ("fit", FitConfig.fast()), "rnet": ("rnet", FitConfig()),
            "rnet+fit": ("rnet+fit", FitConfig()),
-           "rnet+fit-fast": ("rnet+fit", FitConfig.fast(landmark_iters=20, photo_iters=30))}
+           "rnet+fit-fast": ("rnet+fit", FitConfig.fast())}
 
 
 def main() -> None:
@@ -43,7 +43,7 @@ def main() -> None:
     p.add_argument("--upscale", type=int, default=1, help="enlarge small --photos (e.g. 48 px dataset crops) first")
     p.add_argument("--methods", nargs="+", default=None, choices=list(METHODS),
                    help="compare methods: crop | overlay of each method (-fast: FitConfig.fast's photometric "
-                        "stage; rnet+fit-fast with 20 landmark and 30 photometric steps, as reconstruct --fast)")
+                        "stage, as reconstruct --fast)")
     p.add_argument("--rnet", default=None, help="R-Net checkpoint for --methods rnet / rnet+fit")
     args = p.parse_args()
     if args.methods:

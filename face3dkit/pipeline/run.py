@@ -90,7 +90,9 @@ class ReconstructConfig:
             its ``detections/`` folder, Deng et al.'s layout).
         faces: ``'all'``, the ``'largest'`` or the ``'center'`` face (box centre closest to the image
             centre) per image.
-        batch_size: faces fitted together (>= 1).
+        batch_size: faces fitted together (>= 1). On a CPU most of a fit step's cost is per batch
+            (many small tensor operations), so 32 takes ~25 % less time a face than 8 for the
+            same result (the faces of a batch do not interact).
         fit: :class:`face3dkit.fit.FitConfig` (iterations, learning rates, weights, seed).
         save: output kinds (:data:`face3dkit.pipeline.outputs.OUTPUT_KINDS`).
         recursive: descend into sub-folders of an input folder.
@@ -143,7 +145,7 @@ class ReconstructConfig:
     landmarks: str = "dlib"
     landmarks_dir: str | None = None
     faces: str = "largest"
-    batch_size: int = 8
+    batch_size: int = 32
     fit: FitConfig = field(default_factory=FitConfig)
     save: tuple[str, ...] = OUTPUT_KINDS
     recursive: bool = True
