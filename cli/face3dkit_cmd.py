@@ -337,6 +337,44 @@ def reconstruct_cmd(inputs: tuple[str, ...], out: str, model_name: str, device: 
         sys.exit(3)
 
 
+def _run_options(f):
+    """The options of every training command: seed, checkpoint interval, resume, device, threads, progress."""
+    for opt in reversed([
+        click.option("--seed", default=0, show_default=True),
+        click.option("--checkpoint-every", type=click.IntRange(min=1), default=100, show_default=True),
+        click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint."),
+        click.option("--device", default="auto", show_default=True),
+        click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads."),
+        click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar."),
+    ]):
+        f = opt(f)
+    return f
+
+
+def _step_bar(enabled: bool, steps: int, desc: str, shown: dict[str, str]):
+    """``(report, close)`` of a training run's progress bar (tqdm: rate and ETA); ``report(done, total,
+    rec)`` shows ``rec``'s values named in ``shown`` (name -> format) and follows a resumed run's total."""
+    if not enabled:
+        return (lambda done, total, rec: None), (lambda: None)
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=steps, unit="step", desc=desc, dynamic_ncols=True)
+
+    def report(done: int, total: int, rec: dict) -> None:
+        bar.total, bar.n = total, done
+        bar.set_postfix({k: format(rec[k], f) for k, f in shown.items() if k in rec})
+        bar.refresh()
+
+    return report, bar.close
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 @main.command("train-rnet")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Run folder.")
 @click.option("--data", default="synthetic", show_default=True, metavar="synthetic|DIR",
@@ -372,12 +410,7 @@ def reconstruct_cmd(inputs: tuple[str, ...], out: str, model_name: str, device: 
               help="Weight of the coefficient supervision (0: the weakly-supervised hybrid loss alone).")
 @click.option("--amp", type=click.Choice(["auto", "off", "bf16", "fp16"]), default="auto", show_default=True,
               help="Mixed precision of the network (auto: bf16/fp16 on CUDA, off on the CPU); rendering stays fp32.")
-@click.option("--seed", default=0, show_default=True)
-@click.option("--checkpoint-every", type=click.IntRange(min=1), default=100, show_default=True)
-@click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
-@click.option("--device", default="auto", show_default=True)
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads.")
-@click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar.")
+@_run_options
 @fail_cleanly
 def train_rnet_cmd(out: str, data: str, photo_fraction: float, detector: str, model_name: str, backbone: str,
                    imagenet: str | None, init: str | None, identity_net: str | None, steps: int,
@@ -392,10 +425,7 @@ def train_rnet_cmd(out: str, data: str, photo_fraction: float, detector: str, mo
     from face3dkit.regress import RNetTrainConfig, SyntheticFaces, train_rnet
     from face3dkit.runtime import resolve_device
 
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
+    _set_threads(threads)
     dev = device if device != "auto" or int(os.environ.get("WORLD_SIZE", "1")) > 1 else str(resolve_device(device))
     photos = None
     if data != "synthetic":
@@ -408,22 +438,11 @@ def train_rnet_cmd(out: str, data: str, photo_fraction: float, detector: str, mo
                           init=init, amp=amp, device=dev, photos=photos, photo_fraction=photo_fraction,
                           detector=detector, identity_net=identity_net)
     main_rank = int(os.environ.get("RANK", "0")) == 0
-    bar = None
-    if progress and main_rank:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=steps, unit="step", desc="train-rnet", dynamic_ncols=True)
-
-    def report(done: int, total: int, rec: dict) -> None:
-        if bar is not None:
-            bar.total = total
-            bar.n = done
-            bar.set_postfix(loss=f"{rec['loss']:.3f}", landmark=f"{rec['landmark']:.1f}")
-            bar.refresh()
-
-    rows = train_rnet(out, cfg, resume=resume, progress=report, steps=steps if resume else None)
-    if bar is not None:
-        bar.close()
+    report, close = _step_bar(progress and main_rank, steps, "train-rnet", {"loss": ".3f", "landmark": ".1f"})
+    try:
+        rows = train_rnet(out, cfg, resume=resume, progress=report, steps=steps if resume else None)
+    finally:
+        close()
     last = rows[-1]
     if main_rank:
         click.echo(f"trained {len(rows)} steps: loss {last['loss']:.4f} (landmark {last['landmark']:.2f}, "
@@ -447,12 +466,7 @@ def train_rnet_cmd(out: str, data: str, photo_fraction: float, detector: str, mo
               help="Adam learning rate.")
 @click.option("--supervised", type=click.FloatRange(min=0), default=1.0, show_default=True,
               help="Weight of the aggregated identity / albedo supervision (0: the hybrid loss alone).")
-@click.option("--seed", default=0, show_default=True)
-@click.option("--checkpoint-every", type=click.IntRange(min=1), default=100, show_default=True)
-@click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
-@click.option("--device", default="auto", show_default=True)
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads.")
-@click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar.")
+@_run_options
 @fail_cleanly
 def train_cnet_cmd(rnet: str | None, out: str, model_name: str, steps: int, set_size: int, sets_per_batch: int,
                    width: int, size: int, lr: float, supervised: float, seed: int, checkpoint_every: int,
@@ -463,10 +477,7 @@ def train_cnet_cmd(rnet: str | None, out: str, model_name: str, steps: int, set_
     from face3dkit.regress import CNetTrainConfig, SyntheticFaces, train_cnet
     from face3dkit.runtime import resolve_device
 
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
+    _set_threads(threads)
     resuming = resume and (Path(out) / "checkpoint.pt").exists()
     if not resuming:
         if not rnet:
@@ -477,28 +488,11 @@ def train_cnet_cmd(rnet: str | None, out: str, model_name: str, steps: int, set_
                           sets_per_batch=sets_per_batch, lr=lr, seed=seed, width=width, supervised=supervised,
                           checkpoint_every=checkpoint_every, data=SyntheticFaces(size=size),
                           device=str(resolve_device(device)))
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=steps, unit="step", desc="train-cnet", dynamic_ncols=True)
-
-    def report(done: int, total: int, rec: dict) -> None:
-        if bar is not None:
-            if bar.total != total:  # a resumed run follows its own plan
-                bar.total = total
-            bar.n = done
-            post = {"loss": f"{rec['loss']:.3f}"}
-            if "supervised" in rec:
-                post["supervised"] = f"{rec['supervised']:.3f}"
-            bar.set_postfix(post)
-            bar.refresh()
-
+    report, close = _step_bar(progress, steps, "train-cnet", {"loss": ".3f", "supervised": ".3f"})
     try:
         rows = train_cnet(out, cfg, resume=resume, progress=report)
     finally:
-        if bar is not None:
-            bar.close()
+        close()
     last = rows[-1]
     sup = f", supervised {last['supervised']:.4f}" if "supervised" in last else ""
     click.echo(f"trained {len(rows)} steps: loss {last['loss']:.4f} (landmark {last['landmark']:.2f}, photometric "
