@@ -657,9 +657,13 @@ def _fit(model: MorphableModel, images: Tensor | None, lm2d: Tensor, cfg: FitCon
     wts = cfg.weights
     lw = fit_landmark_weights(cfg, lm2d.shape[1], device=dev, dtype=dtype, stage="landmark")
     lw_photo = fit_landmark_weights(cfg, lm2d.shape[1], device=dev, dtype=dtype, stage="photometric")
-    slide = (contour_sliding_fn(lm2d, cfg.tangent_weight) if not five and cfg.tangent_weight != 1.0
-             else (lambda x: x))
-    reduce = _to_five if five else slide
+    def reduction(target: Tensor) -> Callable[[Tensor], Tensor]:
+        """What the landmark terms compare with ``target``: 5 points, or the contour slid along it."""
+        if five:
+            return _to_five
+        return contour_sliding_fn(target, cfg.tangent_weight) if cfg.tangent_weight != 1.0 else (lambda x: x)
+
+    reduce = reduction(lm2d)
     project_lm = _LandmarkProjector(model, cam, cfg.marching and not five)
     robust = cfg.landmark_loss != "l2"
     lm_scale = cfg.landmark_scale * h / 224.0  # the scale is given in pixels of a 224 crop
@@ -712,9 +716,10 @@ def _fit(model: MorphableModel, images: Tensor | None, lm2d: Tensor, cfg: FitCon
         landmark_steps(c, lm2d, reduce, opt, cfg.landmark_iters, 1.0, losses["landmark"])
         with torch.no_grad():  # mean residual the landmark term saw, in pixels of a 224 crop
             stage_err = (reduce(project_lm(c)) - lm2d).norm(dim=-1).mean(-1) * (224.0 / h)
-        refined = stage_err > cfg.landmark_refine_above
+        refined = (stage_err > cfg.landmark_refine_above if cfg.landmark_refine_iters > 0
+                   else torch.zeros_like(stage_err, dtype=torch.bool))
         sel = refined.nonzero().squeeze(1)
-        if cfg.landmark_refine_iters > 0 and sel.numel() > 0:
+        if sel.numel() > 0:
             # More steps for the faces the short stage left far from their landmarks: the same
             # optimiser (its moments and step count) continued on their rows only.
             sub = Coefficients(**{k: v.detach()[sel].clone() for k, v in c.as_dict().items()})
@@ -722,16 +727,12 @@ def _fit(model: MorphableModel, images: Tensor | None, lm2d: Tensor, cfg: FitCon
             sub_opt = _Adam(sub_params, lr=cfg.lr_landmark)
             sub_opt.m, sub_opt.v, sub_opt.t = [m[sel].clone() for m in opt.m], [v[sel].clone() for v in opt.v], opt.t
             target = lm2d[sel]
-            red = (_to_five if five else contour_sliding_fn(target, cfg.tangent_weight)
-                   if cfg.tangent_weight != 1.0 else (lambda x: x))
             losses["landmark_refine"] = []
-            landmark_steps(sub, target, red, sub_opt, cfg.landmark_refine_iters, sel.numel() / b,
+            landmark_steps(sub, target, reduction(target), sub_opt, cfg.landmark_refine_iters, sel.numel() / b,
                            losses["landmark_refine"])
             with torch.no_grad():
                 for k, v in zip(stage2_keys, sub_params, strict=True):
                     params[k].index_copy_(0, sel, v.detach())
-        else:
-            refined = torch.zeros_like(refined)
 
     lap("landmark")
     if cfg.photo_iters > 0 and cfg.photo_shape_shrink != 1.0:
