@@ -44,7 +44,7 @@ def main() -> None:
     for step in range((n + chunk - 1) // chunk):
         b = synthetic_batch(model, SyntheticFaces(size=args.size), chunk, args.seed, step)
         with torch.no_grad():
-            feats.append(net.backbone(net._input(b["image"].permute(0, 3, 1, 2))).numpy())
+            feats.append(net.pooled_features(b["image"].permute(0, 3, 1, 2)).numpy())
         truth.append(b["coeffs"].numpy())
     f, t = np.concatenate(feats)[:n].astype(np.float64), np.concatenate(truth)[:n].astype(np.float64)
     print(f"# {args.rnet}: {f.shape[1]} pooled features of {n} renders ({args.size} px) in "

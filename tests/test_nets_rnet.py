@@ -154,7 +154,7 @@ def test_save_load_and_reconstruct_methods(tmp_path):
 @pytest.mark.parametrize(("backbone", "channels"), [("mobilenet_v2", 96), ("resnet18", 256)])
 def test_forward_with_features_and_input_size(tmp_path, backbone, channels):
     """forward_with_features gives forward's coefficients and the stride-16 map; with input_size the
-    network sees the antialiased resize of any crop, and save / load keeps it."""
+    network (and pooled_features) sees the antialiased resize of any crop, and save / load keeps it."""
     from torch.nn import functional as F
 
     m = face3dkit.load_model("default")
@@ -170,6 +170,7 @@ def test_forward_with_features_and_input_size(tmp_path, backbone, channels):
         torch.testing.assert_close(y, net(x))
         small = F.interpolate(x, size=(64, 64), mode="bilinear", align_corners=False, antialias=True)
         torch.testing.assert_close(net(small), y, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(net.pooled_features(x), net.backbone(small), rtol=1e-5, atol=1e-6)
     assert y.shape == (2, m.layout.total) and f.shape == (2, channels, 4, 4)
     back = RNet.load(net.save(tmp_path / "r.pt")).eval()
     assert back.input_size == 64 and back.backbone_name == backbone

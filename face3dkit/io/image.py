@@ -34,8 +34,13 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageReadError", "ImageScan", "load_image", "list_images", "save_image", "scan_images",
-           "to_rgb_uint8"]
+__all__ = ["FAST_PNG_LEVEL", "IMAGE_EXTENSIONS", "ImageReadError", "ImageScan", "load_image", "list_images",
+           "save_image", "scan_images", "to_rgb_uint8"]
+
+#: zlib level of the PNGs a batch job writes per face (overlays, baked textures): 1 encodes several
+#: times faster than Pillow's default 6 (a 672 x 224 overlay: 15 vs 47 ms on 2 busy cores, a tenth of
+#: ``rnet+fit --fast``'s time a face) for a file 10-20 % larger; lossless either way.
+FAST_PNG_LEVEL = 1
 
 #: File extensions (lower case, with the dot) that :func:`list_images` treats as images.
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(

@@ -101,9 +101,15 @@ class RNet(nn.Module):
         feats = pooled[:, :, None, None]
         return torch.cat([layer(feats) for layer in self.final_layers], 1).flatten(1)
 
+    def pooled_features(self, images: Tensor) -> Tensor:
+        """(B, 3, H, W) RGB in [0, 1] -> (B, D) the backbone's pooled features, what the
+        coefficient heads read (D = 512 for ResNet-18/34, 2048 for ResNet-50/101, 1280 for
+        MobileNetV2; e.g. for a linear probe)."""
+        return self.backbone(self._input(images))
+
     def forward(self, images: Tensor) -> Tensor:
         """(B, 3, H, W) RGB in [0, 1] -> (B, layout.total) coefficients."""
-        return self._heads(self.backbone(self._input(images)))
+        return self._heads(self.pooled_features(images))
 
     def forward_with_features(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """(B, 3, H, W) RGB in [0, 1] -> ((B, layout.total) coefficients, the backbone's stride-16
