@@ -239,7 +239,11 @@ class DeviceParam(click.ParamType):
               help="All faces of the run are one person: the R-Net (--rnet) regresses every face, identity and "
                    "albedo are aggregated over all of them (--cnet confidences, else the plain mean) and shared; "
                    "expression, pose, light stay per photo; OUT/identity.npz holds the aggregate. With --method "
-                   "rnet+fit the fit starts there and keeps identity and albedo. Not under torchrun (WORLD_SIZE > 1).")
+                   "rnet+fit the fit starts there (see --same-person-identity). Not under torchrun (WORLD_SIZE > 1).")
+@click.option("--same-person-identity", type=click.Choice(["joint", "aggregate"]), default="joint", show_default=True,
+              help="With --same-person --method rnet+fit: 'joint' fits one identity and albedo to the photos together "
+                   "(up to 64), starting from the aggregate, then each photo with it held; 'aggregate' holds the "
+                   "aggregate of the regressions.")
 @click.option("--cnet", "cnet", type=click.Path(dir_okay=False), default=None,
               help="C-Net checkpoint (train-cnet's OUT/cnet.pt) for --same-person: per-coefficient confidences.")
 @click.option("--strict/--no-strict", default=False, show_default=True,
@@ -252,7 +256,8 @@ def reconstruct_cmd(inputs: tuple[str, ...], out: str, model_name: str, device: 
                     raster_every: int | None, batch_size: int, save: str, recursive: bool, resume: bool,
                     force: bool, redo_changed: bool, progress: bool, seed: int, identity_net: str | None,
                     contour: str, landmark_weight: float | None, texture_size: int, method: str | None,
-                    rnet: str | None, rnet_start: str, same_person: bool, cnet: str | None, strict: bool) -> None:
+                    rnet: str | None, rnet_start: str, same_person: bool, same_person_identity: str, cnet: str | None,
+                    strict: bool) -> None:
     """Reconstruct every face in INPUTS (folders, images, or text files listing images).
 
     Per face: mesh (.obj + texture), coefficients (.mat with Deng et al.'s keys, .npz), 68 landmarks
@@ -312,7 +317,8 @@ def reconstruct_cmd(inputs: tuple[str, ...], out: str, model_name: str, device: 
                             faces=faces, batch_size=batch_size, fit=fit_cfg, save=kinds, recursive=recursive,
                             resume=resume and not force, redo_changed=redo_changed, identity_net=identity_net,
                             threads=n_threads, texture_size=texture_size, method=method, rnet=rnet,
-                            same_person=same_person, cnet=cnet, rnet_start=rnet_start)
+                            same_person=same_person, cnet=cnet, rnet_start=rnet_start,
+                            same_person_identity=same_person_identity)
     summary = reconstruct(list(inputs), out, cfg, progress=progress)
     n = len(summary.results)
     rate = f", {summary.seconds / n:.2f} s/face" if n else ""
@@ -322,8 +328,10 @@ def reconstruct_cmd(inputs: tuple[str, ...], out: str, model_name: str, device: 
                f"{len(summary.skipped)} already done; {len(summary.failures)} failed{extra} -> {out}/summary.json "
                f"({summary.device}, {summary.threads} thread(s))")
     if same_person and summary.results:
-        click.echo(f"identity and albedo aggregated over {n} face(s) "
-                   f"({'C-Net confidences' if cnet else 'plain mean'}) -> {Path(out) / 'identity.npz'}")
+        how = f"{'C-Net confidences' if cnet else 'plain mean'}"
+        if method == "rnet+fit" and same_person_identity == "joint":
+            how += ", then fitted to the photos jointly"
+        click.echo(f"identity and albedo aggregated over {n} face(s) ({how}) -> {Path(out) / 'identity.npz'}")
     poor = [r for r in summary.results if r.status != "ok"]
     if poor:
         click.echo(f"{len(poor)} face(s) fitted poorly (status poor_fit in {out}/summary.csv)")

@@ -211,3 +211,44 @@ def test_landmark_refinement_gives_far_faces_the_long_stage_and_leaves_the_other
     assert len(ref.losses["landmark_refine"]) == 50 and not short.refined.any()
     with pytest.raises(ValueError, match="landmark_refine"):
         FitConfig(landmark_refine_iters=-1)
+
+
+def test_shared_identity_of_copies_is_one_photo_with_the_prior_once(model):
+    """fit(shared=('id', 'tex')) is the MAP fit of one person's photos: the data terms a mean over the
+    photos, the shared blocks' prior once for the set. So B copies of one photo give exactly what that
+    photo alone gives with the identity and albedo prior weights divided by B (the reference run
+    here, an ordinary per-photo fit); every returned row is equal, a batch of one is the plain fit."""
+    c, cam, img, lm = _scene(model, 112, [20.0], seed=11)
+    base = FitConfig(landmark_iters=30, photo_iters=6, photo_size=None, contour_marching=False)
+    b = 3
+    joint = fit(model, img.expand(b, -1, -1, -1), lm.expand(b, -1, -1), base, camera=cam, shared=("id", "tex"))
+    w = base.weights
+    ref_cfg = dataclasses.replace(base, weights=dataclasses.replace(w, coef_id=w.coef_id / b, coef_tex=w.coef_tex / b))
+    ref = fit(model, img, lm, ref_cfg, camera=cam)
+    assert torch.equal(joint.coeffs.id, joint.coeffs.id[:1].expand(b, -1))
+    assert torch.equal(joint.coeffs.tex, joint.coeffs.tex[:1].expand(b, -1))
+    for k, v in joint.coeffs.as_dict().items():  # per-photo blocks: equal up to batched arithmetic
+        torch.testing.assert_close(v, v[:1].expand(b, -1), rtol=1e-3, atol=5e-4, msg=k)
+        torch.testing.assert_close(v[:1], getattr(ref.coeffs, k), rtol=1e-3, atol=5e-4, msg=k)
+    plain = fit(model, img, lm, base, camera=cam)
+    assert (plain.coeffs.id - ref.coeffs.id).abs().max() > 1e-2  # the prior's weight does matter here
+    one = fit(model, img, lm, base, camera=cam, shared=("id", "tex"))
+    assert torch.equal(one.coeffs.join(), plain.coeffs.join())
+
+
+def test_shared_identity_over_different_photos(model):
+    """Photos of one person at different yaws: one identity and albedo for all, each photo its own
+    pose (near its truth); a shared block that is also fixed, or not shareable, is refused."""
+    c, cam, img, lm = _scene(model, 112, [-30.0, 0.0, 30.0], seed=12)
+    cfg = FitConfig(landmark_iters=60, photo_iters=4, photo_size=None, contour_marching=False)
+    r = fit(model, img, lm, cfg, camera=cam, shared=("id", "tex"))
+    assert torch.equal(r.coeffs.id[0], r.coeffs.id[2]) and torch.equal(r.coeffs.tex[1], r.coeffs.tex[2])
+    assert r.coeffs.id.is_contiguous() and r.coeffs.id.abs().max() > 1e-3
+    yaw_err = (r.coeffs.angles[:, 1] - c.angles[:, 1]).abs() * 180 / math.pi
+    assert yaw_err.max() < 4.0 and (r.coeffs.angles[0, 1] - r.coeffs.angles[2, 1]).abs() > 0.8, yaw_err
+    with pytest.raises(ValueError, match="shared blocks"):
+        fit(model, img, lm, cfg, camera=cam, init=r.coeffs, fixed=("id",), shared=("id",))
+    with pytest.raises(ValueError, match="shared blocks"):
+        fit(model, img, lm, cfg, camera=cam, shared=("exp",))
+    with pytest.raises(ValueError, match="landmark_refine_iters"):
+        fit(model, img, lm, dataclasses.replace(cfg, landmark_refine_iters=5), camera=cam, shared=("id",))

@@ -160,22 +160,44 @@ def test_same_person_errors(scene, tmp_path):
 
 
 def test_same_person_rnet_plus_fit_starts_from_the_aggregate(scene, tmp_path):
-    """With rnet+fit the fit starts from the aggregated coefficients and holds identity and albedo:
-    every face keeps the aggregate's id / tex exactly, while its own pose is fitted (it moves)."""
+    """With rnet+fit (--same-person-identity aggregate) the fit starts from the aggregated
+    coefficients and holds identity and albedo: every face keeps the aggregate's id / tex exactly,
+    while its own pose is fitted (it moves). With the default (joint) one identity and albedo are
+    first fitted to the photos together from that aggregate: every face has that one, which is not
+    the aggregate (kept in identity.npz as id_aggregate, equal to the regressions' mean)."""
     photos, rnet, _, _, m = scene
+    r = _run([str(photos), "-o", str(tmp_path / "reg"), "--same-person", "--rnet", str(rnet), "--method", "rnet"])
+    assert r.exit_code == 0, r.output
+    reg = _coeffs(tmp_path / "reg", m)
+    aggregate = np.load(tmp_path / "reg" / "identity.npz")
+    fit_args = ["--same-person", "--rnet", str(rnet), "--method", "rnet+fit", "--landmark-iters", "3", "--iters", "0"]
     out = tmp_path / "fit"
-    r = _run([str(photos), "-o", str(out), "--same-person", "--rnet", str(rnet), "--method", "rnet+fit",
-              "--landmark-iters", "3", "--iters", "0"])
+    r = _run([str(photos), "-o", str(out), *fit_args, "--same-person-identity", "aggregate"])
     assert r.exit_code == 0, r.output
     ident = np.load(out / "identity.npz")
+    assert "id_aggregate" not in ident.files and "jointly" not in r.output
+    np.testing.assert_allclose(ident["id"], aggregate["id"], rtol=1e-6, atol=1e-7)
     same = _coeffs(out, m)
     assert all(np.isfinite(same[k]["id"]).all() for k in range(N_PHOTOS))
     for k in range(N_PHOTOS):
         np.testing.assert_allclose(same[k]["id"], ident["id"].reshape(-1), rtol=0, atol=1e-6)
         np.testing.assert_allclose(same[k]["tex"], ident["tex"].reshape(-1), rtol=0, atol=1e-6)
-    r = _run([str(photos), "-o", str(tmp_path / "reg"), "--same-person", "--rnet", str(rnet), "--method", "rnet"])
-    assert r.exit_code == 0, r.output
-    reg = _coeffs(tmp_path / "reg", m)
     assert any(np.abs(same[k]["angle"] - reg[k]["angle"]).max() > 1e-6 for k in range(N_PHOTOS))  # fitted
     marker = json.loads((out / "p0" / "p0.done.json").read_text())
     assert marker["settings"]["method"] == "rnet+fit" and marker["settings"]["same_person"] is True
+    assert marker["settings"]["same_person_identity"] == "aggregate"
+
+    joint_out = tmp_path / "joint"
+    r = _run([str(photos), "-o", str(joint_out), *fit_args])
+    assert r.exit_code == 0 and "fitted to the photos jointly" in r.output, r.output
+    joint = np.load(joint_out / "identity.npz")
+    np.testing.assert_allclose(joint["id_aggregate"], aggregate["id"], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(joint["tex_aggregate"], aggregate["tex"], rtol=1e-6, atol=1e-7)
+    assert joint["joint"].tolist() == [True] * N_PHOTOS
+    assert np.abs(joint["id"] - joint["id_aggregate"]).max() > 1e-4  # the joint fit moved the identity
+    js = _coeffs(joint_out, m)
+    for k in range(N_PHOTOS):
+        np.testing.assert_allclose(js[k]["id"], joint["id"].reshape(-1), rtol=0, atol=1e-6)
+        np.testing.assert_allclose(js[k]["tex"], joint["tex"].reshape(-1), rtol=0, atol=1e-6)
+    marker = json.loads((joint_out / "p0" / "p0.done.json").read_text())
+    assert marker["settings"]["same_person_identity"] == "joint"

@@ -563,6 +563,8 @@ def _set_deterministic(mode: bool, warn_only: bool) -> None:
 
 #: The coefficient blocks :func:`fit` can hold fixed (``fixed=``).
 _BLOCKS = ("id", "exp", "tex", "angles", "gamma", "trans")
+#: The blocks one person's photos can share in a joint fit (``shared=``).
+_SHAREABLE = ("id", "tex")
 
 
 def fit(
@@ -574,6 +576,7 @@ def fit(
     perceptual: PerceptualLoss | None = None,
     init: Coefficients | None = None,
     fixed: Sequence[str] = (),
+    shared: Sequence[str] = (),
 ) -> FitResult:
     """Fit coefficients to aligned crops.
 
@@ -590,6 +593,16 @@ def fit(
         fixed: coefficient blocks (``'id'``, ``'exp'``, ``'tex'``, ``'angles'``, ``'gamma'``,
             ``'trans'``) held at their ``init`` values (needs ``init``): e.g. an identity and albedo
             aggregated over several photos of one person (``reconstruct --same-person``).
+        shared: blocks among ``'id'`` and ``'tex'`` that every face of the batch shares: the batch
+            is photos of one person, and one identity (and albedo) is fitted to all of them jointly,
+            each photo keeping its own expression, pose, light and translation (multi-image
+            analysis-by-synthesis). The shared value starts from the mean of ``init``'s rows (zero
+            without ``init``; with ``appearance_init`` the albedo from the mean of the per-photo
+            closed forms). Every data term stays a mean over the photos (each counts equally) and
+            the shared block's prior counts once for the set (1 / B of a photo's: the MAP estimate
+            from B photos), so more photos let the data pull it further from the mean. The returned
+            rows are equal.
+            Not with ``landmark_refine_iters`` > 0 (a refined subset would move a shared value).
 
     Returns:
         :class:`FitResult`.
@@ -599,8 +612,13 @@ def fit(
     if bad or (fixed and init is None):
         raise ValueError(f"fit: fixed blocks must be among {', '.join(_BLOCKS)} and need init coefficients, "
                          f"got fixed={tuple(fixed)}, init={'given' if init is not None else None}")
+    bad_shared = sorted(set(shared) - set(_SHAREABLE))
+    if bad_shared or set(shared) & set(fixed) or (shared and cfg.landmark_refine_iters > 0):
+        raise ValueError(f"fit: shared blocks must be among {', '.join(_SHAREABLE)}, not also fixed, and not "
+                         f"with landmark_refine_iters > 0; got shared={tuple(shared)}, fixed={tuple(fixed)}, "
+                         f"landmark_refine_iters={cfg.landmark_refine_iters}")
     with _deterministic(cfg.deterministic):
-        return _fit(model, images, lm2d, cfg, camera, perceptual, init, fixed=tuple(fixed))
+        return _fit(model, images, lm2d, cfg, camera, perceptual, init, fixed=tuple(fixed), shared=tuple(shared))
 
 
 def fit_landmarks(
@@ -632,7 +650,8 @@ def fit_landmarks(
 
 def _fit(model: MorphableModel, images: Tensor | None, lm2d: Tensor, cfg: FitConfig, camera: PerspectiveCamera | None,
          perceptual: PerceptualLoss | None, init: Coefficients | None,
-         image_hw: tuple[int, int] | None = None, fixed: tuple[str, ...] = ()) -> FitResult:
+         image_hw: tuple[int, int] | None = None, fixed: tuple[str, ...] = (), shared: tuple[str, ...] = ()
+         ) -> FitResult:
     dev, dtype = model.mean_shape.device, model.mean_shape.dtype
     timings: dict[str, float] = {}
     clock = [time.perf_counter()]
@@ -671,7 +690,18 @@ def _fit(model: MorphableModel, images: Tensor | None, lm2d: Tensor, cfg: FitCon
     def landmark_loss(pred: Tensor, target: Tensor, weights: Tensor) -> Tensor:
         return robust_landmark_loss(pred, target, weights, cfg.landmark_loss, lm_scale)
 
+    def prior_view(c: Coefficients) -> Coefficients:
+        """``c`` as the coefficient prior sees it: a shared block scaled by 1 / sqrt(B), so that its
+        prior (a mean over the batch like every data term) counts once for the set, not per photo."""
+        if not shared or b == 1:
+            return c
+        d = c.as_dict()
+        for k in shared:
+            d[k] = d[k] * (1.0 / b) ** 0.5
+        return Coefficients(**d)
+
     def priors(c: Coefficients, scale: float = 1.0) -> dict[str, Tensor]:
+        c = prior_view(c)
         return {"coefficient": coefficient_regularization(c.id, c.exp, c.tex, scale * wts.coef_id,
                                                           scale * wts.coef_exp, wts.coef_tex)}
 
@@ -680,9 +710,13 @@ def _fit(model: MorphableModel, images: Tensor | None, lm2d: Tensor, cfg: FitCon
         c.angles, c.trans = init_pose_from_landmarks(model, lm2d, cam, lm_scale if robust else None)
     else:
         c = init.detach().clone().to(dev, dtype)
-    params = {k: v for k, v in c.as_dict().items() if k not in fixed}  # the optimised blocks
+    # The optimised blocks; a shared one is a single (1, k) row that every face's block is a view of.
+    params = {k: (v.detach().mean(0, keepdim=True) if k in shared else v) for k, v in c.as_dict().items()
+              if k not in fixed}
     for v in params.values():
         v.requires_grad_(True)
+    for k in shared:
+        setattr(c, k, params[k].expand(b, -1))
     losses: dict[str, list[float]] = {"landmark": [], "photometric": []}
     exp_range = model.exp_range
 
@@ -761,7 +795,7 @@ def _fit(model: MorphableModel, images: Tensor | None, lm2d: Tensor, cfg: FitCon
             gamma, tex = rows_render.appearance(c, photo_cam, photo_images, att)
             with torch.no_grad():
                 params["gamma"].copy_(gamma)
-                params["tex"].copy_(tex)
+                params["tex"].copy_(tex.mean(0, keepdim=True) if "tex" in shared else tex)
         opt = _Adam(list(params.values()), lr=cfg.lr_photo)
         # The reflectance prior sees the skin vertices only (exactly: it is masked to them).
         skin_rows = model.rows(model.skin_mask.nonzero().squeeze(1))
@@ -773,7 +807,7 @@ def _fit(model: MorphableModel, images: Tensor | None, lm2d: Tensor, cfg: FitCon
             else:
                 img, mask, _, _ = render_coefficients(model, c, photo_cam, cfg.antialias)
             terms = image_loss_terms(wts, photo_images, img, mask, att,
-                                     landmark_loss(reduce(project_lm(c)), lm2d, lw_photo), c,
+                                     landmark_loss(reduce(project_lm(c)), lm2d, lw_photo), prior_view(c),
                                      skin_rows.albedo(c.tex), skin, perceptual, crop_m)
             loss = wts.combine(terms)[0]  # Deng et al.'s weighted sum (LossWeights), in this order
             loss.backward()
@@ -787,7 +821,7 @@ def _fit(model: MorphableModel, images: Tensor | None, lm2d: Tensor, cfg: FitCon
             final_render = render_face(model, c, cam)
             render, mask, display = final_render.image, final_render.front_mask, final_render.display_mask
     with torch.no_grad():
-        final = c.detach()
+        final = Coefficients(**{k: v.detach().contiguous() for k, v in c.as_dict().items()})  # shared rows copied out
         lm_fit = project_lm(final)
         err = ((_to_five(lm_fit) if five else lm_fit) - lm2d).norm(dim=-1).mean(-1)
     lap("final_render")

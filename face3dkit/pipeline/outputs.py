@@ -106,17 +106,28 @@ IDENTITY_NAME = "identity.npz"
 
 
 def write_identity(out: Path, id: np.ndarray, tex: np.ndarray, conf_id: np.ndarray, conf_tex: np.ndarray,
-                   images: Sequence[str], face_index: Sequence[int], rnet: str = "", cnet: str = "") -> Path:
-    """Write ``out/identity.npz`` atomically: ``id`` (n_id,) and ``tex`` (n_tex,) aggregated over the
-    run's N faces, ``conf_id`` (N, n_id) / ``conf_tex`` (N, n_tex) the confidences each face had (all
-    1: the plain mean), ``images`` (N,) and ``face_index`` (N,) which faces, in that order, and the
-    ``rnet`` / ``cnet`` paths ('' for none)."""
+                   images: Sequence[str], face_index: Sequence[int], rnet: str = "", cnet: str = "",
+                   id_aggregate: np.ndarray | None = None, tex_aggregate: np.ndarray | None = None,
+                   joint: np.ndarray | None = None) -> Path:
+    """Write ``out/identity.npz`` atomically: ``id`` (n_id,) and ``tex`` (n_tex,) the identity and
+    albedo every face of the run's N has, ``conf_id`` (N, n_id) / ``conf_tex`` (N, n_tex) the
+    confidences each face had in the aggregate of the regressions (all 1: the plain mean),
+    ``images`` (N,) and ``face_index`` (N,) which faces, in that order, and the ``rnet`` / ``cnet``
+    paths ('' for none). After a joint identity fit (``same_person_identity='joint'``) ``id`` /
+    ``tex`` are its result and the file adds ``id_aggregate`` / ``tex_aggregate`` (the regressions'
+    aggregate it started from) and ``joint`` (N,) bool, the faces it was fitted to."""
     path = Path(out) / IDENTITY_NAME
-    _atomic_savez(path, {"id": np.asarray(id, np.float32), "tex": np.asarray(tex, np.float32),
-                         "conf_id": np.asarray(conf_id, np.float32), "conf_tex": np.asarray(conf_tex, np.float32),
-                         "images": np.asarray(list(images), dtype=str),
-                         "face_index": np.asarray(list(face_index), dtype=np.int64),
-                         "rnet": np.asarray(rnet), "cnet": np.asarray(cnet)})
+    arrays = {"id": np.asarray(id, np.float32), "tex": np.asarray(tex, np.float32),
+              "conf_id": np.asarray(conf_id, np.float32), "conf_tex": np.asarray(conf_tex, np.float32),
+              "images": np.asarray(list(images), dtype=str), "face_index": np.asarray(list(face_index), dtype=np.int64),
+              "rnet": np.asarray(rnet), "cnet": np.asarray(cnet)}
+    if id_aggregate is not None:
+        arrays["id_aggregate"] = np.asarray(id_aggregate, np.float32)
+    if tex_aggregate is not None:
+        arrays["tex_aggregate"] = np.asarray(tex_aggregate, np.float32)
+    if joint is not None:
+        arrays["joint"] = np.asarray(joint, bool)
+    _atomic_savez(path, arrays)
     return path
 
 

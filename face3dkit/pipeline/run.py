@@ -138,6 +138,12 @@ class ReconstructConfig:
             ``'all'`` (every coefficient). On the benchmark the shipped R-Net's pose is better than
             POS's but its identity and expression are a worse start than the mean
             (docs/benchmarks.md).
+        same_person_identity: with ``same_person`` and ``'rnet+fit'``: ``'joint'`` (the default)
+            first fits one identity and albedo to the photos together, from the aggregate
+            (``fit(..., shared=('id', 'tex'))``, each photo its own expression, pose, light; at most
+            :data:`JOINT_FIT_MAX_FACES` photos, evenly spaced over the run's faces, those with the
+            run's most common landmark count), then every face with that identity and albedo held;
+            ``'aggregate'`` holds the R-Net's (C-Net-weighted) aggregate itself.
     """
 
     model: str = "default"
@@ -160,10 +166,15 @@ class ReconstructConfig:
     same_person: bool = False
     cnet: str | None = None
     rnet_start: str = "pose"
+    same_person_identity: str = "joint"
 
 
 #: What ``rnet+fit`` takes from the regression (:attr:`ReconstructConfig.rnet_start`).
 RNET_STARTS = ("pose", "all")
+#: How a same-person ``rnet+fit`` run settles the shared identity (:attr:`ReconstructConfig.same_person_identity`).
+SAME_PERSON_IDENTITIES = ("joint", "aggregate")
+#: The most photos the joint identity fit of a same-person run takes (evenly spaced over the run's faces).
+JOINT_FIT_MAX_FACES = 64
 
 
 @dataclass
@@ -257,7 +268,8 @@ def shard(items: Sequence[Any], rank: int | None = None, world: int | None = Non
 _RESULT_KEYS = ("model_sha256", "landmarks", "landmarks_dir", "faces", "identity_net_sha256", "fit", "texture_size")
 #: Result-deciding keys present only in some runs (an R-Net, same-person aggregation): fingerprinted
 #: when present, so the fingerprints of fits alone stay what they were.
-_OPTIONAL_RESULT_KEYS = ("method", "rnet_sha256", "rnet_start", "same_person", "same_person_inputs", "cnet_sha256")
+_OPTIONAL_RESULT_KEYS = ("method", "rnet_sha256", "rnet_start", "same_person", "same_person_inputs", "cnet_sha256",
+                         "same_person_identity")
 
 
 def _result_core(settings: dict[str, Any]) -> dict[str, Any]:
@@ -303,6 +315,8 @@ def face_settings(cfg: ReconstructConfig, model: MorphableModel,
         **({"method": cfg.method, "rnet": os.path.abspath(cfg.rnet) if cfg.rnet else None,
             "rnet_sha256": file_sha256(cfg.rnet) if cfg.rnet else None} if cfg.method != "fit" else {}),
         **({"rnet_start": cfg.rnet_start} if cfg.method == "rnet+fit" else {}),
+        **({"same_person_identity": cfg.same_person_identity} if cfg.method == "rnet+fit" and cfg.same_person
+           else {}),
         **({"same_person": True, "same_person_inputs": hashlib.sha256(
                 "\n".join(sorted(inputs or ())).encode()).hexdigest()[:16],
             "cnet": os.path.abspath(cfg.cnet) if cfg.cnet else None,
@@ -525,13 +539,7 @@ def _solve(model: MorphableModel, imgs: torch.Tensor, lm: torch.Tensor, cfg: Rec
             pred = rnet.coefficients(imgs.permute(0, 3, 1, 2))
     t_regress = time.perf_counter() - t0
     if cfg.method == "rnet+fit":
-        init = pred
-        if cfg.rnet_start == "pose":  # the regression's pose; the prior mean's shape (kept: an aggregate)
-            init = pred.clone()
-            init.exp = torch.zeros_like(init.exp)
-            if not cfg.same_person:
-                init.id = torch.zeros_like(init.id)
-        res = fit(model, imgs, lm, cfg.fit, perceptual=perceptual, init=init,
+        res = fit(model, imgs, lm, cfg.fit, perceptual=perceptual, init=_rnet_init(pred, cfg),
                   fixed=("id", "tex") if cfg.same_person else ())
         res.timings["regress"] = t_regress
         return res
@@ -620,6 +628,9 @@ def _check_config(cfg: ReconstructConfig) -> None:
         problems.append(f"method {cfg.method!r} needs an R-Net checkpoint (rnet= / --rnet PATH)")
     if cfg.rnet_start not in RNET_STARTS:
         problems.append(f"rnet_start must be one of {', '.join(RNET_STARTS)}, got {cfg.rnet_start!r}")
+    if cfg.same_person_identity not in SAME_PERSON_IDENTITIES:
+        problems.append(f"same_person_identity must be one of {', '.join(SAME_PERSON_IDENTITIES)}, "
+                        f"got {cfg.same_person_identity!r}")
     if cfg.same_person:
         if not cfg.rnet:
             problems.append("same_person needs an R-Net checkpoint (rnet= / --rnet PATH) to regress every face")
@@ -724,7 +735,10 @@ def _run(inputs: Any, out: str | os.PathLike | None, cfg: ReconstructConfig, mod
     outcomes: Iterable[_InputOutcome] = _outcomes(items, det, cfg, settings, fingerprint, template)
     if cfg.same_person and m is not None:  # two passes: every face regressed and aggregated, then solved
         outcomes = _same_person_outcomes(items, det, cfg, settings, fingerprint, template, out_dir)
-        ident = _aggregate_identity(m, [f for o in outcomes for f in o.faces], cfg, rnet, cnet)
+        faces = [f for o in outcomes for f in o.faces]
+        ident = _aggregate_identity(m, faces, cfg, rnet, cnet)
+        if ident is not None and cfg.method == "rnet+fit" and cfg.same_person_identity == "joint":
+            ident = _joint_identity(m, faces, cfg, perceptual, ident)
         if ident is not None and out_dir is not None:
             write_identity(out_dir, **ident)
     for batch in _batches(outcomes, cfg.batch_size, book):
@@ -832,6 +846,50 @@ def _aggregate_identity(model: MorphableModel, faces: list[Face], cfg: Reconstru
             "conf_tex": ct.cpu().numpy(), "images": [f.image for f in faces],
             "face_index": [f.face_index for f in faces], "rnet": os.path.abspath(cfg.rnet or ""),
             "cnet": os.path.abspath(cfg.cnet) if cfg.cnet else ""}
+
+
+def _rnet_init(pred: Coefficients, cfg: ReconstructConfig) -> Coefficients:
+    """What ``rnet+fit`` starts from, given the regression (a same-person run's: with the aggregated
+    identity and albedo): all of it, or (``rnet_start='pose'``) its pose with the prior mean's
+    expression and, unless it is a same-person aggregate, identity."""
+    if cfg.rnet_start != "pose":
+        return pred
+    init = pred.clone()
+    init.exp = torch.zeros_like(init.exp)
+    if not cfg.same_person:
+        init.id = torch.zeros_like(init.id)
+    return init
+
+
+def _joint_identity(model: MorphableModel, faces: list[Face], cfg: ReconstructConfig, perceptual: Any,
+                    ident: dict[str, Any]) -> dict[str, Any]:
+    """One identity and albedo fitted to (up to :data:`JOINT_FIT_MAX_FACES` of) the run's faces at once
+    (:func:`face3dkit.fit.fit` with ``shared=('id', 'tex')``, from their aggregated starts); every
+    face's ``start`` takes it. Returns ``ident`` with ``id`` / ``tex`` the joint fit's, the aggregate
+    kept as ``id_aggregate`` / ``tex_aggregate`` and ``joint`` (N,) which faces the fit saw."""
+    counts: dict[int, int] = {}
+    for f in faces:
+        counts[len(f.lm_crop)] = counts.get(len(f.lm_crop), 0) + 1
+    n_points = max(counts, key=lambda k: (counts[k], k))  # the most common landmark count (68 on a tie)
+    pool = [k for k, f in enumerate(faces) if len(f.lm_crop) == n_points]
+    if len(pool) > JOINT_FIT_MAX_FACES:
+        pool = [pool[int(i)] for i in np.linspace(0, len(pool) - 1, JOINT_FIT_MAX_FACES).round()]
+    dev = model.mean_shape.device
+    chosen = [faces[k] for k in pool]
+    imgs = torch.as_tensor(np.stack([f.crop for f in chosen]), dtype=torch.float32, device=dev) / 255.0
+    lm = torch.as_tensor(np.stack([f.lm_crop for f in chosen]), dtype=torch.float32, device=dev)
+    start = Coefficients.split(torch.cat([f.start for f in chosen]).to(dev), model.layout)
+    res = fit(model, imgs, lm, cfg.fit, perceptual=perceptual, init=_rnet_init(start, cfg), shared=("id", "tex"))
+    j_id, j_tex = res.coeffs.id[:1].detach(), res.coeffs.tex[:1].detach()
+    lay = model.layout.slices()
+    for f in faces:
+        f.start = f.start.clone()
+        f.start[:, lay["id"]] = j_id.to(f.start)
+        f.start[:, lay["tex"]] = j_tex.to(f.start)
+    joint = np.zeros(len(faces), bool)
+    joint[pool] = True
+    return {**ident, "id": j_id[0].cpu().numpy(), "tex": j_tex[0].cpu().numpy(), "id_aggregate": ident["id"],
+            "tex_aggregate": ident["tex"], "joint": joint}
 
 
 def _outcomes(items: list[_Input], det: LandmarkDetector | None, cfg: ReconstructConfig, settings: dict[str, Any],
