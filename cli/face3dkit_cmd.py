@@ -416,6 +416,10 @@ def _set_threads(threads: int | None) -> None:
               help="Adam learning rate (Deng et al.: 1e-4).")
 @click.option("--supervised", type=click.FloatRange(min=0), default=1.0, show_default=True,
               help="Weight of the coefficient supervision (0: the weakly-supervised hybrid loss alone).")
+@click.option("--supervised-space", type=click.Choice(["coefficients", "vertices"]), default="coefficients",
+              show_default=True,
+              help="Where the supervision compares: the coefficient vector, or the shape / colour each linear "
+                   "block makes (mean squared vertex displacement; 3DDFA's vertex distance).")
 @click.option("--amp", type=click.Choice(["auto", "off", "bf16", "fp16"]), default="auto", show_default=True,
               help="Mixed precision of the network (auto: bf16/fp16 on CUDA, off on the CPU); rendering stays fp32.")
 @_run_options
@@ -423,8 +427,8 @@ def _set_threads(threads: int | None) -> None:
 def train_rnet_cmd(out: str, data: str, photo_fraction: float, detector: str, model_name: str, backbone: str,
                    imagenet: str | None, init: str | None, identity_net: str | None, steps: int,
                    batch_size: int, size: int, input_size: int | None, yaw: float, lr: float, supervised: float,
-                   amp: str, seed: int, checkpoint_every: int, resume: bool, device: str, threads: int | None,
-                   progress: bool) -> None:
+                   supervised_space: str, amp: str, seed: int, checkpoint_every: int, resume: bool, device: str,
+                   threads: int | None, progress: bool) -> None:
     """Train an R-Net (Deng et al.'s coefficient regressor) with the hybrid loss on synthetic renders;
     OUT/rnet.pt is what `reconstruct --method rnet --rnet` loads. Runs resume exactly (--resume);
     `torchrun --nproc-per-node N $(which face3dkit) train-rnet ...` trains data-parallel."""
@@ -441,7 +445,7 @@ def train_rnet_cmd(out: str, data: str, photo_fraction: float, detector: str, mo
             raise click.BadParameter(f"{data}: not 'synthetic' and not a folder of photos", param_hint="--data")
         photos = data
     cfg = RNetTrainConfig(model=model_name, backbone=backbone, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
-                          supervised=supervised, checkpoint_every=checkpoint_every,
+                          supervised=supervised, supervised_space=supervised_space, checkpoint_every=checkpoint_every,
                           data=SyntheticFaces(size=size, yaw_deg=yaw), input_size=input_size, imagenet=imagenet,
                           init=init, amp=amp, device=dev, photos=photos, photo_fraction=photo_fraction,
                           detector=detector, identity_net=identity_net)

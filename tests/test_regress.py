@@ -46,6 +46,51 @@ def test_hybrid_loss_is_the_weighted_sum_of_its_terms(model):
     assert float(terms["photometric"]) < 2e-3  # sqrt(eps) per pixel
 
 
+def test_vertex_space_supervision_is_the_mean_displacement_each_block_causes(model):
+    """supervised_space='vertices': identity and expression by the mean squared vertex displacement
+    of the shapes they make (model.shape, brute force over the 21k vertices here), albedo by the
+    mean squared colour change (model.albedo), each over that of a unit error in every coefficient
+    (the squared norm of the basis per vertex); angles, light, translation by their MSE; the six
+    averaged. hybrid_loss uses it under that setting; an unknown space is refused."""
+    from face3dkit.losses import coefficient_supervision, vertex_space_supervision
+
+    g = torch.Generator().manual_seed(4)
+    p, t = model.sample(3, generator=g), model.sample(3, generator=g)
+    p.exp, t.exp = torch.rand(3, model.n_exp, generator=g), torch.rand(3, model.n_exp, generator=g)
+    p.angles, p.gamma, p.trans = (torch.randn(3, k, generator=g) * 0.2 for k in (3, 27, 3))
+    v = model.n_verts
+    zi, ze = torch.zeros(3, model.n_id), torch.zeros(3, model.n_exp)
+
+    def msd(a, b, basis):  # mean over the batch of the per-vertex mean squared distance, per unit basis
+        return float((a - b).double().pow(2).sum(-1).mean(-1).mean() / (basis.double().pow(2).sum() / v))
+
+    want = [msd(model.shape(p.id, ze), model.shape(t.id, ze), model.id_basis),
+            msd(model.shape(zi, p.exp), model.shape(zi, t.exp), model.exp_basis),
+            msd(model.albedo(p.tex, 3), model.albedo(t.tex, 3), model.albedo_basis)]
+    want += [float((getattr(p, k) - getattr(t, k)).pow(2).mean()) for k in ("angles", "gamma", "trans")]
+    got = vertex_space_supervision(model, p, t)
+    assert abs(float(got) - sum(want) / 6) < 1e-4 * sum(want), (float(got), want)
+    assert 1.0 < want[0] < 4.0  # two independent N(0, 1) identities: about 2 prior variances apart
+    assert float(vertex_space_supervision(model, t, t)) == 0.0
+    cam = PerspectiveCamera.for_image_size(32)
+    b = _batch(model, cam, 1, 2)
+    c = face3dkit.Coefficients.split(b["coeffs"], model.layout)
+    for space, fn in (("vertices", lambda: vertex_space_supervision(model, p[:2], c)),
+                      ("coefficients", lambda: coefficient_supervision(p[:2], c))):
+        _, terms = hybrid_loss(model, p[:2], b["image"], b["landmarks"], cam,
+                               HybridLossConfig(supervised=1.0, supervised_space=space), true_coeffs=c)
+        torch.testing.assert_close(terms["supervised"], fn())
+    with pytest.raises(ValueError, match="supervised_space"):
+        HybridLossConfig(supervised_space="pixels")
+    from face3dkit.losses import basis_gram
+
+    basis = torch.randn(5, 3, 2, generator=g, dtype=torch.float64)
+    gram = basis_gram(basis)
+    torch.testing.assert_close(gram, basis.reshape(15, 2).T @ basis.reshape(15, 2) / 5)
+    basis.mul_(2)  # modified in place: the cached matrix is not reused
+    torch.testing.assert_close(basis_gram(basis), 4 * gram)
+
+
 def test_rnet_training_learns_pose_from_images(model):
     """150 Adam steps (lr 1e-3 decayed linearly to 0) on fresh synthetic batches (32 px): on a held-out
     batch the landmark loss falls to under 0.6 of its start (18.7 -> 5.7 with one thread, 6.6 with two)
@@ -143,6 +188,13 @@ def test_train_rnet_command(tmp_path):
     assert "trained 2 steps" in r.output and (tmp_path / "run" / "rnet.pt").is_file()
     r = CliRunner().invoke(main, args)
     assert r.exit_code == 1 and "--resume" in r.output and "Traceback" not in r.output
+    import json
+
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["supervised_space"] == "coefficients"
+    v = ["train-rnet", "--out", str(tmp_path / "v"), *args[3:], "--supervised-space", "vertices"]
+    r = CliRunner().invoke(main, v)
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "v" / "config.json").read_text())["supervised_space"] == "vertices"
 
 
 def test_train_rnet_init_starts_from_the_given_weights(tmp_path):

@@ -9,6 +9,8 @@ One small pure function per term (plus a thin ``nn.Module`` where state is usefu
 * :func:`perceptual_loss`, :class:`PerceptualLoss` - 1 - cosine of identity embeddings.
 * :func:`coefficient_regularization`, :func:`gamma_regularization` - 3DMM / lighting priors.
 * :func:`reflectance_loss` - albedo variance over the skin region.
+* :func:`coefficient_supervision`, :func:`vertex_space_supervision` - known coefficients
+  (synthetic renders) as a supervised term, in coefficient or in vertex / colour space.
 * :class:`LossWeights` - the paper's weights; :meth:`LossWeights.combine` sums weighted terms.
 * :func:`skin_probability`, :func:`skin_attention`, :func:`fit_skin_gmm`,
   :class:`SkinColorModel` - naive-Bayes skin colour model of two :class:`GaussianMixtureModel`
@@ -45,9 +47,14 @@ from .skin import (
     skin_attention,
     skin_probability,
 )
+from .supervision import SUPERVISION_SPACES, basis_gram, coefficient_supervision, vertex_space_supervision
 from .weights import LossWeights, image_loss_terms
 
 __all__ = [
+    "SUPERVISION_SPACES",
+    "basis_gram",
+    "coefficient_supervision",
+    "vertex_space_supervision",
     "LossWeights",
     "image_loss_terms",
     "photometric_loss",

@@ -6,8 +6,9 @@ coefficients: the skin-attention-weighted photometric loss on the front-face pix
 :func:`face3dkit.render.render_face`, the landmark loss with Deng et al.'s point weights, the
 identity perceptual loss when an identity network is given, and the coefficient, light and
 albedo-variance priors, weighted by :class:`face3dkit.losses.LossWeights` (the paper's values).
-On synthetic renders, whose true coefficients are known, a supervised term (mean squared error of
-the coefficient vector) can be added.
+On synthetic renders, whose true coefficients are known, a supervised term can be added: the mean
+squared error of the coefficient vector, or of the shape and colour the coefficients make
+(:mod:`face3dkit.losses.supervision`).
 """
 
 from __future__ import annotations
@@ -21,11 +22,14 @@ from torch import Tensor
 
 from face3dkit.align.arcface import arcface_matrix
 from face3dkit.losses import (
+    SUPERVISION_SPACES,
     LossWeights,
+    coefficient_supervision,
     image_loss_terms,
     landmark_loss,
     landmark_weights,
     skin_attention,
+    vertex_space_supervision,
 )
 from face3dkit.model.coefficients import Coefficients
 from face3dkit.model.morphable import MorphableModel
@@ -43,11 +47,21 @@ class HybridLossConfig:
         skin_model: skin-colour model of the photometric attention (None: no attention).
         supervised: weight of the coefficient-supervision term (synthetic data with known
             coefficients; 0 = off, Deng et al.'s weakly-supervised loss alone).
+        supervised_space: where that term compares: ``'coefficients'`` (the mean squared error of
+            the coefficient vector, :func:`face3dkit.losses.coefficient_supervision`) or
+            ``'vertices'`` (each linear block by the mean squared vertex / colour displacement its
+            error causes, :func:`face3dkit.losses.vertex_space_supervision`).
     """
 
     weights: LossWeights = field(default_factory=LossWeights)
     skin_model: str | None = "jones_rehg"
     supervised: float = 0.0
+    supervised_space: str = "coefficients"
+
+    def __post_init__(self) -> None:
+        if self.supervised_space not in SUPERVISION_SPACES:
+            raise ValueError(f"supervised_space must be one of {', '.join(SUPERVISION_SPACES)}, "
+                             f"got {self.supervised_space!r}")
 
 
 def hybrid_loss(model: MorphableModel, coeffs: Coefficients, images: Tensor, lm2d: Tensor, camera: Any,
@@ -85,8 +99,9 @@ def hybrid_loss(model: MorphableModel, coeffs: Coefficients, images: Tensor, lm2
                              perceptual if use_perceptual else None, arcface_matrix(lm2d) if use_perceptual else None)
     total = w.combine(terms)[0]
     if true_coeffs is not None and cfg.supervised > 0:
-        pred = coeffs.join() if supervised_rows is None else coeffs.join()[supervised_rows.to(coeffs.id.device)]
-        terms["supervised"] = ((pred - true_coeffs.join().to(coeffs.id)) ** 2).mean()
+        pred = coeffs if supervised_rows is None else coeffs[supervised_rows.to(coeffs.id.device)]
+        terms["supervised"] = (vertex_space_supervision(model, pred, true_coeffs)
+                               if cfg.supervised_space == "vertices" else coefficient_supervision(pred, true_coeffs))
         total = total + cfg.supervised * terms["supervised"]
     return total, terms
 

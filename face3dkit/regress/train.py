@@ -55,6 +55,8 @@ class RNetTrainConfig:
         backbone: :data:`face3dkit.nets.RNET_BACKBONES` name.
         steps, batch_size, lr, seed: optimisation.
         supervised: weight of the coefficient-supervision term (the renders' true coefficients).
+        supervised_space: ``'coefficients'`` or ``'vertices'``
+            (:attr:`face3dkit.regress.hybrid.HybridLossConfig.supervised_space`).
         checkpoint_every: steps between checkpoints (and metrics.csv rewrites).
         data: the randomisation of the renders (:class:`SyntheticFaces`; ``size`` = crop side).
         photos: a folder of face photos to train on (:func:`face3dkit.regress.photos.prepare_photo_folder`:
@@ -82,6 +84,7 @@ class RNetTrainConfig:
     lr: float = 1e-4
     seed: int = 0
     supervised: float = 1.0
+    supervised_space: str = "coefficients"
     checkpoint_every: int = 100
     data: SyntheticFaces = field(default_factory=SyntheticFaces)
     photos: str | None = None
@@ -97,6 +100,7 @@ class RNetTrainConfig:
 
     def __post_init__(self) -> None:
         autocast_dtype(self.amp, torch.device("cpu"))  # validates the name
+        HybridLossConfig(supervised_space=self.supervised_space)  # validates the space
         if not 0 <= self.photo_fraction <= 1:
             raise ValueError(f"RNetTrainConfig: photo_fraction must be in [0, 1], got {self.photo_fraction}")
         if self.steps < 1 or self.batch_size < 1 or self.checkpoint_every < 1 or not self.lr > 0:
@@ -203,7 +207,7 @@ def train_rnet(out: str | os.PathLike, cfg: RNetTrainConfig | None = None, resum
                             cfg.photo_fraction, cfg.seed, step, info.rank, info.world_size)
         return {k: v.to(dev) for k, v in b.items()}
     cam = PerspectiveCamera.for_image_size(cfg.data.size)
-    loss_cfg = HybridLossConfig(supervised=cfg.supervised)
+    loss_cfg = HybridLossConfig(supervised=cfg.supervised, supervised_space=cfg.supervised_space)
     perceptual = None
     if cfg.identity_net:
         from face3dkit.losses import PerceptualLoss
