@@ -242,8 +242,8 @@ class DeviceParam(click.ParamType):
                    "rnet+fit the fit starts there (see --same-person-identity). Not under torchrun (WORLD_SIZE > 1).")
 @click.option("--same-person-identity", type=click.Choice(["joint", "aggregate"]), default="joint", show_default=True,
               help="With --same-person --method rnet+fit: 'joint' fits one identity and albedo to the photos together "
-                   "(up to 64), starting from the aggregate, then each photo with it held; 'aggregate' holds the "
-                   "aggregate of the regressions.")
+                   "(up to 64; further photos are fitted with it held), starting from the aggregate; 'aggregate' "
+                   "holds the aggregate of the regressions.")
 @click.option("--cnet", "cnet", type=click.Path(dir_okay=False), default=None,
               help="C-Net checkpoint (train-cnet's OUT/cnet.pt) for --same-person: per-coefficient confidences.")
 @click.option("--strict/--no-strict", default=False, show_default=True,

@@ -159,12 +159,13 @@ def test_same_person_errors(scene, tmp_path):
         reconstruct([photos], None, ReconstructConfig(same_person=True, method="rnet"))
 
 
-def test_same_person_rnet_plus_fit_starts_from_the_aggregate(scene, tmp_path):
+def test_same_person_rnet_plus_fit_starts_from_the_aggregate(scene, tmp_path, monkeypatch):
     """With rnet+fit (--same-person-identity aggregate) the fit starts from the aggregated
     coefficients and holds identity and albedo: every face keeps the aggregate's id / tex exactly,
     while its own pose is fitted (it moves). With the default (joint) one identity and albedo are
-    first fitted to the photos together from that aggregate: every face has that one, which is not
-    the aggregate (kept in identity.npz as id_aggregate, equal to the regressions' mean)."""
+    fitted to the photos together from that aggregate, once (those faces keep that fit): every face
+    has that one, which is not the aggregate (kept in identity.npz as id_aggregate, equal to the
+    regressions' mean)."""
     photos, rnet, _, _, m = scene
     r = _run([str(photos), "-o", str(tmp_path / "reg"), "--same-person", "--rnet", str(rnet), "--method", "rnet"])
     assert r.exit_code == 0, r.output
@@ -188,8 +189,19 @@ def test_same_person_rnet_plus_fit_starts_from_the_aggregate(scene, tmp_path):
     assert marker["settings"]["same_person_identity"] == "aggregate"
 
     joint_out = tmp_path / "joint"
+    import face3dkit.pipeline.run as run_mod
+
+    calls = []
+    real_fit = run_mod.fit
+
+    def counting_fit(*a, **kw):
+        calls.append((a[1].shape[0], tuple(kw.get("shared", ())), tuple(kw.get("fixed", ()))))
+        return real_fit(*a, **kw)
+
+    monkeypatch.setattr(run_mod, "fit", counting_fit)
     r = _run([str(photos), "-o", str(joint_out), *fit_args])
     assert r.exit_code == 0 and "fitted to the photos jointly" in r.output, r.output
+    assert calls == [(N_PHOTOS, ("id", "tex"), ())]  # one joint fit; its faces are not fitted again
     joint = np.load(joint_out / "identity.npz")
     np.testing.assert_allclose(joint["id_aggregate"], aggregate["id"], rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(joint["tex_aggregate"], aggregate["tex"], rtol=1e-6, atol=1e-7)
@@ -201,3 +213,15 @@ def test_same_person_rnet_plus_fit_starts_from_the_aggregate(scene, tmp_path):
         np.testing.assert_allclose(js[k]["tex"], joint["tex"].reshape(-1), rtol=0, atol=1e-6)
     marker = json.loads((joint_out / "p0" / "p0.done.json").read_text())
     assert marker["settings"]["same_person_identity"] == "joint"
+    # More faces than the joint fit takes: evenly spaced ones fitted jointly, the rest with it held.
+    monkeypatch.setattr(run_mod, "JOINT_FIT_MAX_FACES", 2)
+    calls.clear()
+    capped = tmp_path / "capped"
+    r = _run([str(photos), "-o", str(capped), *fit_args])
+    assert r.exit_code == 0, r.output
+    assert calls == [(2, ("id", "tex"), ()), (1, (), ("id", "tex"))], calls
+    ident = np.load(capped / "identity.npz")
+    assert ident["joint"].tolist() == [True, False, True]
+    cs = _coeffs(capped, m)
+    for k in range(N_PHOTOS):
+        np.testing.assert_allclose(cs[k]["id"], ident["id"].reshape(-1), rtol=0, atol=1e-6)

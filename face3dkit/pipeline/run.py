@@ -142,8 +142,9 @@ class ReconstructConfig:
             first fits one identity and albedo to the photos together, from the aggregate
             (``fit(..., shared=('id', 'tex'))``, each photo its own expression, pose, light; at most
             :data:`JOINT_FIT_MAX_FACES` photos, evenly spaced over the run's faces, those with the
-            run's most common landmark count), then every face with that identity and albedo held;
-            ``'aggregate'`` holds the R-Net's (C-Net-weighted) aggregate itself.
+            run's most common landmark count): those faces keep that fit, the others are fitted
+            with its identity and albedo held; ``'aggregate'`` holds the R-Net's (C-Net-weighted)
+            aggregate itself.
     """
 
     model: str = "default"
@@ -426,6 +427,8 @@ class Face:
         old_files: outputs of the earlier result it replaces (removed if not rewritten).
         start: with ``same_person``, its (1, total) coefficients before the solve: the R-Net's
             regression with the run's aggregated identity and albedo.
+        solved: with ``same_person_identity='joint'``, for a face of the joint fit: that fit's
+            result and this face's row in it (its final coefficients: it is not fitted again).
     """
 
     image: str
@@ -440,6 +443,7 @@ class Face:
     input_number: int = -1
     old_files: list[str] = field(default_factory=list)
     start: torch.Tensor | None = None
+    solved: tuple[FitResult, int] | None = None
 
 
 @dataclass
@@ -552,15 +556,48 @@ def _solve(model: MorphableModel, imgs: torch.Tensor, lm: torch.Tensor, cfg: Rec
                      {"regress": t_regress, "final_render": time.perf_counter() - t0 - t_regress}, r.display_mask)
 
 
+def _result_rows(res: FitResult, rows: list[int]) -> FitResult:
+    """The faces ``rows`` of a fit's result, as a result of their own."""
+    idx = torch.as_tensor(rows, dtype=torch.long, device=res.landmarks2d.device)
+
+    def pick(t: torch.Tensor | None) -> torch.Tensor | None:
+        return None if t is None else t.index_select(0, idx.to(t.device))
+
+    return FitResult(res.coeffs[idx], pick(res.landmarks2d), pick(res.render), pick(res.mask), res.losses,
+                     pick(res.landmark_error), res.timings, pick(res.display_mask))
+
+
 def _fit_group(model: MorphableModel, batch: list[Face], cfg: ReconstructConfig, perceptual: Any,
                out_written: bool, marker: dict[str, Any], rnet: Any = None) -> list[FaceResult]:
-    dev = model.mean_shape.device
-    imgs = torch.as_tensor(np.stack([p.crop for p in batch]), dtype=torch.float32, device=dev) / 255.0
-    lm = torch.as_tensor(np.stack([p.lm_crop for p in batch]), dtype=torch.float32, device=dev)
-    start = None
-    if all(p.start is not None for p in batch):
-        start = Coefficients.split(torch.cat([p.start for p in batch]).to(dev), model.layout)
-    res = _solve(model, imgs, lm, cfg, perceptual, rnet, start)
+    """Solve a batch of faces with one landmark count (the faces a joint identity fit solved already
+    take their rows of it) and write their outputs, in batch order."""
+    parts: list[tuple[list[Face], FitResult]] = []
+    todo = [p for p in batch if p.solved is None]
+    if todo:
+        dev = model.mean_shape.device
+        imgs = torch.as_tensor(np.stack([p.crop for p in todo]), dtype=torch.float32, device=dev) / 255.0
+        lm = torch.as_tensor(np.stack([p.lm_crop for p in todo]), dtype=torch.float32, device=dev)
+        start = None
+        if all(p.start is not None for p in todo):
+            start = Coefficients.split(torch.cat([p.start for p in todo]).to(dev), model.layout)
+        parts.append((todo, _solve(model, imgs, lm, cfg, perceptual, rnet, start)))
+    by_fit: dict[int, tuple[FitResult, list[Face], list[int]]] = {}
+    for p in batch:
+        if p.solved is not None:
+            entry = by_fit.setdefault(id(p.solved[0]), (p.solved[0], [], []))
+            entry[1].append(p)
+            entry[2].append(p.solved[1])
+    parts += [(faces, _result_rows(res, rows)) for res, faces, rows in by_fit.values()]
+    results: dict[int, FaceResult] = {}
+    for faces, res in parts:
+        for f, r in zip(faces, _write_faces(model, faces, res, cfg, out_written, marker), strict=True):
+            results[id(f)] = r
+    return [results[id(p)] for p in batch]
+
+
+def _write_faces(model: MorphableModel, batch: list[Face], res: FitResult, cfg: ReconstructConfig,
+                 out_written: bool, marker: dict[str, Any]) -> list[FaceResult]:
+    """The :class:`FaceResult` of each face of ``batch`` from its row of ``res``, its files written."""
     ypr = yaw_pitch_roll_degrees(res.coeffs.angles).cpu().numpy()
     results = []
     with torch.no_grad():
@@ -865,8 +902,9 @@ def _joint_identity(model: MorphableModel, faces: list[Face], cfg: ReconstructCo
                     ident: dict[str, Any]) -> dict[str, Any]:
     """One identity and albedo fitted to (up to :data:`JOINT_FIT_MAX_FACES` of) the run's faces at once
     (:func:`face3dkit.fit.fit` with ``shared=('id', 'tex')``, from their aggregated starts); every
-    face's ``start`` takes it. Returns ``ident`` with ``id`` / ``tex`` the joint fit's, the aggregate
-    kept as ``id_aggregate`` / ``tex_aggregate`` and ``joint`` (N,) which faces the fit saw."""
+    face's ``start`` takes it, and the faces of the fit keep their rows of it (``solved``). Returns
+    ``ident`` with ``id`` / ``tex`` the joint fit's, the aggregate kept as ``id_aggregate`` /
+    ``tex_aggregate`` and ``joint`` (N,) which faces the fit saw."""
     counts: dict[int, int] = {}
     for f in faces:
         counts[len(f.lm_crop)] = counts.get(len(f.lm_crop), 0) + 1
@@ -886,6 +924,8 @@ def _joint_identity(model: MorphableModel, faces: list[Face], cfg: ReconstructCo
         f.start = f.start.clone()
         f.start[:, lay["id"]] = j_id.to(f.start)
         f.start[:, lay["tex"]] = j_tex.to(f.start)
+    for row, f in enumerate(chosen):  # fitted already, with the identity every face gets
+        f.solved = (res, row)
     joint = np.zeros(len(faces), bool)
     joint[pool] = True
     return {**ident, "id": j_id[0].cpu().numpy(), "tex": j_tex[0].cpu().numpy(), "id_aggregate": ident["id"],
