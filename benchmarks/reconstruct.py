@@ -73,12 +73,15 @@ class TrueLandmarks:
         return [FaceLandmarks(pts.copy(), (float(x0), float(y0), float(x1), float(y1)), 1.0, "truth")]
 
 
-def make_scenes(model, n: int, seed: int, yaw_deg=None) -> tuple[list[np.ndarray], list[np.ndarray],
-                                                                  face3dkit.Coefficients]:
+def make_scenes(model, n: int, seed: int, yaw_deg=None, one_identity: bool = False
+                ) -> tuple[list[np.ndarray], list[np.ndarray], face3dkit.Coefficients]:
     """``n`` random photos, their (68, 2) true landmarks and coefficients; ``yaw_deg(rnd, n)`` draws
-    the (n,) yaw in degrees from the scene generator (default: uniform in +-60)."""
+    the (n,) yaw in degrees from the scene generator (default: uniform in +-60); ``one_identity``:
+    every photo has the first one's identity and albedo (photos of one person)."""
     g = torch.Generator().manual_seed(seed)
     c = model.sample(n, generator=g)
+    if one_identity:
+        c.id, c.tex = c.id[:1].expand(n, -1).clone(), c.tex[:1].expand(n, -1).clone()
     rnd = lambda *s: torch.rand(*s, generator=g)  # noqa: E731
     c.exp = (rnd(n, model.n_exp) < 0.12).float() * rnd(n, model.n_exp) * 0.7
     if model.exp_range is None:

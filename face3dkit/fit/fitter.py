@@ -598,10 +598,11 @@ def fit(
             each photo keeping its own expression, pose, light and translation (multi-image
             analysis-by-synthesis). The shared value starts from the mean of ``init``'s rows (zero
             without ``init``; with ``appearance_init`` the albedo from the mean of the per-photo
-            closed forms). Every data term stays a mean over the photos (each counts equally) and
-            the shared block's prior counts once for the set (1 / B of a photo's: the MAP estimate
-            from B photos), so more photos let the data pull it further from the mean. The returned
-            rows are equal.
+            closed forms). Every term stays a mean over the photos, so each photo counts equally
+            and the shared blocks' prior weighs as in a one-photo fit (not 1 / B of it, the MAP
+            weight for independent landmark errors: a detector's errors on one person's photos are
+            not independent, and on dlib's landmarks the weaker prior fits their common bias into
+            the identity; docs/benchmarks.md). The returned rows are equal.
             Not with ``landmark_refine_iters`` > 0 (a refined subset would move a shared value).
 
     Returns:
@@ -690,18 +691,7 @@ def _fit(model: MorphableModel, images: Tensor | None, lm2d: Tensor, cfg: FitCon
     def landmark_loss(pred: Tensor, target: Tensor, weights: Tensor) -> Tensor:
         return robust_landmark_loss(pred, target, weights, cfg.landmark_loss, lm_scale)
 
-    def prior_view(c: Coefficients) -> Coefficients:
-        """``c`` as the coefficient prior sees it: a shared block scaled by 1 / sqrt(B), so that its
-        prior (a mean over the batch like every data term) counts once for the set, not per photo."""
-        if not shared or b == 1:
-            return c
-        d = c.as_dict()
-        for k in shared:
-            d[k] = d[k] * (1.0 / b) ** 0.5
-        return Coefficients(**d)
-
     def priors(c: Coefficients, scale: float = 1.0) -> dict[str, Tensor]:
-        c = prior_view(c)
         return {"coefficient": coefficient_regularization(c.id, c.exp, c.tex, scale * wts.coef_id,
                                                           scale * wts.coef_exp, wts.coef_tex)}
 
@@ -807,7 +797,7 @@ def _fit(model: MorphableModel, images: Tensor | None, lm2d: Tensor, cfg: FitCon
             else:
                 img, mask, _, _ = render_coefficients(model, c, photo_cam, cfg.antialias)
             terms = image_loss_terms(wts, photo_images, img, mask, att,
-                                     landmark_loss(reduce(project_lm(c)), lm2d, lw_photo), prior_view(c),
+                                     landmark_loss(reduce(project_lm(c)), lm2d, lw_photo), c,
                                      skin_rows.albedo(c.tex), skin, perceptual, crop_m)
             loss = wts.combine(terms)[0]  # Deng et al.'s weighted sum (LossWeights), in this order
             loss.backward()
