@@ -32,7 +32,7 @@ Usage::
 
     python benchmarks/cnet.py --rnet runs/rnet/rnet.pt --cnet runs/cnet/cnet.pt [--sets 50 --set-size 5]
         [--size PX] [--seed 2026] [--batch-sets 10] [--model default] [--threads 2] [--device cpu]
-        [--fit [--fit-config default|fast] [--lm-noise 1.5]]
+        [--fit [--fit-config default|fast] [--lm-noise 1.5] [--map-prior]]
 
 ``--size`` defaults to the crop size of the C-Net's (else the R-Net's) training run, else 224. Without
 ``--cnet`` only the first two rows are printed.
@@ -86,6 +86,8 @@ def main() -> None:
     p.add_argument("--fit-config", choices=["default", "fast"], default="default",
                    help="FitConfig() or FitConfig.fast() for --fit.")
     p.add_argument("--lm-noise", type=float, default=1.5, help="Landmark noise of --fit, pixels of a 224 crop.")
+    p.add_argument("--map-prior", action="store_true",
+                   help="The joint fit's shared prior at 1 / set size (FitConfig.shared_prior_weight; default 1).")
     args = p.parse_args()
     if min(args.sets, args.set_size, args.batch_sets) < 1:
         p.error("--sets, --set-size and --batch-sets must be >= 1")
@@ -123,6 +125,7 @@ def main() -> None:
         methods += ["single image, fitted (rnet+fit)", "mean of the fits", f"joint fit from the {agg_name}"]
         fit_cfg = dataclasses.replace(FitConfig.fast() if args.fit_config == "fast" else FitConfig(),
                                       landmark_convention="3d")
+        joint_cfg = dataclasses.replace(fit_cfg, shared_prior_weight=1 / args.set_size if args.map_prior else 1.0)
     sums = {k: [0.0, 0.0, 0.0, 0.0, 0] for k in methods}
 
     def scale_aligned(est: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
@@ -180,7 +183,7 @@ def main() -> None:
                 for j in range(n):  # one joint fit per set
                     rows = slice(j * k, (j + 1) * k)
                     with torch.enable_grad():
-                        joint = fit(model, crops[rows], lm[rows], fit_cfg, init=start[rows], shared=("id", "tex"))
+                        joint = fit(model, crops[rows], lm[rows], joint_cfg, init=start[rows], shared=("id", "tex"))
                     add(f"joint fit from the {agg_name}", joint.coeffs.id[:1], joint.coeffs.tex[:1], true.id[j:j + 1],
                         true.tex[j:j + 1], true_shape[j:j + 1])
             done += n
@@ -194,7 +197,8 @@ def main() -> None:
           f"{HELD_OUT_STEP}..{step - 1}), {secs:.1f} s")
     if args.fit:
         print(f"# fits: FitConfig{'.fast()' if args.fit_config == 'fast' else '()'} with landmark_convention='3d', "
-              f"the renders' landmarks + N(0, {args.lm_noise:g} px of a 224 crop)")
+              f"the renders' landmarks + N(0, {args.lm_noise:g} px of a 224 crop); joint fit's shared prior weight "
+              f"{joint_cfg.shared_prior_weight:.3g}")
     u = "mm" if mm else (units or "model units")
     f = mm or 1.0
     print(f"| estimate | identity RMSE | albedo RMSE | shape error {u} | scale-aligned shape error {u} |")

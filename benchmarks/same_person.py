@@ -17,7 +17,7 @@ mean vertex distance, and after the least-squares similarity (rotation, translat
 what is not the face's size or placement). s/face is each ``reconstruct`` call's time per face.
 
     python benchmarks/same_person.py [--sets 12] [--set-size 5] [--rnet default] [--landmarks dlib]
-        [--yaw 45] [--fast] [--threads 2] [--seed 0]
+        [--yaw 45] [--fast] [--map-prior] [--threads 2] [--seed 0]
 """
 
 from __future__ import annotations
@@ -49,6 +49,8 @@ def main() -> None:
     p.add_argument("--landmarks", default="dlib", help="'dlib' (or another detector name), or 'truth'.")
     p.add_argument("--yaw", type=float, default=45.0, help="Yaw half-range of the photos, degrees.")
     p.add_argument("--fast", action="store_true", help="FitConfig.fast() instead of FitConfig().")
+    p.add_argument("--map-prior", action="store_true",
+                   help="The joint fit's shared prior at 1 / set size (FitConfig.shared_prior_weight; default 1).")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
@@ -60,7 +62,9 @@ def main() -> None:
     runs = {"rnet+fit, photo by photo": base,
             "--same-person, R-Net mean held (aggregate)": dataclasses.replace(base, same_person=True,
                                                                                same_person_identity="aggregate"),
-            "--same-person, joint fit (default)": dataclasses.replace(base, same_person=True)}
+            "--same-person, joint fit (default)": dataclasses.replace(
+                base, same_person=True, fit=dataclasses.replace(
+                    fit_cfg, shared_prior_weight=1 / args.set_size if args.map_prior else 1.0))}
     names = ["mean face", "rnet+fit, photo by photo", "mean of the photo-by-photo identities", *list(runs)[1:]]
     errs: dict[str, list[tuple[float, float]]] = {k: [] for k in names}
     secs: dict[str, list[float]] = {k: [] for k in runs}
@@ -97,7 +101,8 @@ def main() -> None:
                 errs[name].append(err(s.results[0].coeffs.id, truth))
     print(f"# machine: {machine_summary('cpu')}, torch threads {torch.get_num_threads()}")
     print(f"# {args.sets} sets x {args.set_size} photos ({SIZE} px, yaw ±{args.yaw:g}°), landmarks {args.landmarks}, "
-          f"R-Net {args.rnet}, FitConfig{'.fast()' if args.fast else '()'}; {missing} photo(s) without a face; "
+          f"R-Net {args.rnet}, FitConfig{'.fast()' if args.fast else '()'}{', MAP prior' if args.map_prior else ''}; "
+          f"{missing} photo(s) without a face; "
           f"{time.perf_counter() - t0:.0f} s")
     print("| identity from | shape error mm (mean) | similarity-aligned mm (mean) | s/face |")
     print("|---|---:|---:|---:|")

@@ -215,8 +215,9 @@ def test_landmark_refinement_gives_far_faces_the_long_stage_and_leaves_the_other
 
 def test_shared_identity_of_copies_is_the_fit_of_one_photo(model):
     """fit(shared=('id', 'tex')) on one person's photos: every term a mean over the photos, the shared
-    blocks' prior as in a one-photo fit. So B copies of one photo give what that photo alone gives
-    (every block, the shared ones bit-equal across rows), and a batch of one is the plain fit."""
+    blocks' prior as in a one-photo fit (times shared_prior_weight). So B copies of one photo give
+    what that photo alone gives (every block, the shared ones bit-equal across rows), and a batch of
+    one is the plain fit."""
     c, cam, img, lm = _scene(model, 112, [20.0], seed=11)
     base = FitConfig(landmark_iters=30, photo_iters=6, photo_size=None, contour_marching=False)
     b = 3
@@ -230,6 +231,18 @@ def test_shared_identity_of_copies_is_the_fit_of_one_photo(model):
     assert plain.coeffs.id.abs().max() > 0.05  # the identity was fitted (not left at the mean)
     one = fit(model, img, lm, base, camera=cam, shared=("id", "tex"))
     assert torch.equal(one.coeffs.join(), plain.coeffs.join())
+    # shared_prior_weight = 1/B (the MAP weight for independent errors): B copies are the photo
+    # alone with the identity and albedo prior weights divided by B (an ordinary fit here).
+    joint = fit(model, img.expand(b, -1, -1, -1), lm.expand(b, -1, -1),
+                dataclasses.replace(base, shared_prior_weight=1 / b), camera=cam, shared=("id", "tex"))
+    w = base.weights
+    ref = fit(model, img, lm, dataclasses.replace(base, weights=dataclasses.replace(
+        w, coef_id=w.coef_id / b, coef_tex=w.coef_tex / b)), camera=cam)
+    for k, v in joint.coeffs.as_dict().items():
+        torch.testing.assert_close(v[:1], getattr(ref.coeffs, k), rtol=1e-3, atol=5e-4, msg=k)
+    assert (plain.coeffs.id - ref.coeffs.id).abs().max() > 1e-2  # the prior's weight does matter here
+    with pytest.raises(ValueError, match="shared_prior_weight"):
+        FitConfig(shared_prior_weight=0.0)
 
 
 def test_shared_identity_over_different_photos(model):

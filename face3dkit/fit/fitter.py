@@ -162,6 +162,11 @@ class FitConfig:
             and leaves the others far from their points; those get the long stage.
         landmark_refine_above: the residual threshold, pixels of a 224 x 224 crop (rescaled
             with the crop); 0 refines every face.
+        shared_prior_weight: factor on the identity / albedo prior of blocks a batch shares
+            (``fit(..., shared=...)``: one person's photos), relative to a one-photo fit. 1 (the
+            default) suits detected landmarks, whose errors on one person's photos are alike and do
+            not average out; ``1 / B`` is the MAP weight for B photos with independent landmark
+            errors (better with clean landmarks: docs/benchmarks.md).
         appearance_init: start the photometric stage from the closed-form SH light and albedo of the
             landmark stage's geometry (:mod:`face3dkit.fit.appearance`: weighted least squares on
             the front-face pixels) instead of Deng et al.'s ambient light and mean albedo, or
@@ -205,6 +210,7 @@ class FitConfig:
     landmark_scale: float = ROBUST_SCALE_PX
     landmark_refine_iters: int = 0
     landmark_refine_above: float = 0.0
+    shared_prior_weight: float = 1.0
     appearance_init: bool = True
     cull_backfaces: bool = True
 
@@ -235,6 +241,8 @@ class FitConfig:
                              f"{self.landmark_refine_iters} and {self.landmark_refine_above}")
         if not self.landmark_scale > 0:
             raise ValueError(f"FitConfig.landmark_scale must be > 0 pixels, got {self.landmark_scale}")
+        if not self.shared_prior_weight > 0:
+            raise ValueError(f"FitConfig.shared_prior_weight must be > 0, got {self.shared_prior_weight}")
 
     @classmethod
     def fast(cls, **overrides: object) -> FitConfig:
@@ -599,10 +607,11 @@ def fit(
             analysis-by-synthesis). The shared value starts from the mean of ``init``'s rows (zero
             without ``init``; with ``appearance_init`` the albedo from the mean of the per-photo
             closed forms). Every term stays a mean over the photos, so each photo counts equally
-            and the shared blocks' prior weighs as in a one-photo fit (not 1 / B of it, the MAP
-            weight for independent landmark errors: a detector's errors on one person's photos are
-            not independent, and on dlib's landmarks the weaker prior fits their common bias into
-            the identity; docs/benchmarks.md). The returned rows are equal.
+            and the shared blocks' prior weighs as in a one-photo fit times
+            :attr:`FitConfig.shared_prior_weight` (1 by default, not the 1 / B of the MAP estimate
+            for independent landmark errors: a detector's errors on one person's photos are alike,
+            and on dlib's landmarks the weaker prior fits their common bias into the identity;
+            docs/benchmarks.md). The returned rows are equal.
             Not with ``landmark_refine_iters`` > 0 (a refined subset would move a shared value).
 
     Returns:
@@ -691,7 +700,18 @@ def _fit(model: MorphableModel, images: Tensor | None, lm2d: Tensor, cfg: FitCon
     def landmark_loss(pred: Tensor, target: Tensor, weights: Tensor) -> Tensor:
         return robust_landmark_loss(pred, target, weights, cfg.landmark_loss, lm_scale)
 
+    def prior_view(c: Coefficients) -> Coefficients:
+        """``c`` as the coefficient prior sees it: the shared blocks scaled by the square root of
+        ``cfg.shared_prior_weight`` (the prior is quadratic), the others as they are."""
+        if not shared or cfg.shared_prior_weight == 1.0:
+            return c
+        d = c.as_dict()
+        for k in shared:
+            d[k] = d[k] * cfg.shared_prior_weight ** 0.5
+        return Coefficients(**d)
+
     def priors(c: Coefficients, scale: float = 1.0) -> dict[str, Tensor]:
+        c = prior_view(c)
         return {"coefficient": coefficient_regularization(c.id, c.exp, c.tex, scale * wts.coef_id,
                                                           scale * wts.coef_exp, wts.coef_tex)}
 
@@ -797,7 +817,7 @@ def _fit(model: MorphableModel, images: Tensor | None, lm2d: Tensor, cfg: FitCon
             else:
                 img, mask, _, _ = render_coefficients(model, c, photo_cam, cfg.antialias)
             terms = image_loss_terms(wts, photo_images, img, mask, att,
-                                     landmark_loss(reduce(project_lm(c)), lm2d, lw_photo), c,
+                                     landmark_loss(reduce(project_lm(c)), lm2d, lw_photo), prior_view(c),
                                      skin_rows.albedo(c.tex), skin, perceptual, crop_m)
             loss = wts.combine(terms)[0]  # Deng et al.'s weighted sum (LossWeights), in this order
             loss.backward()

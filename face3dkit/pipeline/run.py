@@ -328,7 +328,7 @@ def face_settings(cfg: ReconstructConfig, model: MorphableModel,
 #: FitConfig fields added after results were first fingerprinted, with the value that reproduces the
 #: results made before them: left out of the settings at that value, so those results keep their fingerprint.
 _FIT_FIELDS_ADDED = {"photo_faces": None, "photo_raster_every": 1, "landmark_prior_scale": 1.0,
-                     "photo_shape_shrink": 1.0}
+                     "photo_shape_shrink": 1.0, "shared_prior_weight": 1.0}
 
 
 def _fit_settings(fit_cfg: FitConfig) -> dict[str, Any]:
