@@ -225,3 +225,30 @@ def test_same_person_rnet_plus_fit_starts_from_the_aggregate(scene, tmp_path, mo
     cs = _coeffs(capped, m)
     for k in range(N_PHOTOS):
         np.testing.assert_allclose(cs[k]["id"], ident["id"].reshape(-1), rtol=0, atol=1e-6)
+
+
+def test_same_person_joint_fit_failing_at_run_time_falls_back_to_the_aggregate(scene, tmp_path, monkeypatch, caplog):
+    """A joint identity fit that fails at run time (e.g. out of memory) does not lose the run: a
+    warning, and every face is fitted holding the aggregate (identity.npz without id_aggregate)."""
+    import face3dkit.pipeline.run as run_mod
+
+    photos, rnet, _, _, m = scene
+    real_fit = run_mod.fit
+
+    def failing_joint(*a, **kw):
+        if kw.get("shared"):
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return real_fit(*a, **kw)
+
+    monkeypatch.setattr(run_mod, "fit", failing_joint)
+    out = tmp_path / "o"
+    with caplog.at_level("WARNING", logger="face3dkit.pipeline"):
+        r = _run([str(photos), "-o", str(out), "--same-person", "--rnet", str(rnet), "--method", "rnet+fit",
+                  "--landmark-iters", "3", "--iters", "0"])
+    assert r.exit_code == 0 and f"{N_PHOTOS} face(s) reconstructed" in r.output, r.output
+    assert any("joint identity fit" in rec.message and "out of memory" in rec.message for rec in caplog.records)
+    ident = np.load(out / "identity.npz")
+    assert "id_aggregate" not in ident.files
+    same = _coeffs(out, m)
+    for k in range(N_PHOTOS):
+        np.testing.assert_allclose(same[k]["id"], ident["id"].reshape(-1), rtol=0, atol=1e-6)

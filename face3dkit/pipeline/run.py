@@ -904,7 +904,8 @@ def _joint_identity(model: MorphableModel, faces: list[Face], cfg: ReconstructCo
     (:func:`face3dkit.fit.fit` with ``shared=('id', 'tex')``, from their aggregated starts); every
     face's ``start`` takes it, and the faces of the fit keep their rows of it (``solved``). Returns
     ``ident`` with ``id`` / ``tex`` the joint fit's, the aggregate kept as ``id_aggregate`` /
-    ``tex_aggregate`` and ``joint`` (N,) which faces the fit saw."""
+    ``tex_aggregate`` and ``joint`` (N,) which faces the fit saw; ``ident`` itself (a warning logged)
+    when the fit fails at run time (out of memory), so the faces hold the aggregate."""
     counts: dict[int, int] = {}
     for f in faces:
         counts[len(f.lm_crop)] = counts.get(len(f.lm_crop), 0) + 1
@@ -917,7 +918,13 @@ def _joint_identity(model: MorphableModel, faces: list[Face], cfg: ReconstructCo
     imgs = torch.as_tensor(np.stack([f.crop for f in chosen]), dtype=torch.float32, device=dev) / 255.0
     lm = torch.as_tensor(np.stack([f.lm_crop for f in chosen]), dtype=torch.float32, device=dev)
     start = Coefficients.split(torch.cat([f.start for f in chosen]).to(dev), model.layout)
-    res = fit(model, imgs, lm, cfg.fit, perceptual=perceptual, init=_rnet_init(start, cfg), shared=("id", "tex"))
+    joint_cfg = dataclasses.replace(cfg.fit, landmark_refine_iters=0)  # a refined subset cannot move a shared row
+    try:
+        res = fit(model, imgs, lm, joint_cfg, perceptual=perceptual, init=_rnet_init(start, cfg), shared=("id", "tex"))
+    except RuntimeError as e:  # e.g. out of memory for 64 photos on a small GPU: the faces still get the aggregate
+        LOG.warning("the joint identity fit of %d faces failed (%s): every face holds the aggregate instead",
+                    len(chosen), " ".join(str(e).split())[:200])
+        return ident
     j_id, j_tex = res.coeffs.id[:1].detach(), res.coeffs.tex[:1].detach()
     lay = model.layout.slices()
     for f in faces:
