@@ -61,6 +61,14 @@ MM_PER_UNIT = {"millimetres": 1.0, "millimeters": 1.0, "mm": 1.0, "centimetres":
                "meters": 1000.0, "m": 1000.0}
 
 
+def scale_aligned_error(est: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
+    """(N,) mean vertex distance of (N, V, 3) shapes to (N, V, 3) truths after each estimate's best
+    scale, both centred on their centroids (what of a shape is not its size)."""
+    e, t = est - est.mean(1, keepdim=True), true - true.mean(1, keepdim=True)
+    k = (e * t).sum((1, 2)) / (e * e).sum((1, 2))
+    return (k[:, None, None] * e - t).norm(dim=-1).mean(1)
+
+
 def _trained_size(path: str) -> int | None:
     """The crop size of the training run recorded in a face3dkit checkpoint (None if not recorded)."""
     try:
@@ -128,12 +136,6 @@ def main() -> None:
         joint_cfg = dataclasses.replace(fit_cfg, shared_prior_weight=1 / args.set_size if args.map_prior else 1.0)
     sums = {k: [0.0, 0.0, 0.0, 0.0, 0] for k in methods}
 
-    def scale_aligned(est: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
-        """(N,) mean vertex distance after the estimate's best scale, both shapes centred."""
-        e, t = est - est.mean(1, keepdim=True), true - true.mean(1, keepdim=True)
-        k = (e * t).sum((1, 2)) / (e * e).sum((1, 2))
-        return (k[:, None, None] * e - t).norm(dim=-1).mean(1)
-
     def add(name: str, est_id: torch.Tensor, est_tex: torch.Tensor, true_id: torch.Tensor, true_tex: torch.Tensor,
             true_shape: torch.Tensor) -> None:
         s = sums[name]
@@ -141,7 +143,7 @@ def main() -> None:
         s[0] += float((est_id - true_id).pow(2).mean(1).sqrt().sum())
         s[1] += float((est_tex - true_tex).pow(2).mean(1).sqrt().sum())
         s[2] += float((est_shape - true_shape).norm(dim=-1).mean(1).sum())
-        s[3] += float(scale_aligned(est_shape, true_shape).sum())
+        s[3] += float(scale_aligned_error(est_shape, true_shape).sum())
         s[4] += est_id.shape[0]
 
     t0 = time.perf_counter()

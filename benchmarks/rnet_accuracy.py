@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
+from pathlib import Path
 
 import torch
 
@@ -26,6 +28,9 @@ from face3dkit.losses import basis_gram
 from face3dkit.nets import RNet
 from face3dkit.regress.synthetic import SyntheticFaces, batch_generator, sample_coefficients, synthetic_batch
 from face3dkit.sysinfo import machine_summary
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cnet import scale_aligned_error  # noqa: E402
 
 CHUNK = 100
 
@@ -58,13 +63,10 @@ def main() -> None:
         return m.shape(ids, torch.zeros(ids.shape[0], m.n_exp))
 
     true_shape = neutral(truth[:, sl["id"]])
-    tc = true_shape - true_shape.mean(1, keepdim=True)
 
     def shape_errors(est: torch.Tensor) -> tuple[float, float]:
-        ec = est - est.mean(1, keepdim=True)
-        k = (ec * tc).sum((1, 2)) / (ec * ec).sum((1, 2))
         return (float((est - true_shape).norm(dim=-1).mean()) * 100,
-                float((k[:, None, None] * ec - tc).norm(dim=-1).mean()) * 100)
+                float(scale_aligned_error(est, true_shape).mean()) * 100)
 
     print(f"# {machine_summary('cpu')}, torch threads {torch.get_num_threads()}; {len(images)} held-out renders at "
           f"{args.size} px (seed {args.seed}, batches {args.first}..{args.first + len(batches) - 1}); mm: the default "

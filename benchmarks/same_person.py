@@ -17,7 +17,7 @@ mean vertex distance, and after the least-squares similarity (rotation, translat
 what is not the face's size or placement). s/face is each ``reconstruct`` call's time per face.
 
     python benchmarks/same_person.py [--sets 12] [--set-size 5] [--rnet default] [--landmarks dlib]
-        [--yaw 45] [--fast] [--map-prior] [--threads 2] [--seed 0]
+        [--yaw 45] [--fast] [--map-prior | --shared-prior-weight W] [--threads 2] [--seed 0]
 """
 
 from __future__ import annotations
@@ -51,6 +51,8 @@ def main() -> None:
     p.add_argument("--fast", action="store_true", help="FitConfig.fast() instead of FitConfig().")
     p.add_argument("--map-prior", action="store_true",
                    help="The joint fit's shared prior at 1 / set size (FitConfig.shared_prior_weight; default 1).")
+    p.add_argument("--shared-prior-weight", type=float, default=1.0,
+                   help="The joint fit's FitConfig.shared_prior_weight (ignored with --map-prior).")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
@@ -64,7 +66,7 @@ def main() -> None:
                                                                                same_person_identity="aggregate"),
             "--same-person, joint fit (default)": dataclasses.replace(
                 base, same_person=True, fit=dataclasses.replace(
-                    fit_cfg, shared_prior_weight=1 / args.set_size if args.map_prior else 1.0))}
+                    fit_cfg, shared_prior_weight=1 / args.set_size if args.map_prior else args.shared_prior_weight))}
     names = ["mean face", "rnet+fit, photo by photo", "mean of the photo-by-photo identities", *list(runs)[1:]]
     errs: dict[str, list[tuple[float, float]]] = {k: [] for k in names}
     secs: dict[str, list[float]] = {k: [] for k in runs}
@@ -101,7 +103,8 @@ def main() -> None:
                 errs[name].append(err(s.results[0].coeffs.id, truth))
     print(f"# machine: {machine_summary('cpu')}, torch threads {torch.get_num_threads()}")
     print(f"# {args.sets} sets x {args.set_size} photos ({SIZE} px, yaw ±{args.yaw:g}°), landmarks {args.landmarks}, "
-          f"R-Net {args.rnet}, FitConfig{'.fast()' if args.fast else '()'}{', MAP prior' if args.map_prior else ''}; "
+          f"R-Net {args.rnet}, FitConfig{'.fast()' if args.fast else '()'}, joint fit's shared prior weight "
+          f"{runs['--same-person, joint fit (default)'].fit.shared_prior_weight:.3g}; "
           f"{missing} photo(s) without a face; "
           f"{time.perf_counter() - t0:.0f} s")
     print("| identity from | shape error mm (mean) | similarity-aligned mm (mean) | s/face |")
