@@ -556,6 +556,16 @@ def _solve(model: MorphableModel, imgs: torch.Tensor, lm: torch.Tensor, cfg: Rec
                      {"regress": t_regress, "final_render": time.perf_counter() - t0 - t_regress}, r.display_mask)
 
 
+def _crops(faces: list[Face], dev: torch.device) -> torch.Tensor:
+    """(B, S, S, 3) float crops in [0, 1] of ``faces`` on ``dev``."""
+    return torch.as_tensor(np.stack([f.crop for f in faces]), dtype=torch.float32, device=dev) / 255.0
+
+
+def _crop_landmarks(faces: list[Face], dev: torch.device) -> torch.Tensor:
+    """(B, K, 2) detected landmarks of ``faces`` in crop pixels, on ``dev``."""
+    return torch.as_tensor(np.stack([f.lm_crop for f in faces]), dtype=torch.float32, device=dev)
+
+
 def _result_rows(res: FitResult, rows: list[int]) -> FitResult:
     """The faces ``rows`` of a fit's result, as a result of their own."""
     idx = torch.as_tensor(rows, dtype=torch.long, device=res.landmarks2d.device)
@@ -575,8 +585,7 @@ def _fit_group(model: MorphableModel, batch: list[Face], cfg: ReconstructConfig,
     todo = [p for p in batch if p.solved is None]
     if todo:
         dev = model.mean_shape.device
-        imgs = torch.as_tensor(np.stack([p.crop for p in todo]), dtype=torch.float32, device=dev) / 255.0
-        lm = torch.as_tensor(np.stack([p.lm_crop for p in todo]), dtype=torch.float32, device=dev)
+        imgs, lm = _crops(todo, dev), _crop_landmarks(todo, dev)
         start = None
         if all(p.start is not None for p in todo):
             start = Coefficients.split(torch.cat([p.start for p in todo]).to(dev), model.layout)
@@ -861,7 +870,7 @@ def _aggregate_identity(model: MorphableModel, faces: list[Face], cfg: Reconstru
     with torch.no_grad():
         for i in range(0, len(faces), cfg.batch_size):
             chunk = faces[i:i + cfg.batch_size]
-            imgs = torch.as_tensor(np.stack([p.crop for p in chunk]), dtype=torch.float32, device=dev) / 255.0
+            imgs = _crops(chunk, dev)
             pred, feats = rnet.forward_with_features(imgs.permute(0, 3, 1, 2))
             if cnet is not None:
                 ci, ct = cnet(feats)
@@ -915,8 +924,7 @@ def _joint_identity(model: MorphableModel, faces: list[Face], cfg: ReconstructCo
         pool = [pool[int(i)] for i in np.linspace(0, len(pool) - 1, JOINT_FIT_MAX_FACES).round()]
     dev = model.mean_shape.device
     chosen = [faces[k] for k in pool]
-    imgs = torch.as_tensor(np.stack([f.crop for f in chosen]), dtype=torch.float32, device=dev) / 255.0
-    lm = torch.as_tensor(np.stack([f.lm_crop for f in chosen]), dtype=torch.float32, device=dev)
+    imgs, lm = _crops(chosen, dev), _crop_landmarks(chosen, dev)
     start = Coefficients.split(torch.cat([f.start for f in chosen]).to(dev), model.layout)
     joint_cfg = dataclasses.replace(cfg.fit, landmark_refine_iters=0)  # a refined subset cannot move a shared row
     try:
